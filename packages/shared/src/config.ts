@@ -1,0 +1,141 @@
+import { z } from 'zod';
+
+// Environment is parsed once at boot into one typed object. Every service reads `config`
+// (or calls loadConfig in tests with its own env) instead of touching process.env.
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const url = (name: string, protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `${name} must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL` },
+  );
+
+const optionalUrl = (name: string) =>
+  optionalString.refine(
+    (v) => {
+      if (v === undefined) return true;
+      try {
+        new URL(v);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: `${name} must be an http(s) URL` },
+  );
+
+const positiveInt = (name: string, fallback: number) =>
+  z.coerce
+    .number({ message: `${name} must be a number` })
+    .int({ message: `${name} must be a whole number` })
+    .positive({ message: `${name} must be greater than 0` })
+    .default(fallback);
+
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
+    .optional()
+    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes'].includes(v)));
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'NODE_ENV must be development, production or test' }).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PORT: z.coerce.number({ message: 'PORT must be a number' }).int().min(0, 'PORT must be 0-65535').max(65535, 'PORT must be 0-65535').default(3000),
+  PUBLIC_URL: optionalUrl('PUBLIC_URL'),
+  DATABASE_URL: url('DATABASE_URL', ['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/soundqueue'),
+  DATABASE_POOL_SIZE: positiveInt('DATABASE_POOL_SIZE', 10),
+  REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  QUEUE_PREFIX: z.string().min(1).default('soundqueue'),
+  STORAGE_DIR: z.string().min(1).default('./data'),
+
+  AUTH_JWT_SECRET: optionalString,
+  AUTH_JWKS_URL: optionalUrl('AUTH_JWKS_URL'),
+  AUTH_SERVICE_TOKEN: optionalString,
+
+  WORKER_QUEUES: optionalString,
+  WORKER_CONCURRENCY_AUDIO_TTS: positiveInt('WORKER_CONCURRENCY_AUDIO_TTS', 4),
+  WORKER_CONCURRENCY_AUDIO_MIX: positiveInt('WORKER_CONCURRENCY_AUDIO_MIX', 2),
+  WORKER_CONCURRENCY_AUDIO_BATCH: positiveInt('WORKER_CONCURRENCY_AUDIO_BATCH', 4),
+  WORKER_CONCURRENCY_BOOK_ANALYZE: positiveInt('WORKER_CONCURRENCY_BOOK_ANALYZE', 8),
+  WORKER_CONCURRENCY_SOUNDSCAPE: positiveInt('WORKER_CONCURRENCY_SOUNDSCAPE', 2),
+  WORKER_CONCURRENCY_BOOK: positiveInt('WORKER_CONCURRENCY_BOOK', 4),
+  WORKER_CONCURRENCY_WEBHOOKS: positiveInt('WORKER_CONCURRENCY_WEBHOOKS', 8),
+  JOB_ATTEMPTS: positiveInt('JOB_ATTEMPTS', 3),
+  JOB_BACKOFF_MS: positiveInt('JOB_BACKOFF_MS', 2000),
+
+  SPEECH_PROVIDER: z.enum(['openai', 'local'], { message: 'SPEECH_PROVIDER must be openai or local' }).optional(),
+  OPENAI_API_KEY: optionalString,
+  OPENAI_BASE_URL: optionalUrl('OPENAI_BASE_URL'),
+  OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
+  PROVIDER_TIMEOUT_MS: positiveInt('PROVIDER_TIMEOUT_MS', 120_000),
+
+  ANALYSIS_PROVIDER: z.enum(['gemini', 'local'], { message: 'ANALYSIS_PROVIDER must be gemini or local' }).optional(),
+  GEMINI_API_KEY: optionalString,
+  GEMINI_BASE_URL: optionalUrl('GEMINI_BASE_URL'),
+  GEMINI_MODEL: z.string().min(1).default('gemini-2.5-flash'),
+
+  SOUNDSCAPE_PROVIDER: z.enum(['replicate', 'local'], { message: 'SOUNDSCAPE_PROVIDER must be replicate or local' }).optional(),
+  REPLICATE_API_TOKEN: optionalString,
+  REPLICATE_BASE_URL: optionalUrl('REPLICATE_BASE_URL'),
+  REPLICATE_SOUNDSCAPE_MODEL: z.string().min(1).default('meta/musicgen'),
+  REPLICATE_POLL_INTERVAL_MS: positiveInt('REPLICATE_POLL_INTERVAL_MS', 1000),
+  SOUNDSCAPE_SECONDS: positiveInt('SOUNDSCAPE_SECONDS', 60),
+
+  BOOK_MAX_PAGES: positiveInt('BOOK_MAX_PAGES', 2000),
+  BOOK_MAX_UPLOAD_BYTES: positiveInt('BOOK_MAX_UPLOAD_BYTES', 20 * 1024 * 1024),
+
+  ADMIN_USER: optionalString,
+  ADMIN_PASSWORD: optionalString,
+  ADMIN_READONLY: bool(true),
+  WEBHOOK_ALLOW_PRIVATE: bool(false),
+});
+
+export type Config = z.infer<typeof envSchema> & {
+  speechProvider: 'openai' | 'local';
+  analysisProvider: 'gemini' | 'local';
+  soundscapeProvider: 'replicate' | 'local';
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+/** Parses an environment; throws ConfigError listing every bad variable at once. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = issue.path.join('.');
+        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  const problems: string[] = [];
+  if (c.SPEECH_PROVIDER === 'openai' && !c.OPENAI_API_KEY) problems.push('SPEECH_PROVIDER=openai needs OPENAI_API_KEY');
+  if (c.ANALYSIS_PROVIDER === 'gemini' && !c.GEMINI_API_KEY) problems.push('ANALYSIS_PROVIDER=gemini needs GEMINI_API_KEY');
+  if (c.SOUNDSCAPE_PROVIDER === 'replicate' && !c.REPLICATE_API_TOKEN) problems.push('SOUNDSCAPE_PROVIDER=replicate needs REPLICATE_API_TOKEN');
+  if (Boolean(c.ADMIN_USER) !== Boolean(c.ADMIN_PASSWORD)) problems.push('ADMIN_USER and ADMIN_PASSWORD must be set together');
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    ...c,
+    // A provider with a key is used unless told otherwise; no key means the local one.
+    speechProvider: c.SPEECH_PROVIDER ?? (c.OPENAI_API_KEY ? 'openai' : 'local'),
+    analysisProvider: c.ANALYSIS_PROVIDER ?? (c.GEMINI_API_KEY ? 'gemini' : 'local'),
+    soundscapeProvider: c.SOUNDSCAPE_PROVIDER ?? (c.REPLICATE_API_TOKEN ? 'replicate' : 'local'),
+  };
+}

@@ -1,0 +1,104 @@
+import { UnrecoverableError } from 'bullmq';
+
+// The named failures of soundqueue. `code` is stable (clients and dashboards key on it);
+// `retryable` says whether another attempt can help. Processors turn a non-retryable error
+// into BullMQ's UnrecoverableError so the queue stops at once instead of burning attempts.
+
+export type ErrorType =
+  | 'ValidationError'
+  | 'SpeechGenerationError'
+  | 'MixingError'
+  | 'ContentAnalysisError'
+  | 'SoundscapeGenerationError'
+  | 'DatabaseError';
+
+export abstract class SoundqueueError extends Error {
+  abstract readonly code: string;
+  readonly retryable: boolean;
+  /** Seconds the provider asked us to wait (a 429's Retry-After), when it said. */
+  readonly retryAfterSeconds: number | undefined;
+  /** The provider's HTTP status, when the failure came from one. */
+  readonly status: number | undefined;
+
+  constructor(
+    message: string,
+    options: { retryable?: boolean; cause?: unknown; retryAfterSeconds?: number; status?: number } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.retryable = options.retryable ?? true;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.status = options.status;
+  }
+
+  get errorType(): ErrorType {
+    return this.name as ErrorType;
+  }
+}
+
+export class ValidationError extends SoundqueueError {
+  override name = 'ValidationError';
+  readonly code = 'validation_failed';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { ...options, retryable: false });
+  }
+}
+
+export class SpeechGenerationError extends SoundqueueError {
+  override name = 'SpeechGenerationError';
+  readonly code = 'speech_generation_failed';
+}
+
+export class MixingError extends SoundqueueError {
+  override name = 'MixingError';
+  readonly code = 'mixing_failed';
+}
+
+export class ContentAnalysisError extends SoundqueueError {
+  override name = 'ContentAnalysisError';
+  readonly code = 'content_analysis_failed';
+}
+
+export class SoundscapeGenerationError extends SoundqueueError {
+  override name = 'SoundscapeGenerationError';
+  readonly code = 'soundscape_generation_failed';
+}
+
+export class DatabaseError extends SoundqueueError {
+  override name = 'DatabaseError';
+  readonly code = 'database_error';
+}
+
+/**
+ * Classifies a provider's HTTP status: 429 and 5xx (and no status: a network fault or a
+ * timeout) are worth another attempt; any other 4xx is our request's fault and is not.
+ */
+export function isRetryableStatus(status: number | undefined): boolean {
+  if (status === undefined) return true;
+  return status === 408 || status === 409 || status === 429 || status >= 500;
+}
+
+/** Parses a Retry-After header (seconds or an HTTP date) into seconds. */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds);
+  const date = Date.parse(value);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, Math.ceil((date - now) / 1000));
+}
+
+/** What a processor throws: retryable errors as they are, the rest as UnrecoverableError. */
+export function toJobError(error: unknown): Error {
+  if (error instanceof SoundqueueError && !error.retryable) {
+    const unrecoverable = new UnrecoverableError(`${error.name}: ${error.message}`);
+    return unrecoverable;
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/** The type and a person-readable message for a failure row. */
+export function describeError(error: unknown, fallback: ErrorType): { errorType: ErrorType; message: string } {
+  if (error instanceof SoundqueueError) return { errorType: error.errorType, message: error.message };
+  const message = error instanceof Error ? error.message : String(error);
+  return { errorType: fallback, message };
+}
