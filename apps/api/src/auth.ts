@@ -1,0 +1,114 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { Config } from '@soundqueue/shared/config';
+import { HttpError } from './http-errors';
+
+export interface Principal {
+  userId: string;
+  role: 'user' | 'admin';
+}
+
+export interface Auth {
+  /** Verifies a bearer token; throws HttpError 401 with the reason. */
+  verify(token: string): Promise<Principal>;
+  /** Signs a short-lived token (HS256 only), e.g. the query token for EventSource. */
+  sign(principal: Principal, expiresIn: string): Promise<string>;
+  middleware: RequestHandler;
+  /** Set in development when no auth was configured: a ready-to-use token for a demo user. */
+  devToken: string | null;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    principal?: Principal;
+  }
+}
+
+const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
+
+/**
+ * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL. In
+ * development with neither set, a random secret and a demo user's token are generated so
+ * `npm start` works at once; production refuses to start without one of them.
+ */
+export async function createAuth(config: Config): Promise<Auth> {
+  let secret: Uint8Array | null = config.AUTH_JWT_SECRET ? new TextEncoder().encode(config.AUTH_JWT_SECRET) : null;
+  const jwks: JWTVerifyGetKey | null = config.AUTH_JWKS_URL ? createRemoteJWKSet(new URL(config.AUTH_JWKS_URL)) : null;
+  let devToken: string | null = null;
+  if (!secret && !jwks) {
+    if (config.NODE_ENV === 'production') {
+      throw new Error('Refusing to start: set AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256) in production.');
+    }
+    secret = randomBytes(32);
+  }
+  // Tokens we sign ourselves (dev token, EventSource query tokens) need a symmetric key even
+  // when users come with JWKS tokens; a per-process random one is enough for short lives.
+  const signingKey = secret ?? randomBytes(32);
+
+  const sign = async (principal: Principal, expiresIn: string) =>
+    new SignJWT({ role: principal.role })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(principal.userId)
+      .setIssuedAt()
+      .setExpirationTime(expiresIn)
+      .sign(signingKey);
+
+  if (!config.AUTH_JWT_SECRET && !jwks) devToken = await sign({ userId: 'demo-user', role: 'user' }, '30d');
+
+  const serviceToken = config.AUTH_SERVICE_TOKEN ? Buffer.from(config.AUTH_SERVICE_TOKEN) : null;
+
+  const toPrincipal = (payload: JWTPayload): Principal => {
+    if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200) {
+      throw unauthorized('token has no usable sub claim');
+    }
+    return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
+  };
+
+  const verify = async (token: string): Promise<Principal> => {
+    if (serviceToken) {
+      const given = Buffer.from(token);
+      if (given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
+    }
+    try {
+      if (jwks) {
+        try {
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload);
+        } catch (error) {
+          // Our own short-lived tokens are HS256 even in JWKS mode.
+          if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
+        }
+      }
+      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload);
+    } catch (error) {
+      if (error instanceof HttpError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw unauthorized('token expired');
+      if (error instanceof joseErrors.JWSSignatureVerificationFailed) throw unauthorized('token signature is invalid');
+      if (error instanceof joseErrors.JOSEError) throw unauthorized(`token rejected: ${error.message}`);
+      throw unauthorized('token is malformed');
+    }
+  };
+
+  const middleware: RequestHandler = async (req, _res, next) => {
+    try {
+      const header = req.headers.authorization;
+      let token: string | undefined;
+      if (header) {
+        const match = /^Bearer\s+(\S+)$/i.exec(header);
+        if (!match) throw unauthorized('Authorization header must be "Bearer <token>"');
+        token = match[1];
+      } else if (req.method === 'GET' && typeof req.query.access_token === 'string' && req.path.endsWith('/events')) {
+        // Browsers' EventSource cannot send headers: event streams accept a short-lived
+        // signed token in the query string instead.
+        token = req.query.access_token;
+      }
+      if (!token) throw unauthorized('missing Authorization: Bearer <token>');
+      req.principal = await verify(token);
+      next();
+    } catch (error) {
+      next(error);
+    }
+  };
+
+  return { verify, sign, middleware, devToken };
+}

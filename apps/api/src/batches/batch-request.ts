@@ -1,0 +1,61 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { variantIds } from '@soundqueue/shared/variants';
+import { voiceIds } from '@soundqueue/shared/voices';
+
+export const MAX_SECTIONS = 14;
+export const MAX_SECTION_CHARS = 20_000;
+
+const section = z.object({
+  key: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(100, 'must be at most 100 characters')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "-" or "."'),
+  title: z.string().max(200, 'must be at most 200 characters').optional(),
+  text: z
+    .string()
+    .max(MAX_SECTION_CHARS, `must be at most ${MAX_SECTION_CHARS} characters`)
+    .refine((t) => t.trim().length > 0, 'must contain text to speak'),
+});
+
+export const createBatchSchema = z
+  .object({
+    visionId: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
+    sections: z.array(section).min(1, 'at least one section is needed').max(MAX_SECTIONS, `at most ${MAX_SECTIONS} sections`),
+    variants: z
+      .array(z.enum(variantIds as [string, ...string[]], { message: `must be one of ${variantIds.join(', ')}` }))
+      .min(1, 'choose at least one variant'),
+    voice: z.enum(voiceIds as [string, ...string[]], { message: `must be one of ${voiceIds.join(', ')}` }),
+    model: z
+      .string()
+      .min(1)
+      .max(100)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a model name')
+      .optional(),
+  })
+  .strict()
+  .superRefine((body, ctx) => {
+    const seen = new Set<string>();
+    body.sections.forEach((s, i) => {
+      if (seen.has(s.key)) ctx.addIssue({ code: 'custom', path: ['sections', i, 'key'], message: `duplicate section key "${s.key}"` });
+      seen.add(s.key);
+    });
+    if (new Set(body.variants).size !== body.variants.length) {
+      ctx.addIssue({ code: 'custom', path: ['variants'], message: 'variants must not repeat' });
+    }
+  });
+
+export type CreateBatchRequest = z.infer<typeof createBatchSchema>;
+
+/** A stable hash of the request, to tell an idempotent repeat from a different body. */
+export function requestHash(body: CreateBatchRequest, model: string): string {
+  const canonical = JSON.stringify({
+    visionId: body.visionId,
+    sections: body.sections.map((s) => ({ key: s.key, title: s.title ?? null, text: s.text })),
+    variants: body.variants,
+    voice: body.voice,
+    model,
+  });
+  return createHash('sha256').update(canonical).digest('hex');
+}

@@ -1,0 +1,216 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import { audioGenerationBatches, audioSets, audioTracks } from '@soundqueue/shared/db/schema';
+import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
+import { tuningFrom } from '@soundqueue/shared/queues';
+import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import type { ApiContext } from '../context';
+import { HttpError } from '../http-errors';
+import { requestHash, type CreateBatchRequest } from './batch-request';
+
+type Batch = typeof audioGenerationBatches.$inferSelect;
+
+function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; cause?: { code?: string } };
+  return e.code === '23505' || e.cause?.code === '23505';
+}
+
+async function findByIdempotencyKey(ctx: ApiContext, userId: string, key: string): Promise<Batch | undefined> {
+  const [row] = await ctx.db
+    .select()
+    .from(audioGenerationBatches)
+    .where(and(eq(audioGenerationBatches.userId, userId), eq(audioGenerationBatches.idempotencyKey, key)));
+  return row;
+}
+
+/**
+ * Enqueues a run's flow. If Redis refuses, the tracks of the run fail with the reason and
+ * the batch is finalised, so nothing waits forever for jobs that do not exist.
+ */
+async function enqueueRun(ctx: ApiContext, batchId: string, run: number, trackIds: string[]): Promise<void> {
+  try {
+    await ctx.flows.add(buildAudioBatchFlow(batchId, run, trackIds, tuningFrom(ctx.config)));
+  } catch (error) {
+    const reason = `Could not enqueue the batch's jobs: ${(error as Error).message}`;
+    ctx.logger.error({ err: error, batchId }, 'enqueue failed');
+    for (const trackId of trackIds) {
+      await finishTrack(ctx.db, trackId, { status: 'failed', errorType: 'QueueError', errorMessage: reason });
+    }
+    const result = await finaliseBatch(ctx.db, batchId, () => reason);
+    await ctx.db.update(audioGenerationBatches).set({ errorMessage: reason }).where(eq(audioGenerationBatches.id, batchId));
+    await ctx.publish(result.events);
+    throw new HttpError(503, 'queue_unavailable', `${reason}. The batch was recorded as failed; try again.`, { batchId });
+  }
+}
+
+/** Creates a batch, its sets and tracks in one transaction, then enqueues its flow. */
+export async function createBatch(
+  ctx: ApiContext,
+  userId: string,
+  body: CreateBatchRequest,
+  idempotencyKey: string | undefined,
+): Promise<{ batch: Batch; created: boolean }> {
+  const model = body.model ?? ctx.config.OPENAI_TTS_MODEL;
+  const hash = requestHash(body, model);
+  if (idempotencyKey) {
+    const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
+    if (existing) return sameOrConflict(existing, hash);
+  }
+  const total = body.sections.length * body.variants.length;
+  let created: { batch: Batch; trackIds: string[] };
+  try {
+    created = await ctx.db.transaction(async (tx) => {
+      const [batch] = await tx
+        .insert(audioGenerationBatches)
+        .values({
+          userId,
+          visionId: body.visionId,
+          variantIds: body.variants,
+          voiceId: body.voice,
+          model,
+          sectionsRequested: body.sections.map((s) => ({ key: s.key, title: s.title ?? null, text: s.text })),
+          totalTracksExpected: total,
+          tracksPending: total,
+          idempotencyKey: idempotencyKey ?? null,
+          requestHash: hash,
+        })
+        .returning();
+      if (!batch) throw new Error('insert returned no batch');
+      const sets = await tx
+        .insert(audioSets)
+        .values(body.variants.map((variantId) => ({ batchId: batch.id, userId, variantId })))
+        .returning();
+      const tracks = await tx
+        .insert(audioTracks)
+        .values(
+          sets.flatMap((set) =>
+            body.sections.map((s, sectionIndex) => ({
+              batchId: batch.id,
+              setId: set.id,
+              userId,
+              sectionIndex,
+              sectionKey: s.key,
+              sectionTitle: s.title ?? null,
+              variantId: set.variantId,
+            })),
+          ),
+        )
+        .returning({ id: audioTracks.id });
+      const setIds = body.variants.map((v) => sets.find((s) => s.variantId === v)!.id);
+      const [withSets] = await tx
+        .update(audioGenerationBatches)
+        .set({ audioSetIds: setIds })
+        .where(eq(audioGenerationBatches.id, batch.id))
+        .returning();
+      return { batch: withSets!, trackIds: tracks.map((t) => t.id) };
+    });
+  } catch (error) {
+    // Two requests with one Idempotency-Key raced: the loser answers with the winner's batch.
+    if (idempotencyKey && isUniqueViolation(error)) {
+      const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
+      if (existing) return sameOrConflict(existing, hash);
+    }
+    throw error;
+  }
+  await enqueueRun(ctx, created.batch.id, 1, created.trackIds);
+  return { batch: created.batch, created: true };
+}
+
+function sameOrConflict(existing: Batch, hash: string): { batch: Batch; created: boolean } {
+  if (existing.requestHash !== hash) {
+    throw new HttpError(409, 'idempotency_conflict', 'this Idempotency-Key was already used with a different request body', {
+      batchId: existing.id,
+    });
+  }
+  return { batch: existing, created: false };
+}
+
+export async function getOwnedBatch(ctx: ApiContext, userId: string, batchId: string): Promise<Batch> {
+  const [batch] = await ctx.db
+    .select()
+    .from(audioGenerationBatches)
+    .where(and(eq(audioGenerationBatches.id, batchId), eq(audioGenerationBatches.userId, userId)));
+  if (!batch) throw new HttpError(404, 'not_found', 'batch not found');
+  return batch;
+}
+
+const TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
+
+/** Re-runs only the failed tracks of a finished batch, as a new run. */
+export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId: string): Promise<Batch> {
+  const result = await ctx.db.transaction(async (tx) => {
+    const [batch] = await tx
+      .select()
+      .from(audioGenerationBatches)
+      .where(and(eq(audioGenerationBatches.id, batchId), eq(audioGenerationBatches.userId, userId)))
+      .for('update');
+    if (!batch) throw new HttpError(404, 'not_found', 'batch not found');
+    if (!TERMINAL.includes(batch.status)) {
+      throw new HttpError(409, 'batch_active', `batch is ${batch.status}; retry once it has finished`);
+    }
+    const failed = await tx
+      .update(audioTracks)
+      .set({
+        status: 'pending',
+        mixStatus: 'pending',
+        errorType: null,
+        errorMessage: null,
+        attempts: 0,
+        startedAt: null,
+        completedAt: null,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')))
+      .returning({ id: audioTracks.id });
+    if (failed.length === 0) throw new HttpError(409, 'nothing_to_retry', 'batch has no failed tracks');
+    const run = batch.run + 1;
+    const [updated] = await tx
+      .update(audioGenerationBatches)
+      .set({
+        run,
+        status: 'processing',
+        tracksFailed: sql`${audioGenerationBatches.tracksFailed} - ${failed.length}`,
+        tracksPending: sql`${audioGenerationBatches.tracksPending} + ${failed.length}`,
+        errorMessage: null,
+        completedAt: null,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(audioGenerationBatches.id, batchId))
+      .returning();
+    return { batch: updated!, trackIds: failed.map((t) => t.id) };
+  });
+  await ctx.publish([
+    {
+      subject: { kind: 'batch', id: batchId },
+      type: 'batch.retried',
+      data: { run: result.batch.run, tracksRetried: result.trackIds.length, status: result.batch.status },
+    },
+  ]);
+  await enqueueRun(ctx, batchId, result.batch.run, result.trackIds);
+  return result.batch;
+}
+
+/**
+ * Cancels what has not started: pending tracks become cancelled; tracks already generating
+ * or mixing finish. The batch ends `cancelled` once its running tracks have ended.
+ */
+export async function cancelBatch(ctx: ApiContext, userId: string, batchId: string): Promise<Batch> {
+  const batch = await getOwnedBatch(ctx, userId, batchId);
+  if (TERMINAL.includes(batch.status)) throw new HttpError(409, 'batch_finished', `batch already ${batch.status}`);
+  await ctx.db
+    .update(audioGenerationBatches)
+    .set({ cancelRequestedAt: sql`coalesce(${audioGenerationBatches.cancelRequestedAt}, now())`, updatedAt: sql`now()` })
+    .where(eq(audioGenerationBatches.id, batchId));
+  const pending = await ctx.db
+    .select({ id: audioTracks.id })
+    .from(audioTracks)
+    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, ['pending'])));
+  const events = [];
+  for (const { id } of pending) {
+    const r = await finishTrack(ctx.db, id, { status: 'cancelled' }, ['pending']);
+    events.push(...r.events);
+  }
+  // With nothing left running the batch is final now; otherwise its root job finalises it.
+  const final = await finaliseBatch(ctx.db, batchId);
+  await ctx.publish([...events, ...final.events]);
+  return getOwnedBatch(ctx, userId, batchId);
+}

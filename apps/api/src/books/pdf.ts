@@ -1,0 +1,65 @@
+import { extractText, getDocumentProxy } from 'unpdf';
+import { ValidationError } from '@soundqueue/shared/errors';
+
+// Node 20 lacks Promise.withResolvers (and a few newer built-ins) that pdf.js uses, but the
+// pdf.js build bundled in unpdf 1.6 installs its own polyfills when it loads, so no polyfill
+// is needed here; tests/books/pdf.test.ts runs the real extraction on Node 20 to keep it so.
+
+/**
+ * The text of every page, in order. A page without text (an image, a blank page) is '' so
+ * page numbers stay those of the PDF; a PDF with no text on any page is refused, since the
+ * only way to read it would be OCR.
+ */
+export async function extractPdfPages(data: Uint8Array): Promise<string[]> {
+  if (!hasPdfHeader(data)) {
+    throw new ValidationError('The file is not a PDF (no %PDF- header).');
+  }
+  let document: Awaited<ReturnType<typeof getDocumentProxy>>;
+  try {
+    // pdf.js may transfer (detach) the buffer it is given; the copy keeps the caller's intact.
+    document = await getDocumentProxy(data.slice(), { verbosity: 0 });
+  } catch (error) {
+    throw new ValidationError(describeOpenFailure(error), { cause: error });
+  }
+  try {
+    const { text } = await extractText(document, { mergePages: false });
+    const pages = text.map(normalisePageText);
+    if (pages.every((page) => page.length === 0)) {
+      throw new ValidationError('The PDF has no text layer; scanned PDFs are not supported.');
+    }
+    return pages;
+  } catch (error) {
+    if (error instanceof ValidationError) throw error;
+    throw new ValidationError(`The PDF could not be read: ${messageOf(error)}`, { cause: error });
+  } finally {
+    await document.destroy().catch(() => undefined);
+  }
+}
+
+// The PDF spec lets the header start anywhere in the first 1,024 bytes.
+function hasPdfHeader(data: Uint8Array): boolean {
+  const head = Buffer.from(data.buffer, data.byteOffset, Math.min(data.byteLength, 1024)).toString('latin1');
+  return head.includes('%PDF-');
+}
+
+function describeOpenFailure(error: unknown): string {
+  const name = error instanceof Error ? error.name : '';
+  if (name === 'PasswordException') return 'The PDF is encrypted (password-protected); upload an unprotected copy.';
+  if (name === 'InvalidPDFException') return 'The PDF is corrupt or truncated and could not be opened.';
+  return `The PDF could not be opened: ${messageOf(error)}`;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// pdf.js gives one item per text run; trailing spaces per line and runs of blank lines are noise.
+function normalisePageText(text: string): string {
+  return text
+    .replace(/\r\n?/g, '\n')
+    .split('\n')
+    .map((line) => line.replace(/[ \t]+/g, ' ').trimEnd())
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
+}

@@ -1,0 +1,54 @@
+import { FlowProducer, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '@soundqueue/shared/config';
+import { createDb, type Db } from '@soundqueue/shared/db/client';
+import { createPublisher, type Publish } from '@soundqueue/shared/events';
+import { createLogger, type Logger } from '@soundqueue/shared/logger';
+import { queueNames, type QueueName } from '@soundqueue/shared/queues';
+import { createProducerConnection } from '@soundqueue/shared/redis';
+import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
+import { createAuth, type Auth } from './auth';
+
+/** Everything a route needs, built once per process and passed in plainly. */
+export interface ApiContext {
+  config: Config;
+  db: Db;
+  redis: Redis;
+  queues: Record<QueueName, Queue>;
+  flows: FlowProducer;
+  storage: Storage;
+  publish: Publish;
+  auth: Auth;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function createApiContext(config: Config, logger = createLogger('api', config.LOG_LEVEL)): Promise<ApiContext> {
+  const auth = await createAuth(config);
+  const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const redis = createProducerConnection(config.REDIS_URL);
+  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  const prefix = config.QUEUE_PREFIX;
+  const queues = Object.fromEntries(queueNames.map((name) => [name, new Queue(name, { connection: redis, prefix })])) as Record<
+    QueueName,
+    Queue
+  >;
+  const flows = new FlowProducer({ connection: redis, prefix });
+  return {
+    config,
+    db: dbHandle.db,
+    redis,
+    queues,
+    flows,
+    storage: createStorage(config),
+    publish: createPublisher(redis, prefix, (error) => logger.warn({ err: error }, 'could not publish a progress event')),
+    auth,
+    logger,
+    async close() {
+      await flows.close();
+      await Promise.all(Object.values(queues).map((queue) => queue.close()));
+      redis.disconnect();
+      await dbHandle.close();
+    },
+  };
+}

@@ -1,0 +1,71 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { z } from 'zod';
+import type { Logger } from '@soundqueue/shared/logger';
+
+// Every error the API answers has one shape: {"error":{"code","message","details"}}.
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: unknown = null,
+  ) {
+    super(message);
+  }
+}
+
+export const notFound = (what = 'resource') => new HttpError(404, 'not_found', `${what} not found`);
+
+/** Parses input with a zod schema, answering 400 with every problem listed. */
+export function validate<S extends z.ZodType>(schema: S, input: unknown, where = 'body'): z.infer<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const details = result.error.issues.map((issue) => ({
+      path: [where, ...issue.path.map(String)].join('.'),
+      message: issue.message,
+    }));
+    const first = details[0];
+    throw new HttpError(400, 'validation_failed', first ? `${first.path}: ${first.message}` : 'invalid request', details);
+  }
+  return result.data;
+}
+
+/** POST bodies are JSON: anything else is a 415, said plainly, before any work. */
+export const requireJson: RequestHandler = (req, _res, next) => {
+  if (!req.is('application/json')) {
+    next(new HttpError(415, 'unsupported_media_type', 'Content-Type must be application/json'));
+    return;
+  }
+  next();
+};
+
+export const unknownRoute: RequestHandler = (req, _res, next) => {
+  next(new HttpError(404, 'not_found', `no route for ${req.method} ${req.path}`));
+};
+
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (error, req, res, _next) => {
+    const e = error as { type?: string; status?: number; statusCode?: number; code?: string; message?: string; limit?: number };
+    let http: HttpError;
+    if (error instanceof HttpError) http = error;
+    else if (e.type === 'entity.parse.failed') http = new HttpError(400, 'invalid_json', 'request body is not valid JSON');
+    else if (e.type === 'entity.too.large' || e.code === 'LIMIT_FILE_SIZE')
+      http = new HttpError(413, 'payload_too_large', `request body is larger than the limit${e.limit ? ` of ${e.limit} bytes` : ''}`);
+    else if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported')
+      http = new HttpError(415, 'unsupported_media_type', e.message ?? 'unsupported encoding');
+    else if (typeof e.code === 'string' && e.code.startsWith('LIMIT_'))
+      http = new HttpError(400, 'invalid_upload', e.message ?? 'invalid upload');
+    else if ((e.status ?? e.statusCode ?? 500) < 500 && typeof e.message === 'string')
+      http = new HttpError(e.status ?? e.statusCode ?? 400, 'bad_request', e.message);
+    else {
+      logger.error({ err: error, method: req.method, path: req.path }, 'request failed');
+      http = new HttpError(500, 'internal_error', 'internal error; the failure was logged');
+    }
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(http.status).json({ error: { code: http.code, message: http.message, details: http.details } });
+  };
+}

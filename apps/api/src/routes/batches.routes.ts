@@ -1,0 +1,120 @@
+import { and, desc, eq, inArray, lt, or, type SQL } from 'drizzle-orm';
+import { Router, type Request } from 'express';
+import { z } from 'zod';
+import { audioGenerationBatches, audioSets, audioTracks, batchStatuses } from '@soundqueue/shared/db/schema';
+import { storageKeys } from '@soundqueue/shared/storage/index';
+import { createBatchSchema } from '../batches/batch-request';
+import { cancelBatch, createBatch, getOwnedBatch, retryFailedTracks } from '../batches/batch-service';
+import { batchView, trackView } from '../batches/batch.view';
+import type { ApiContext } from '../context';
+import { HttpError, requireJson, validate } from '../http-errors';
+import { decodeCursor, encodeCursor, parseId } from '../ids';
+import { sendStoredAudio } from '../send-audio';
+
+const listQuery = z.object({
+  visionId: z.string().min(1).max(200).optional(),
+  status: z.enum([...batchStatuses, 'active'], { message: `must be one of ${[...batchStatuses, 'active'].join(', ')}` }).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(200).optional(),
+});
+
+const idempotencyKeyOf = (req: Request): string | undefined => {
+  const key = req.get('Idempotency-Key');
+  if (key === undefined) return undefined;
+  if (key.length < 1 || key.length > 200) {
+    throw new HttpError(400, 'validation_failed', 'Idempotency-Key must be 1 to 200 characters', [
+      { path: 'headers.idempotency-key', message: 'must be 1 to 200 characters' },
+    ]);
+  }
+  return key;
+};
+
+const userOf = (req: Request) => req.principal!.userId;
+
+export function batchRoutes(ctx: ApiContext): Router {
+  const router = Router();
+
+  router.post('/audio/batches', requireJson, async (req, res) => {
+    const body = validate(createBatchSchema, req.body);
+    const { batch, created } = await createBatch(ctx, userOf(req), body, idempotencyKeyOf(req));
+    res.status(created ? 201 : 200).location(`/v1/audio/batches/${batch.id}`).json(batchView(batch));
+  });
+
+  router.get('/audio/batches', async (req, res) => {
+    const query = validate(listQuery, req.query, 'query');
+    const conditions: SQL[] = [eq(audioGenerationBatches.userId, userOf(req))];
+    if (query.visionId) conditions.push(eq(audioGenerationBatches.visionId, query.visionId));
+    if (query.status === 'active') conditions.push(inArray(audioGenerationBatches.status, ['pending', 'processing']));
+    else if (query.status) conditions.push(eq(audioGenerationBatches.status, query.status));
+    if (query.cursor) {
+      const c = decodeCursor(query.cursor);
+      conditions.push(
+        or(
+          lt(audioGenerationBatches.createdAt, c.createdAt),
+          and(eq(audioGenerationBatches.createdAt, c.createdAt), lt(audioGenerationBatches.id, c.id)),
+        )!,
+      );
+    }
+    const rows = await ctx.db
+      .select()
+      .from(audioGenerationBatches)
+      .where(and(...conditions))
+      .orderBy(desc(audioGenerationBatches.createdAt), desc(audioGenerationBatches.id))
+      .limit(query.limit + 1);
+    const page = rows.slice(0, query.limit);
+    const last = page.at(-1);
+    res.json({
+      batches: page.map((b) => batchView(b)),
+      next_cursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+    });
+  });
+
+  router.get('/audio/batches/:id', async (req, res) => {
+    const batch = await getOwnedBatch(ctx, userOf(req), parseId(req.params.id, 'batch'));
+    const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, batch.id));
+    res.json(batchView(batch, tracks));
+  });
+
+  router.post('/audio/batches/:id/retry', async (req, res) => {
+    const batch = await retryFailedTracks(ctx, userOf(req), parseId(req.params.id, 'batch'));
+    res.status(202).json(batchView(batch));
+  });
+
+  router.post('/audio/batches/:id/cancel', async (req, res) => {
+    const batch = await cancelBatch(ctx, userOf(req), parseId(req.params.id, 'batch'));
+    res.status(202).json(batchView(batch));
+  });
+
+  router.get('/audio/sets/:id', async (req, res) => {
+    const id = parseId(req.params.id, 'audio set');
+    const [set] = await ctx.db
+      .select()
+      .from(audioSets)
+      .where(and(eq(audioSets.id, id), eq(audioSets.userId, userOf(req))));
+    if (!set) throw new HttpError(404, 'not_found', 'audio set not found');
+    const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.setId, set.id));
+    res.json({
+      id: set.id,
+      batch_id: set.batchId,
+      variant_id: set.variantId,
+      created_at: set.createdAt,
+      tracks: tracks.sort((a, b) => a.sectionIndex - b.sectionIndex).map(trackView),
+    });
+  });
+
+  router.get('/audio/tracks/:id/audio', async (req, res) => {
+    const id = parseId(req.params.id, 'track');
+    const [track] = await ctx.db
+      .select()
+      .from(audioTracks)
+      .where(and(eq(audioTracks.id, id), eq(audioTracks.userId, userOf(req))));
+    if (!track) throw new HttpError(404, 'not_found', 'track not found');
+    if (track.status !== 'completed' || !track.mixedFileKey) {
+      throw new HttpError(409, 'audio_not_ready', `track is ${track.status}; its audio exists once it is completed`);
+    }
+    // The key comes from our own row, never from the URL, so no path can be smuggled in.
+    await sendStoredAudio(req, res, ctx.storage, storageKeys.track(track.batchId, track.id), `${track.sectionKey}-${track.variantId}.mp3`);
+  });
+
+  return router;
+}

@@ -1,0 +1,13 @@
+import express, { Router } from 'express';
+import type { ApiContext } from '../context';
+import { batchRoutes } from './batches.routes';
+import { catalogRoutes } from './catalog.routes';
+
+export function v1Routes(ctx: ApiContext): Router {
+  const router = Router();
+  // 1 MiB covers 14 sections of 20,000 characters of multi-byte text with room to spare.
+  router.use(express.json({ limit: '1mb', strict: true }));
+  router.use(catalogRoutes());
+  router.use(batchRoutes(ctx));
+  return router;
+}

@@ -1,0 +1,62 @@
+import type { Request, Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import type { Storage } from '@soundqueue/shared/storage/index';
+import { HttpError } from './http-errors';
+
+/**
+ * Parses a single-range `Range: bytes=...` header against a size. Returns null for "no
+ * usable range" (serve the whole file, as RFC 9110 allows for multiple ranges), or
+ * 'unsatisfiable' for a 416.
+ */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
+  if (!header) return null;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match) return null;
+  const [, from, to] = match;
+  if (from === '' && to === '') return null;
+  if (from === '') {
+    const suffix = Number(to);
+    if (suffix === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(from);
+  const end = to === '' ? size - 1 : Math.min(Number(to), size - 1);
+  if (start >= size || end < start) return 'unsatisfiable';
+  return { start, end };
+}
+
+/** Streams a stored audio file with ETag, conditional GET and HTTP Range (206 / 416). */
+export async function sendStoredAudio(req: Request, res: Response, storage: Storage, key: string, filename: string): Promise<void> {
+  const object = await storage.stat(key);
+  if (!object) throw new HttpError(404, 'not_found', 'audio file not found');
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('ETag', object.etag);
+  res.setHeader('Last-Modified', object.modifiedAt.toUTCString());
+  res.setHeader('Cache-Control', 'private, max-age=3600');
+  res.setHeader('Content-Disposition', `inline; filename="${filename}"`);
+  res.setHeader('Content-Type', 'audio/mpeg');
+  if (req.headers['if-none-match'] === object.etag) {
+    res.status(304).end();
+    return;
+  }
+  // A Range with a stale If-Range gets the whole (new) file.
+  const ifRange = req.headers['if-range'];
+  const range = ifRange && ifRange !== object.etag ? null : parseRange(req.headers.range, object.size);
+  if (range === 'unsatisfiable') {
+    res.setHeader('Content-Range', `bytes */${object.size}`);
+    throw new HttpError(416, 'range_not_satisfiable', `range ${req.headers.range} is outside the file's ${object.size} bytes`);
+  }
+  if (range) {
+    res.status(206);
+    res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${object.size}`);
+    res.setHeader('Content-Length', String(range.end - range.start + 1));
+  } else {
+    res.setHeader('Content-Length', String(object.size));
+  }
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  const stream = await storage.read(key, range ?? undefined);
+  await pipeline(stream, res);
+}

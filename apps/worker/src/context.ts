@@ -1,0 +1,59 @@
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '@soundqueue/shared/config';
+import { createDb, type Db } from '@soundqueue/shared/db/client';
+import { createPublisher, type Publish } from '@soundqueue/shared/events';
+import { createLogger, type Logger } from '@soundqueue/shared/logger';
+import { queueNames, type QueueName } from '@soundqueue/shared/queues';
+import { createWorkerConnection } from '@soundqueue/shared/redis';
+import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
+import { createProviders, type Providers } from './providers';
+
+/** What every processor gets: the stores, the providers and a scratch directory. */
+export interface WorkerContext {
+  config: Config;
+  db: Db;
+  redis: Redis;
+  storage: Storage;
+  providers: Providers;
+  publish: Publish;
+  /** Producer handles, for processors that add jobs (the book job adds soundscapes). */
+  queues: Record<QueueName, Queue>;
+  logger: Logger;
+  scratchDir: string;
+  close(): Promise<void>;
+}
+
+export async function createWorkerContext(
+  config: Config,
+  options: { providers?: Providers; logger?: Logger } = {},
+): Promise<WorkerContext> {
+  const logger = options.logger ?? createLogger('worker', config.LOG_LEVEL);
+  const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const redis = createWorkerConnection(config.REDIS_URL);
+  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  const scratchDir = join(tmpdir(), `soundqueue-${process.pid}`);
+  await mkdir(scratchDir, { recursive: true });
+  const queues = Object.fromEntries(
+    queueNames.map((name) => [name, new Queue(name, { connection: redis, prefix: config.QUEUE_PREFIX })]),
+  ) as Record<QueueName, Queue>;
+  return {
+    config,
+    db: dbHandle.db,
+    redis,
+    storage: createStorage(config),
+    providers: options.providers ?? createProviders(config),
+    publish: createPublisher(redis, config.QUEUE_PREFIX, (error) => logger.warn({ err: error }, 'could not publish a progress event')),
+    queues,
+    logger,
+    scratchDir,
+    async close() {
+      await Promise.all(Object.values(queues).map((q) => q.close()));
+      redis.disconnect();
+      await dbHandle.close();
+    },
+  };
+}

@@ -1,0 +1,3 @@
+export { createWorkerContext, type WorkerContext } from './context';
+export { createProviders, type Providers } from './providers';
+export { selectQueues, startWorkers, type RunningWorkers } from './workers';

@@ -1,0 +1,24 @@
+import { parsePayload, QUEUE } from '@soundqueue/shared/queues';
+import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
+import type { WorkerContext } from '../context';
+import type { JobRun } from '../job-failure';
+
+/** Runs once every track of a run has ended; gives the batch its terminal status. */
+export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
+  const { batchId } = parsePayload('audio-batch', run.job.data);
+  // A child job that failed without recording why (lost past the stall limit) left its
+  // reason here; it becomes the track's message.
+  const failures = await run.job.getIgnoredChildrenFailures();
+  const reasonByTrack = new Map<string, string>();
+  for (const [key, reason] of Object.entries(failures)) {
+    const match = new RegExp(`:${QUEUE.audioMix}:mix\\.([0-9a-f-]{36})\\.r\\d+$`).exec(key);
+    if (match?.[1]) reasonByTrack.set(match[1], reason);
+  }
+  const result = await finaliseBatch(
+    ctx.db,
+    batchId,
+    (trackId) => `The track's job was lost before it finished (${reasonByTrack.get(trackId) ?? 'no job result'}); retry the batch's failed tracks.`,
+  );
+  await ctx.publish(result.events);
+  return { status: result.status };
+}

@@ -1,0 +1,56 @@
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { audioTracks, voiceRenditions } from '@soundqueue/shared/db/schema';
+import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
+import { parsePayload } from '@soundqueue/shared/queues';
+import { finishTrack, markMixing } from '@soundqueue/shared/rollup/tracks';
+import { storageKeys } from '@soundqueue/shared/storage/index';
+import { getVariant } from '@soundqueue/shared/variants';
+import { mixTrack } from '../audio/mix';
+import type { WorkerContext } from '../context';
+import { handleJobFailure, type JobRun } from '../job-failure';
+
+/** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
+export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
+  const { trackId, batchId } = parsePayload('audio-mix', run.job.data);
+  const [track] = await ctx.db.select().from(audioTracks).where(eq(audioTracks.id, trackId));
+  if (!track) return { skipped: 'track no longer exists' };
+  if (['completed', 'failed', 'cancelled'].includes(track.status)) return { skipped: `track is ${track.status}` };
+  if (!track.renditionKey) {
+    // The speech job ended without a voice and without recording why (its worker was lost
+    // past the stall limit): say so on the track instead of leaving it pending.
+    const failures = Object.values(await run.job.getIgnoredChildrenFailures());
+    const reason = failures[0] ?? 'the speech job ended without producing a voice';
+    const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: `Speech: ${reason}` });
+    await ctx.publish(done.events);
+    return { skipped: 'no voice rendition' };
+  }
+  const mixing = await markMixing(ctx.db, trackId);
+  await ctx.publish(mixing.events);
+  const scratch = join(ctx.scratchDir, randomUUID());
+  try {
+    const variant = getVariant(track.variantId);
+    if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
+    const [rendition] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, track.renditionKey));
+    if (!rendition?.storageKey || rendition.status !== 'ready') throw new MixingError('the voice rendition is not available yet');
+    const voicePath = `${scratch}-voice${extname(rendition.storageKey)}`;
+    const outPath = `${scratch}-mix.mp3`;
+    await ctx.storage.download(rendition.storageKey, voicePath);
+    const mixed = await mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined });
+    const key = storageKeys.track(batchId, trackId);
+    const stored = await ctx.storage.putFile(key, outPath, 'audio/mpeg');
+    const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs });
+    await ctx.publish(done.events);
+    return { durationMs: mixed.durationMs };
+  } catch (error) {
+    return handleJobFailure(run, error, async (final) => {
+      const { errorType, message } = describeError(final, 'MixingError');
+      const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Mixing: ${message}` });
+      await ctx.publish(done.events);
+    });
+  } finally {
+    await Promise.all(['-voice.mp3', '-voice.wav', '-mix.mp3'].map((s) => rm(`${scratch}${s}`, { force: true })));
+  }
+}

@@ -1,0 +1,44 @@
+import { eq } from 'drizzle-orm';
+import { audioGenerationBatches, audioTracks } from '@soundqueue/shared/db/schema';
+import { describeError, ValidationError } from '@soundqueue/shared/errors';
+import { parsePayload } from '@soundqueue/shared/queues';
+import { attachRendition, finishTrack, startTrack } from '@soundqueue/shared/rollup/tracks';
+import { getVariant } from '@soundqueue/shared/variants';
+import type { WorkerContext } from '../context';
+import { handleJobFailure, type JobRun } from '../job-failure';
+import { obtainRendition } from '../speech/rendition';
+
+/** One track's voice: find or synthesize the rendition its text, voice and variant need. */
+export async function processAudioTts(ctx: WorkerContext, run: JobRun): Promise<{ renditionKey: string } | { skipped: string }> {
+  const { trackId } = parsePayload('audio-tts', run.job.data);
+  const [row] = await ctx.db
+    .select({ track: audioTracks, batch: audioGenerationBatches })
+    .from(audioTracks)
+    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
+    .where(eq(audioTracks.id, trackId));
+  if (!row) return { skipped: 'track no longer exists' };
+  const { track, batch } = row;
+  // Cancelled, or already finished by an earlier delivery of this job: nothing to do.
+  const started = await startTrack(ctx.db, trackId);
+  if (!started.started) return { skipped: `track is ${track.status}` };
+  await ctx.publish(started.events);
+  try {
+    const variant = getVariant(track.variantId);
+    const section = batch.sectionsRequested[track.sectionIndex];
+    if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
+    if (!section) throw new ValidationError(`section ${track.sectionIndex} is missing from the batch`);
+    const { rendition, paidUsd } = await obtainRendition(
+      ctx,
+      { text: section.text, voice: batch.voiceId, model: batch.model, instructions: variant.speechInstructions },
+      { userId: batch.userId, batchId: batch.id },
+    );
+    await attachRendition(ctx.db, trackId, { keyHash: rendition.keyHash, storageKey: rendition.storageKey!, costUsd: paidUsd });
+    return { renditionKey: rendition.keyHash };
+  } catch (error) {
+    return handleJobFailure(run, error, async (final) => {
+      const { errorType, message } = describeError(final, 'SpeechGenerationError');
+      const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Speech: ${message}` });
+      await ctx.publish(done.events);
+    });
+  }
+}

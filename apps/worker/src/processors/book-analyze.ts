@@ -1,0 +1,56 @@
+import { and, eq } from 'drizzle-orm';
+import { books, bookSpreads } from '@soundqueue/shared/db/schema';
+import { describeError } from '@soundqueue/shared/errors';
+import { parsePayload } from '@soundqueue/shared/queues';
+import { completeSpread, failSpread, startSpread } from '@soundqueue/shared/rollup/books';
+import type { WorkerContext } from '../context';
+import { handleJobFailure, type JobRun } from '../job-failure';
+import { recordProviderCall } from '../provider-calls';
+
+/** One spread's analysis: setting, mood, ambience and whether a new scene starts here. */
+export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promise<{ sceneChanged: boolean } | { skipped: string }> {
+  const { bookId, spreadIndex } = parsePayload('book-analyze', run.job.data);
+  const [book] = await ctx.db.select({ userId: books.userId }).from(books).where(eq(books.id, bookId));
+  if (!book) return { skipped: 'book no longer exists' };
+  if (!(await startSpread(ctx.db, bookId, spreadIndex))) return { skipped: 'spread already analysed' };
+  const [spread] = await ctx.db.select().from(bookSpreads).where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, spreadIndex)));
+  const [previous] =
+    spreadIndex > 0
+      ? await ctx.db.select({ text: bookSpreads.text }).from(bookSpreads).where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, spreadIndex - 1)))
+      : [];
+  const provider = ctx.providers.analysis;
+  const started = Date.now();
+  try {
+    let result;
+    try {
+      result = await provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null });
+    } finally {
+      await recordProviderCall(ctx.db, {
+        userId: book.userId,
+        bookId,
+        provider: provider.name,
+        kind: 'analysis',
+        units: result?.usage.tokens ?? 0,
+        unitType: 'tokens',
+        costUsd: result?.costUsd ?? 0,
+        latencyMs: Date.now() - started,
+        outcome: result ? 'ok' : 'error',
+      });
+    }
+    // Spread 0 opens scene 0 whatever the model says.
+    const analysis = spreadIndex === 0 ? { ...result.analysis, sceneChanged: true } : result.analysis;
+    await ctx.publish(await completeSpread(ctx.db, bookId, spreadIndex, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started }));
+    return { sceneChanged: analysis.sceneChanged };
+  } catch (error) {
+    return handleJobFailure(run, error, async (final) => {
+      const { errorType, message } = describeError(final, 'ContentAnalysisError');
+      const events = await failSpread(ctx.db, bookId, spreadIndex, {
+        errorType: errorType as 'ContentAnalysisError',
+        message,
+        stack: final instanceof Error ? (final.stack ?? null) : null,
+        attempt: run.job.attemptsMade + 1,
+      });
+      await ctx.publish(events);
+    });
+  }
+}

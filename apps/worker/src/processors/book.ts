@@ -1,0 +1,152 @@
+import { WaitingChildrenError } from 'bullmq';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
+import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
+import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
+import { bookCountersEvent, failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { segmentScenes } from '@soundqueue/shared/scenes';
+import type { WorkerContext } from '../context';
+import type { JobRun } from '../job-failure';
+
+const lost = (what: string) => `The ${what} job was lost before it finished (its worker stopped); start generation again to retry it.`;
+
+/**
+ * The book's root job, a step job that survives a crash at any step because every step is
+ * idempotent and the database says what is done:
+ * - `segment` (after every spread's analysis ended): group spreads into scenes, create one
+ *   soundscape per new scene, add their jobs as this job's children, wait for them;
+ * - `finalize` (after every soundscape ended): ready or failed, with the stats.
+ */
+export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
+  const data = parsePayload('book', run.job.data);
+  const [book] = await ctx.db.select().from(books).where(eq(books.id, data.bookId));
+  if (!book || book.status !== 'processing' || book.run !== data.run) return { status: null };
+
+  if (data.step === 'segment') {
+    const segmentStarted = Date.now();
+    await failLeftoverSpreads(ctx, book.id, run.job.attemptsMade + 1);
+    const [fresh] = await ctx.db.select().from(books).where(eq(books.id, book.id));
+    if (fresh && fresh.processedSpreads > 0) {
+      const pending = await segment(ctx, book.id);
+      const analysisMs = segmentStarted - (book.startedAt ?? book.createdAt).getTime();
+      await ctx.db
+        .update(books)
+        .set({ stepTimings: sql`${books.stepTimings} || ${JSON.stringify({ analysisMs, segmentationMs: Date.now() - segmentStarted })}::jsonb` })
+        .where(eq(books.id, book.id));
+      for (const soundscapeId of pending) {
+        await ctx.queues.soundscape.add(
+          'generate-soundscape',
+          { bookId: book.id, soundscapeId, run: data.run },
+          {
+            ...jobOptions(QUEUE.soundscape, tuningFrom(ctx.config)),
+            jobId: jobId.soundscape(soundscapeId, data.run),
+            parent: { id: run.job.id!, queue: run.job.queueQualifiedName },
+            ignoreDependencyOnFailure: true,
+          },
+        );
+      }
+    }
+    await run.job.updateData({ ...data, step: 'finalize' });
+    if (await run.job.moveToWaitingChildren(run.token!)) throw new WaitingChildrenError();
+  }
+
+  // finalize
+  const soundscapesStarted = Number((await ctx.db.select({ t: books.stepTimings }).from(books).where(eq(books.id, book.id)))[0]?.t.analysisMs ?? 0);
+  await failLeftoverSoundscapes(ctx, book.id, run.job.attemptsMade + 1);
+  const totalMs = Date.now() - (book.startedAt ?? book.createdAt).getTime();
+  const result = await finaliseBook(ctx.db, book.id, { soundscapesMs: Math.max(0, totalMs - soundscapesStarted), totalMs });
+  await ctx.publish(result.events);
+  return { status: result.status };
+}
+
+async function failLeftoverSpreads(ctx: WorkerContext, bookId: string, attempt: number): Promise<void> {
+  const leftovers = await ctx.db
+    .select({ index: bookSpreads.index })
+    .from(bookSpreads)
+    .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+  for (const { index } of leftovers) {
+    await ctx.publish(await failSpread(ctx.db, bookId, index, { errorType: 'ContentAnalysisError', message: lost('analysis'), stack: null, attempt }));
+  }
+}
+
+async function failLeftoverSoundscapes(ctx: WorkerContext, bookId: string, attempt: number): Promise<void> {
+  const leftovers = await ctx.db
+    .select({ id: soundscapes.id, scene: scenes })
+    .from(soundscapes)
+    .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+    .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
+  for (const { id, scene } of leftovers) {
+    await ctx.publish(await failSoundscape(ctx.db, id, scene, { errorType: 'SoundscapeGenerationError', message: lost('soundscape'), stack: null, attempt }));
+  }
+}
+
+/**
+ * Writes the book's scenes from its spreads' analyses and returns the soundscapes still to
+ * generate. A scene identical to an existing one (same spreads, same prompt) keeps its
+ * soundscape, so running generation again never redoes finished work.
+ */
+async function segment(ctx: WorkerContext, bookId: string): Promise<string[]> {
+  const result = await ctx.db.transaction(async (tx) => {
+    await tx.select({ id: books.id }).from(books).where(eq(books.id, bookId)).for('update');
+    const spreads = await tx.select().from(bookSpreads).where(eq(bookSpreads.bookId, bookId)).orderBy(asc(bookSpreads.index));
+    const planned = segmentScenes(
+      spreads.map((s) => ({
+        index: s.index,
+        firstPage: s.firstPage,
+        lastPage: s.lastPage,
+        analysis: s.status === 'analyzed' ? spreadAnalysisSchema.parse(s.analysis) : null,
+      })),
+    );
+    const existing = await tx.select().from(scenes).where(eq(scenes.bookId, bookId));
+    const keep = new Map<number, string>();
+    for (const scene of planned) {
+      const same = existing.find((e) => e.firstSpread === scene.firstSpread && e.lastSpread === scene.lastSpread && e.prompt === scene.prompt);
+      if (same) keep.set(scene.index, same.id);
+    }
+    const stale = existing.filter((e) => ![...keep.values()].includes(e.id)).map((e) => e.id);
+    if (stale.length > 0) await tx.delete(scenes).where(inArray(scenes.id, stale));
+    // Renumber kept scenes out of the way first: (book_id, index) is unique.
+    for (const [index, id] of keep) await tx.update(scenes).set({ index: -1 - index }).where(eq(scenes.id, id));
+    for (const [index, id] of keep) await tx.update(scenes).set({ index }).where(eq(scenes.id, id));
+    const [owner] = await tx.select({ userId: books.userId }).from(books).where(eq(books.id, bookId));
+    for (const scene of planned) {
+      if (keep.has(scene.index)) continue;
+      const [row] = await tx
+        .insert(scenes)
+        .values({
+          bookId,
+          index: scene.index,
+          firstSpread: scene.firstSpread,
+          lastSpread: scene.lastSpread,
+          firstPage: scene.firstPage,
+          lastPage: scene.lastPage,
+          description: scene.description,
+          mood: scene.mood,
+          ambience: scene.ambience,
+          prompt: scene.prompt,
+        })
+        .returning({ id: scenes.id });
+      await tx.insert(soundscapes).values({ sceneId: row!.id, bookId, userId: owner!.userId });
+    }
+    // Failed soundscapes of kept scenes get another go.
+    await tx
+      .update(soundscapes)
+      .set({ status: 'pending', errorMessage: null, attempts: 0, updatedAt: sql`now()` })
+      .where(and(eq(soundscapes.bookId, bookId), eq(soundscapes.status, 'failed')));
+    const all = await tx.select({ id: soundscapes.id, status: soundscapes.status }).from(soundscapes).where(eq(soundscapes.bookId, bookId));
+    const [book] = await tx
+      .update(books)
+      .set({
+        scenesCreated: planned.length,
+        soundscapesGenerated: all.filter((s) => s.status === 'completed').length,
+        soundscapesFailed: 0,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(books.id, bookId))
+      .returning();
+    return { book: book!, pending: all.filter((s) => s.status !== 'completed').map((s) => s.id) };
+  });
+  await ctx.publish([bookCountersEvent(result.book)]);
+  return result.pending;
+}
+

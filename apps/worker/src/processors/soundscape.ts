@@ -1,0 +1,81 @@
+import { randomUUID } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { scenes, soundscapes } from '@soundqueue/shared/db/schema';
+import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
+import { parsePayload } from '@soundqueue/shared/queues';
+import { completeSoundscape, failSoundscape, startSoundscape } from '@soundqueue/shared/rollup/books';
+import { storageKeys } from '@soundqueue/shared/storage/index';
+import type { WorkerContext } from '../context';
+import { probeAudio } from '../ffmpeg';
+import { handleJobFailure, type JobRun } from '../job-failure';
+import { recordProviderCall } from '../provider-calls';
+
+/** One scene's ambient soundscape, checked with ffprobe before it counts. */
+export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
+  const { bookId, soundscapeId } = parsePayload('soundscape', run.job.data);
+  const [row] = await ctx.db
+    .select({ soundscape: soundscapes, scene: scenes })
+    .from(soundscapes)
+    .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+    .where(eq(soundscapes.id, soundscapeId));
+  if (!row) return { skipped: 'soundscape no longer exists' };
+  const { soundscape, scene } = row;
+  if (!(await startSoundscape(ctx.db, soundscapeId))) return { skipped: `soundscape is ${soundscape.status}` };
+  const provider = ctx.providers.soundscape;
+  const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
+  const started = Date.now();
+  try {
+    let result;
+    try {
+      result = await provider.generate({
+        prompt: scene.prompt,
+        ambience: scene.ambience,
+        mood: scene.mood,
+        durationSeconds: ctx.config.SOUNDSCAPE_SECONDS,
+      });
+    } finally {
+      await recordProviderCall(ctx.db, {
+        userId: soundscape.userId,
+        bookId,
+        provider: provider.name,
+        kind: 'soundscape',
+        units: result?.usage.seconds ?? 0,
+        unitType: 'seconds',
+        costUsd: result?.costUsd ?? 0,
+        latencyMs: Date.now() - started,
+        outcome: result ? 'ok' : 'error',
+      });
+    }
+    const path = `${tmp}.${result.format}`;
+    await writeFile(path, result.audio);
+    let probe;
+    try {
+      probe = await probeAudio(path);
+    } catch (error) {
+      throw new SoundscapeGenerationError(`The soundscape provider returned audio that cannot be decoded: ${(error as Error).message}`, { cause: error });
+    }
+    const key = storageKeys.soundscape(bookId, soundscapeId);
+    const stored = await ctx.storage.putFile(key, path, 'audio/mpeg');
+    await ctx.publish(
+      await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name }),
+    );
+    return { durationMs: probe.durationMs };
+  } catch (error) {
+    return handleJobFailure(run, error, async (final) => {
+      const { message } = describeError(final, 'SoundscapeGenerationError');
+      await ctx.publish(
+        await failSoundscape(ctx.db, soundscapeId, scene, {
+          errorType: 'SoundscapeGenerationError',
+          message,
+          stack: final instanceof Error ? (final.stack ?? null) : null,
+          attempt: run.job.attemptsMade + 1,
+        }),
+      );
+    });
+  } finally {
+    await rm(`${tmp}.mp3`, { force: true });
+    await rm(`${tmp}.wav`, { force: true });
+  }
+}

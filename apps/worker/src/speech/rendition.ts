@@ -1,0 +1,141 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { writeFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { and, eq, lt, or, sql } from 'drizzle-orm';
+import { voiceRenditions } from '@soundqueue/shared/db/schema';
+import { SpeechGenerationError } from '@soundqueue/shared/errors';
+import { storageKeys } from '@soundqueue/shared/storage/index';
+import type { WorkerContext } from '../context';
+import { probeAudio } from '../ffmpeg';
+import { measureVoiceLoudness } from '../audio/mix';
+import { recordProviderCall } from '../provider-calls';
+import type { SpeechRequest } from './types';
+
+export type Rendition = typeof voiceRenditions.$inferSelect;
+
+/** The cache key of a voice rendition: what changes the audio, and nothing else. */
+export function renditionKey(provider: { name: string; usesInstructions: boolean }, request: SpeechRequest): string {
+  return createHash('sha256')
+    .update(JSON.stringify([provider.name, request.text, request.voice, request.model, provider.usesInstructions ? request.instructions : '']))
+    .digest('hex');
+}
+
+// A claim older than this is presumed dead (its worker killed) and may be taken over.
+const CLAIM_LEASE_MS = 3 * 60_000;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Returns the ready rendition for a request, synthesizing it only if nobody has: the first
+ * caller inserts a claim row and synthesizes; concurrent callers with the same key (other
+ * tracks, other batches, other worker processes) wait for the claim to turn ready. PostgreSQL
+ * holds the claim, so single flight survives a Redis flush too.
+ */
+export async function obtainRendition(
+  ctx: WorkerContext,
+  request: SpeechRequest,
+  owner: { userId: string; batchId: string },
+  signal?: AbortSignal,
+): Promise<{ rendition: Rendition; paidUsd: number }> {
+  const provider = ctx.providers.speech;
+  const keyHash = renditionKey(provider, request);
+  let waitMs = 100;
+  for (;;) {
+    signal?.throwIfAborted();
+    const token = randomUUID();
+    const [claimed] = await ctx.db
+      .insert(voiceRenditions)
+      .values({
+        keyHash,
+        status: 'generating',
+        claimToken: token,
+        claimedAt: new Date(),
+        provider: provider.name,
+        voiceId: request.voice,
+        model: request.model,
+        characters: request.text.length,
+      })
+      .onConflictDoUpdate({
+        target: voiceRenditions.keyHash,
+        set: { claimToken: token, claimedAt: new Date(), updatedAt: sql`now()` },
+        // Take over only a dead claim; a ready row or a live claim is left alone.
+        setWhere: and(
+          eq(voiceRenditions.status, 'generating'),
+          or(lt(voiceRenditions.claimedAt, new Date(Date.now() - CLAIM_LEASE_MS)), sql`${voiceRenditions.claimedAt} is null`),
+        ),
+      })
+      .returning();
+    if (claimed && claimed.claimToken === token) {
+      const rendition = await synthesize(ctx, keyHash, token, request, owner, signal);
+      return { rendition, paidUsd: rendition.costUsd };
+    }
+    const [current] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash));
+    if (current?.status === 'ready') return { rendition: current, paidUsd: 0 };
+    await sleep(waitMs);
+    waitMs = Math.min(waitMs * 2, 2_000);
+  }
+}
+
+async function synthesize(
+  ctx: WorkerContext,
+  keyHash: string,
+  token: string,
+  request: SpeechRequest,
+  owner: { userId: string; batchId: string },
+  signal?: AbortSignal,
+): Promise<Rendition> {
+  const provider = ctx.providers.speech;
+  const started = Date.now();
+  const tmp = join(ctx.scratchDir, `${keyHash}.${randomUUID()}`);
+  try {
+    let result;
+    try {
+      result = await provider.synthesize(request, signal);
+    } catch (error) {
+      await recordProviderCall(ctx.db, { ...owner, provider: provider.name, kind: 'speech', units: request.text.length, unitType: 'characters', costUsd: 0, latencyMs: Date.now() - started, outcome: 'error' });
+      throw error;
+    }
+    await recordProviderCall(ctx.db, { ...owner, provider: provider.name, kind: 'speech', units: result.usage.characters, unitType: 'characters', costUsd: result.costUsd, latencyMs: Date.now() - started, outcome: 'ok' });
+    const path = `${tmp}.${result.format}`;
+    await writeFile(path, result.audio);
+    // Invalid audio (truncated, garbage, empty) is never stored as a usable rendition.
+    let probe;
+    try {
+      probe = await probeAudio(path);
+    } catch (error) {
+      throw new SpeechGenerationError(`The speech provider returned audio that cannot be decoded: ${(error as Error).message}`, { cause: error });
+    }
+    const loudness = await measureVoiceLoudness(path);
+    const storageKey = storageKeys.rendition(keyHash, result.format);
+    await ctx.storage.putFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
+    const [ready] = await ctx.db
+      .update(voiceRenditions)
+      .set({
+        status: 'ready',
+        storageKey,
+        format: result.format,
+        durationMs: probe.durationMs,
+        loudnessLufs: loudness,
+        costUsd: result.costUsd,
+        claimToken: null,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(voiceRenditions.keyHash, keyHash), eq(voiceRenditions.claimToken, token)))
+      .returning();
+    if (ready) return ready;
+    // Our claim was taken over (we were slower than the lease); use whatever is there.
+    const [current] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash));
+    if (current?.status === 'ready') return current;
+    throw new SpeechGenerationError('lost the claim on this voice rendition to another worker; will retry');
+  } catch (error) {
+    // Release the claim so a waiting job can try at once instead of waiting out the lease.
+    await ctx.db
+      .delete(voiceRenditions)
+      .where(and(eq(voiceRenditions.keyHash, keyHash), eq(voiceRenditions.claimToken, token), eq(voiceRenditions.status, 'generating')))
+      .catch(() => {});
+    throw error;
+  } finally {
+    await rm(`${tmp}.mp3`, { force: true });
+    await rm(`${tmp}.wav`, { force: true });
+  }
+}

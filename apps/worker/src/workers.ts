@@ -1,0 +1,73 @@
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '@soundqueue/shared/config';
+import { isQueueName, queueNames, type QueueName } from '@soundqueue/shared/queues';
+import { createWorkerConnection } from '@soundqueue/shared/redis';
+import type { WorkerContext } from './context';
+import { handlers } from './handlers';
+
+/** Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. */
+export function selectQueues(list: string | undefined): QueueName[] {
+  if (!list) return [...queueNames];
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !isQueueName(n));
+  if (unknown.length > 0) {
+    throw new Error(`WORKER_QUEUES names unknown queue(s): ${unknown.join(', ')}. Known: ${queueNames.join(', ')}`);
+  }
+  if (names.length === 0) throw new Error('WORKER_QUEUES is empty');
+  return [...new Set(names)] as QueueName[];
+}
+
+export function concurrencyFor(config: Config, queue: QueueName): number {
+  const byQueue: Record<QueueName, number> = {
+    'audio-tts': config.WORKER_CONCURRENCY_AUDIO_TTS,
+    'audio-mix': config.WORKER_CONCURRENCY_AUDIO_MIX,
+    'audio-batch': config.WORKER_CONCURRENCY_AUDIO_BATCH,
+    'book-analyze': config.WORKER_CONCURRENCY_BOOK_ANALYZE,
+    soundscape: config.WORKER_CONCURRENCY_SOUNDSCAPE,
+    book: config.WORKER_CONCURRENCY_BOOK,
+  };
+  return byQueue[queue];
+}
+
+export interface RunningWorkers {
+  workers: Worker[];
+  close(): Promise<void>;
+}
+
+/** Starts one BullMQ worker per queue, each on its own blocking connection. */
+export function startWorkers(ctx: WorkerContext, queues: QueueName[]): RunningWorkers {
+  const connections: Redis[] = [];
+  const workers = queues.map((queue) => {
+    const connection = createWorkerConnection(ctx.config.REDIS_URL);
+    connections.push(connection);
+    connection.on('error', (error) => ctx.logger.warn({ err: error, queue }, 'redis connection error'));
+    const worker: Worker = new Worker(
+      queue,
+      async (job, token) =>
+        handlers[queue](ctx, { job, token, worker, maxRateLimitRestarts: ctx.config.RATE_LIMIT_MAX_RESTARTS }),
+      {
+        connection,
+        prefix: ctx.config.QUEUE_PREFIX,
+        concurrency: concurrencyFor(ctx.config, queue),
+        lockDuration: ctx.config.WORKER_LOCK_DURATION_MS,
+        stalledInterval: ctx.config.WORKER_STALLED_INTERVAL_MS,
+        maxStalledCount: ctx.config.WORKER_MAX_STALLED_COUNT,
+        autorun: true,
+      },
+    );
+    worker.on('failed', (job, error) => {
+      ctx.logger.warn({ queue, jobId: job?.id, attemptsMade: job?.attemptsMade, err: error.message }, 'job attempt failed');
+    });
+    worker.on('error', (error) => ctx.logger.error({ err: error, queue }, 'worker error'));
+    return worker;
+  });
+  return {
+    workers,
+    async close() {
+      await Promise.all(workers.map((w) => w.close()));
+      // BullMQ leaves a connection it was handed open; these are ours to close.
+      for (const connection of connections) connection.disconnect();
+    },
+  };
+}

@@ -1,0 +1,193 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Db, Tx } from '../db/client';
+import { books, bookSpreads, soundscapes, type ProcessingError } from '../db/schema';
+import type { ProgressEvent } from '../events';
+import type { SpreadAnalysis } from '../analysis';
+
+// State transitions of spreads, soundscapes and books; the same pattern as tracks: a
+// conditional update of the child row, and the book's counters only when it hit a row.
+
+type Book = typeof books.$inferSelect;
+
+export function bookCountersEvent(book: Book): ProgressEvent {
+  return {
+    subject: { kind: 'book', id: book.id },
+    type: 'book.updated',
+    data: {
+      status: book.status,
+      totalSpreads: book.spreadCount,
+      processedSpreads: book.processedSpreads,
+      failedSpreads: book.failedSpreads,
+      scenesCreated: book.scenesCreated,
+      soundscapesGenerated: book.soundscapesGenerated,
+      soundscapesFailed: book.soundscapesFailed,
+      errorCount: book.errorCount,
+    },
+  };
+}
+
+async function appendError(tx: Tx, bookId: string, error: ProcessingError, counters: Record<string, unknown>): Promise<Book | undefined> {
+  const [book] = await tx
+    .update(books)
+    .set({
+      ...counters,
+      errorCount: sql`${books.errorCount} + 1`,
+      processingErrors: sql`${books.processingErrors} || ${JSON.stringify([error])}::jsonb`,
+      updatedAt: sql`now()`,
+    })
+    .where(eq(books.id, bookId))
+    .returning();
+  return book;
+}
+
+export async function startSpread(db: Db, bookId: string, index: number): Promise<boolean> {
+  const [row] = await db
+    .update(bookSpreads)
+    .set({ status: 'analyzing', attempts: sql`${bookSpreads.attempts} + 1`, updatedAt: sql`now()` })
+    .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+    .returning({ id: bookSpreads.id });
+  return Boolean(row);
+}
+
+export async function completeSpread(
+  db: Db,
+  bookId: string,
+  index: number,
+  result: { analysis: SpreadAnalysis; costUsd: number; durationMs: number },
+): Promise<ProgressEvent[]> {
+  return db.transaction(async (tx) => {
+    const [spread] = await tx
+      .update(bookSpreads)
+      .set({ status: 'analyzed', analysis: result.analysis, errorMessage: null, costUsd: result.costUsd, durationMs: result.durationMs, updatedAt: sql`now()` })
+      .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+      .returning();
+    if (!spread) return [];
+    const [book] = await tx
+      .update(books)
+      .set({
+        processedSpreads: sql`${books.processedSpreads} + 1`,
+        costUsd: sql`${books.costUsd} + ${result.costUsd}`,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(books.id, bookId))
+      .returning();
+    return [
+      { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'analyzed', analysis: result.analysis } },
+      ...(book ? [bookCountersEvent(book)] : []),
+    ];
+  });
+}
+
+export async function failSpread(db: Db, bookId: string, index: number, error: Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>): Promise<ProgressEvent[]> {
+  return db.transaction(async (tx) => {
+    const [spread] = await tx
+      .update(bookSpreads)
+      .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
+      .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+      .returning();
+    if (!spread) return [];
+    const entry: ProcessingError = {
+      ...error,
+      timestamp: new Date().toISOString(),
+      spreadIndex: index,
+      pages: `${spread.firstPage}-${spread.lastPage}`,
+    };
+    const book = await appendError(tx, bookId, entry, { failedSpreads: sql`${books.failedSpreads} + 1` });
+    return [
+      { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'failed', error: entry } },
+      ...(book ? [bookCountersEvent(book)] : []),
+    ];
+  });
+}
+
+export async function startSoundscape(db: Db, soundscapeId: string): Promise<boolean> {
+  const [row] = await db
+    .update(soundscapes)
+    .set({ status: 'generating', attempts: sql`${soundscapes.attempts} + 1`, updatedAt: sql`now()` })
+    .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+    .returning({ id: soundscapes.id });
+  return Boolean(row);
+}
+
+export async function completeSoundscape(
+  db: Db,
+  soundscapeId: string,
+  result: { fileKey: string; fileBytes: number; durationMs: number; costUsd: number; provider: string },
+): Promise<ProgressEvent[]> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .update(soundscapes)
+      .set({ status: 'completed', ...result, errorMessage: null, completedAt: sql`now()`, updatedAt: sql`now()` })
+      .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+      .returning();
+    if (!row) return [];
+    const [book] = await tx
+      .update(books)
+      .set({
+        soundscapesGenerated: sql`${books.soundscapesGenerated} + 1`,
+        costUsd: sql`${books.costUsd} + ${result.costUsd}`,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(books.id, row.bookId))
+      .returning();
+    return [
+      { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'completed', durationMs: row.durationMs } },
+      ...(book ? [bookCountersEvent(book)] : []),
+    ];
+  });
+}
+
+export async function failSoundscape(
+  db: Db,
+  soundscapeId: string,
+  scene: { firstSpread: number; firstPage: number; lastPage: number },
+  error: Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>,
+): Promise<ProgressEvent[]> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .update(soundscapes)
+      .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
+      .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+      .returning();
+    if (!row) return [];
+    const entry: ProcessingError = {
+      ...error,
+      timestamp: new Date().toISOString(),
+      spreadIndex: scene.firstSpread,
+      pages: `${scene.firstPage}-${scene.lastPage}`,
+    };
+    const book = await appendError(tx, row.bookId, entry, { soundscapesFailed: sql`${books.soundscapesFailed} + 1` });
+    return [
+      { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'failed', error: entry } },
+      ...(book ? [bookCountersEvent(book)] : []),
+    ];
+  });
+}
+
+/** A book is ready if at least one spread was processed, failed if none (invariant 3). */
+export async function finaliseBook(db: Db, bookId: string, timings: Record<string, number>): Promise<{ status: string | null; events: ProgressEvent[] }> {
+  return db.transaction(async (tx) => {
+    const [book] = await tx.select().from(books).where(eq(books.id, bookId)).for('update');
+    if (!book || book.status !== 'processing') return { status: null, events: [] };
+    const status = book.processedSpreads > 0 ? 'ready' : 'failed';
+    const [done] = await tx
+      .update(books)
+      .set({
+        status,
+        completedAt: sql`now()`,
+        processingTimeSeconds: sql`extract(epoch from (now() - coalesce(${books.startedAt}, ${books.createdAt})))`,
+        stepTimings: { ...book.stepTimings, ...timings },
+        updatedAt: sql`now()`,
+      })
+      .where(eq(books.id, bookId))
+      .returning();
+    if (!done) return { status: null, events: [] };
+    return {
+      status,
+      events: [
+        bookCountersEvent(done),
+        { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true },
+      ],
+    };
+  });
+}

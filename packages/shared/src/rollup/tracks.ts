@@ -1,0 +1,231 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Db } from '../db/client';
+import { audioGenerationBatches, audioTracks, type BatchStatus } from '../db/schema';
+import type { ProgressEvent } from '../events';
+
+// State transitions of tracks and batches. Each transition is one transaction: a
+// conditional update of the track row (so a repeated or duplicated job changes nothing the
+// second time) and, only when that update hit a row, the batch counters. This is how
+// invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries.
+
+const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
+
+type TrackRow = typeof audioTracks.$inferSelect;
+
+function trackEvent(track: TrackRow): ProgressEvent {
+  return {
+    subject: { kind: 'batch', id: track.batchId },
+    type: 'track.updated',
+    data: {
+      trackId: track.id,
+      sectionKey: track.sectionKey,
+      variantId: track.variantId,
+      status: track.status,
+      mixStatus: track.mixStatus,
+      durationMs: track.durationMs,
+      errorType: track.errorType,
+      errorMessage: track.errorMessage,
+    },
+  };
+}
+
+function countersEvent(batch: typeof audioGenerationBatches.$inferSelect): ProgressEvent {
+  return {
+    subject: { kind: 'batch', id: batch.id },
+    type: 'batch.updated',
+    data: {
+      status: batch.status,
+      tracksCompleted: batch.tracksCompleted,
+      tracksFailed: batch.tracksFailed,
+      tracksCancelled: batch.tracksCancelled,
+      tracksPending: batch.tracksPending,
+      totalTracksExpected: batch.totalTracksExpected,
+    },
+  };
+}
+
+/** pending → generating, and the batch pending → processing on its first started track. */
+export async function startTrack(db: Db, trackId: string): Promise<{ started: boolean; events: ProgressEvent[] }> {
+  return db.transaction(async (tx) => {
+    const [track] = await tx
+      .update(audioTracks)
+      .set({ status: 'generating', startedAt: sql`coalesce(${audioTracks.startedAt}, now())`, attempts: sql`${audioTracks.attempts} + 1`, updatedAt: sql`now()` })
+      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['pending', 'generating'])))
+      .returning();
+    if (!track) return { started: false, events: [] };
+    const events = [trackEvent(track)];
+    const [batch] = await tx
+      .update(audioGenerationBatches)
+      .set({ status: 'processing', startedAt: sql`coalesce(${audioGenerationBatches.startedAt}, now())`, updatedAt: sql`now()` })
+      .where(and(eq(audioGenerationBatches.id, track.batchId), eq(audioGenerationBatches.status, 'pending')))
+      .returning();
+    if (batch) events.push(countersEvent(batch));
+    return { started: true, events };
+  });
+}
+
+/** Records the voice rendition a track uses (and the cost, when this track paid for it). */
+export async function attachRendition(
+  db: Db,
+  trackId: string,
+  rendition: { keyHash: string; storageKey: string; costUsd: number },
+): Promise<void> {
+  await db.transaction(async (tx) => {
+    const [track] = await tx
+      .update(audioTracks)
+      .set({
+        renditionKey: rendition.keyHash,
+        voiceFileKey: rendition.storageKey,
+        costUsd: sql`${audioTracks.costUsd} + ${rendition.costUsd}`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, NOT_TERMINAL)))
+      .returning({ batchId: audioTracks.batchId });
+    if (track && rendition.costUsd > 0) {
+      await tx
+        .update(audioGenerationBatches)
+        .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${rendition.costUsd}`, updatedAt: sql`now()` })
+        .where(eq(audioGenerationBatches.id, track.batchId));
+    }
+  });
+}
+
+export async function markMixing(db: Db, trackId: string): Promise<{ mixing: boolean; events: ProgressEvent[] }> {
+  const [track] = await db
+    .update(audioTracks)
+    .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
+    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing'])))
+    .returning();
+  return track ? { mixing: true, events: [trackEvent(track)] } : { mixing: false, events: [] };
+}
+
+type Terminal =
+  | { status: 'completed'; mixedFileKey: string; mixedBytes: number; durationMs: number }
+  | { status: 'failed'; errorType: string; errorMessage: string }
+  | { status: 'cancelled' };
+
+/**
+ * Moves a track to a terminal status once. Returns whether this call did it; a second call
+ * for the same track (a retried or duplicated job) finds no row to update and counts nothing.
+ */
+export async function finishTrack(
+  db: Db,
+  trackId: string,
+  outcome: Terminal,
+  allowedFrom: readonly string[] = NOT_TERMINAL,
+): Promise<{ changed: boolean; events: ProgressEvent[] }> {
+  return db.transaction(async (tx) => {
+    const set =
+      outcome.status === 'completed'
+        ? { status: 'completed' as const, mixStatus: 'completed' as const, mixedFileKey: outcome.mixedFileKey, mixedBytes: outcome.mixedBytes, durationMs: outcome.durationMs, errorType: null, errorMessage: null }
+        : outcome.status === 'failed'
+          ? { status: 'failed' as const, mixStatus: sql`case when ${audioTracks.mixStatus} = 'mixing' then 'failed' else 'skipped' end`, errorType: outcome.errorType, errorMessage: outcome.errorMessage }
+          : { status: 'cancelled' as const, mixStatus: 'skipped' as const };
+    const [track] = await tx
+      .update(audioTracks)
+      .set({ ...set, completedAt: sql`now()`, updatedAt: sql`now()` } as never)
+      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, allowedFrom as string[] as never)))
+      .returning();
+    if (!track) return { changed: false, events: [] };
+    const counter =
+      outcome.status === 'completed'
+        ? { tracksCompleted: sql`${audioGenerationBatches.tracksCompleted} + 1` }
+        : outcome.status === 'failed'
+          ? { tracksFailed: sql`${audioGenerationBatches.tracksFailed} + 1` }
+          : { tracksCancelled: sql`${audioGenerationBatches.tracksCancelled} + 1` };
+    const [batch] = await tx
+      .update(audioGenerationBatches)
+      .set({ ...counter, tracksPending: sql`${audioGenerationBatches.tracksPending} - 1`, updatedAt: sql`now()` })
+      .where(eq(audioGenerationBatches.id, track.batchId))
+      .returning();
+    const events = [trackEvent(track)];
+    if (batch) events.push(countersEvent(batch));
+    if (outcome.status === 'failed') {
+      events.push({ subject: { kind: 'batch', id: track.batchId }, type: 'track.failed', data: trackEvent(track).data });
+    }
+    return { changed: true, events };
+  });
+}
+
+/** The terminal status a batch's counts call for (DESIGN.md invariant 3). */
+export function terminalStatusFor(counts: {
+  tracksCompleted: number;
+  tracksFailed: number;
+  tracksCancelled: number;
+  totalTracksExpected: number;
+}): BatchStatus {
+  // A batch with cancelled tracks ends `cancelled`, whatever the tracks that ran did: the
+  // user asked for it to stop, and its counters still say what finished.
+  if (counts.tracksCancelled > 0) return 'cancelled';
+  if (counts.tracksCompleted === counts.totalTracksExpected) return 'completed';
+  if (counts.tracksCompleted === 0) return 'failed';
+  return 'partial_success';
+}
+
+function summariseFailures(rows: { errorType: string | null; errorMessage: string | null }[], total: number): string | null {
+  if (rows.length === 0) return null;
+  const byMessage = new Map<string, number>();
+  for (const row of rows) {
+    const key = `${row.errorType ?? 'Error'}: ${row.errorMessage ?? 'unknown error'}`;
+    byMessage.set(key, (byMessage.get(key) ?? 0) + 1);
+  }
+  const top = [...byMessage.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3);
+  const parts = top.map(([message, count]) => (count > 1 ? `${message} (${count} tracks)` : message));
+  const more = byMessage.size > top.length ? `; and ${byMessage.size - top.length} other error(s)` : '';
+  return `${rows.length} of ${total} tracks failed. ${parts.join('; ')}${more}`;
+}
+
+/**
+ * Gives the batch its terminal status, exactly once, when no track is left pending. The
+ * root job calls it with `lostReason` once every track of a run has ended: tracks a lost
+ * job left behind (its worker killed past the stall limit, its job removed) are failed with
+ * that message first. Without `lostReason` (cancel) running tracks are left to finish.
+ */
+export async function finaliseBatch(
+  db: Db,
+  batchId: string,
+  lostReason?: (trackId: string) => string,
+): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
+  const events: ProgressEvent[] = [];
+  const leftovers = !lostReason ? [] : await db
+    .select({ id: audioTracks.id })
+    .from(audioTracks)
+    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)));
+  for (const { id } of leftovers) {
+    const r = await finishTrack(db, id, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: lostReason!(id) });
+    events.push(...r.events);
+  }
+  return db.transaction(async (tx) => {
+    const [batch] = await tx
+      .select()
+      .from(audioGenerationBatches)
+      .where(eq(audioGenerationBatches.id, batchId))
+      .for('update');
+    if (!batch || !['pending', 'processing'].includes(batch.status)) return { status: null, events };
+    if (batch.tracksPending > 0) return { status: null, events };
+    const status = terminalStatusFor(batch);
+    const failures = await tx
+      .select({ errorType: audioTracks.errorType, errorMessage: audioTracks.errorMessage })
+      .from(audioTracks)
+      .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')));
+    let errorMessage = summariseFailures(failures, batch.totalTracksExpected);
+    if (status === 'cancelled') {
+      errorMessage = `Cancelled: ${batch.tracksCancelled} of ${batch.totalTracksExpected} tracks were not started.${errorMessage ? ` ${errorMessage}` : ''}`;
+    }
+    const [done] = await tx
+      .update(audioGenerationBatches)
+      .set({ status, errorMessage, completedAt: sql`now()`, updatedAt: sql`now()` })
+      .where(eq(audioGenerationBatches.id, batchId))
+      .returning();
+    if (done) {
+      events.push(countersEvent(done));
+      events.push({
+        subject: { kind: 'batch', id: batchId },
+        type: `batch.${status}`,
+        data: { ...countersEvent(done).data, errorMessage, completedAt: done.completedAt },
+        terminal: true,
+      });
+    }
+    return { status, events };
+  });
+}

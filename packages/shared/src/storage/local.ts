@@ -1,0 +1,56 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { assertSafeKey, type Storage, type StoredObject } from './types';
+
+/** Files under one directory; fine for one machine or a shared volume. */
+export function createLocalStorage(root: string): Storage {
+  const base = resolve(root);
+  const pathOf = (key: string) => {
+    assertSafeKey(key);
+    return join(base, key);
+  };
+  const describe = async (path: string): Promise<StoredObject | null> => {
+    try {
+      const s = await stat(path);
+      const etag = createHash('sha1').update(`${s.size}:${s.mtimeMs}:${s.ino}`).digest('hex').slice(0, 20);
+      return { size: s.size, etag: `"${etag}"`, modifiedAt: s.mtime };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  };
+  // Write to a temp name and rename: a reader never sees a half-written file, and a worker
+  // killed mid-write leaves no object behind.
+  const atomically = async (key: string, write: (tmp: string) => Promise<void>) => {
+    const path = pathOf(key);
+    await mkdir(dirname(path), { recursive: true });
+    const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+    try {
+      await write(tmp);
+      await rename(tmp, path);
+    } catch (error) {
+      await rm(tmp, { force: true });
+      throw error;
+    }
+    return (await describe(path)) as StoredObject;
+  };
+
+  return {
+    driver: 'local',
+    putFile: (key, source) => atomically(key, (tmp) => copyFile(source, tmp)),
+    put: (key, data) => atomically(key, (tmp) => writeFile(tmp, data)),
+    stat: (key) => describe(pathOf(key)),
+    async read(key, range): Promise<Readable> {
+      return createReadStream(pathOf(key), range ? { start: range.start, end: range.end } : {});
+    },
+    async download(key, path) {
+      await copyFile(pathOf(key), path);
+    },
+    async delete(key) {
+      await rm(pathOf(key), { force: true });
+    },
+  };
+}

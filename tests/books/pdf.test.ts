@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { ValidationError } from '@soundqueue/shared/errors';
+import { toSpreads } from '@soundqueue/shared/pages';
+import { extractPdfPages } from '../../apps/api/src/books/pdf';
+import { fourSettingBook } from '../fixtures/books';
+import { makePdf } from '../fixtures/pdf';
+
+const flat = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+describe('extractPdfPages', () => {
+  it('gives back the text of every page of a PDF, in order', async () => {
+    const pages = fourSettingBook().slice(0, 6);
+    const pdf = makePdf(pages);
+
+    const extracted = await extractPdfPages(pdf);
+
+    expect(extracted.map(flat)).toEqual(pages.map(flat));
+    expect(toSpreads(extracted)).toHaveLength(3);
+    // pdf.js may detach what it is given; the caller's buffer must survive.
+    expect(pdf.byteLength).toBeGreaterThan(0);
+    expect(await extractPdfPages(pdf)).toEqual(extracted);
+  });
+
+  it('keeps characters PDF strings must escape, and a blank page as an empty page', async () => {
+    const extracted = await extractPdfPages(makePdf(['Parens (like these) and a back\\slash.', '', 'Last page.']));
+    expect(extracted).toEqual(['Parens (like these) and a back\\slash.', '', 'Last page.']);
+  });
+
+  it('refuses a file that is not a PDF', async () => {
+    const text = new TextEncoder().encode('Just a text file, renamed.');
+    await expect(extractPdfPages(text)).rejects.toThrow(ValidationError);
+    await expect(extractPdfPages(text)).rejects.toThrow(/not a PDF/);
+  });
+
+  it('refuses a corrupt PDF', async () => {
+    const garbage = new Uint8Array(4096).map((_, i) => (i * 7919) % 251);
+    const corrupt = new Uint8Array([...new TextEncoder().encode('%PDF-1.7\n'), ...garbage]);
+    const error = await extractPdfPages(corrupt).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as ValidationError).message).toMatch(/corrupt/);
+    expect((error as ValidationError).retryable).toBe(false);
+  });
+
+  it('refuses an encrypted PDF', async () => {
+    await expect(extractPdfPages(makePdf(['Secret.'], { encrypted: true }))).rejects.toThrow(/encrypted/);
+  });
+
+  it('refuses a PDF with no text layer', async () => {
+    const error = await extractPdfPages(makePdf(['', ''])).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as Error).message).toMatch(/no text layer; scanned PDFs are not supported/);
+  });
+});

@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runMigrations } from '@soundqueue/shared/db/migrate';
+import { ADMIN_DATABASE_URL, dropDatabase } from '../helpers/services';
+
+const name = `sq_test_mig_${randomBytes(4).toString('hex')}`;
+const url = ADMIN_DATABASE_URL.replace(/\/[^/]*$/, `/${name}`);
+
+async function query<T extends pg.QueryResultRow>(sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe('migrations', () => {
+  afterAll(() => dropDatabase(name));
+
+  it('create the database and every table on an empty server', async () => {
+    await runMigrations(url);
+    const tables = (await query<{ table_name: string }>(`select table_name from information_schema.tables where table_schema = 'public' order by 1`)).map((r) => r.table_name);
+    expect(tables).toEqual(
+      expect.arrayContaining(['audio_generation_batches', 'audio_sets', 'audio_tracks', 'voice_renditions', 'books', 'book_spreads', 'scenes', 'soundscapes', 'provider_calls']),
+    );
+    const indexes = (await query<{ indexname: string }>(`select indexname from pg_indexes where tablename = 'audio_generation_batches'`)).map((r) => r.indexname);
+    expect(indexes).toEqual(expect.arrayContaining(['batches_user_vision_idx', 'batches_status_idx', 'batches_created_at_idx', 'batches_user_status_idx']));
+  });
+
+  it('apply a second time, and from several processes at once, without change', async () => {
+    const before = await query<{ n: string }>(`select count(*) as n from drizzle.__drizzle_migrations`);
+    await Promise.all([runMigrations(url), runMigrations(url), runMigrations(url)]);
+    const after = await query<{ n: string }>(`select count(*) as n from drizzle.__drizzle_migrations`);
+    expect(after[0]!.n).toBe(before[0]!.n);
+    expect(Number(after[0]!.n)).toBeGreaterThan(0);
+  });
+
+  it('enforce that batch counters add up', async () => {
+    await expect(
+      query(`insert into audio_generation_batches (user_id, vision_id, variant_ids, voice_id, model, sections_requested, total_tracks_expected, tracks_pending, request_hash)
+             values ('u', 'v', '[]', 'alloy', 'm', '[]', 3, 2, 'h')`),
+    ).rejects.toThrow(/batches_counters_add_up/);
+  });
+});

@@ -1,0 +1,63 @@
+import { SignJWT } from 'jose';
+import { createApiContext, createApp, serve, type ApiContext } from '@soundqueue/api';
+import { createWorkerContext, selectQueues, startWorkers, type Providers, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
+import type { Config } from '@soundqueue/shared/config';
+import { TEST_JWT_SECRET } from './services';
+
+export async function tokenFor(userId: string, options: { role?: string; expiresIn?: string; secret?: string } = {}): Promise<string> {
+  return new SignJWT({ role: options.role ?? 'user' })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(userId)
+    .setIssuedAt()
+    .setExpirationTime(options.expiresIn ?? '1h')
+    .sign(new TextEncoder().encode(options.secret ?? TEST_JWT_SECRET));
+}
+
+export interface TestApi {
+  url: string;
+  ctx: ApiContext;
+  /** fetch against the app with a user's token. */
+  request(path: string, init?: RequestInit & { user?: string | null; json?: unknown }): Promise<Response>;
+  close(): Promise<void>;
+}
+
+/** Starts the real Express app in-process on a random port. */
+export async function startTestApi(config: Config): Promise<TestApi> {
+  const ctx = await createApiContext(config);
+  const listening = await serve(createApp(ctx), 0, '127.0.0.1');
+  return {
+    url: listening.url,
+    ctx,
+    async request(path, init = {}) {
+      const { user = 'user-a', json, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (user) headers.set('Authorization', `Bearer ${await tokenFor(user)}`);
+      if (json !== undefined) headers.set('Content-Type', 'application/json');
+      return fetch(`${listening.url}${path}`, { ...rest, headers, body: json !== undefined ? JSON.stringify(json) : rest.body });
+    },
+    async close() {
+      await listening.close();
+      await ctx.close();
+    },
+  };
+}
+
+export interface TestWorker {
+  ctx: WorkerContext;
+  running: RunningWorkers;
+  close(): Promise<void>;
+}
+
+/** Starts the real workers in-process (all queues unless WORKER_QUEUES says otherwise). */
+export async function startTestWorker(config: Config, providers?: Providers): Promise<TestWorker> {
+  const ctx = await createWorkerContext(config, { providers });
+  const running = startWorkers(ctx, selectQueues(config.WORKER_QUEUES));
+  return {
+    ctx,
+    running,
+    async close() {
+      await running.close();
+      await ctx.close();
+    },
+  };
+}
