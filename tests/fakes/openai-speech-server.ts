@@ -26,7 +26,12 @@ export type OpenAiSpeechFake = FakeServer<SpeechBehaviour>;
 const CHARS_PER_SECOND = 15;
 const MAX_SECONDS = 3;
 
-export async function startOpenAiSpeechServer(options: FakeServerOptions = {}): Promise<OpenAiSpeechFake> {
+export interface OpenAiSpeechOptions extends FakeServerOptions {
+  /** Chooses a behaviour from the input text when no scripted behaviour is queued. */
+  decide?: (input: string) => SpeechBehaviour | undefined;
+}
+
+export async function startOpenAiSpeechServer(options: OpenAiSpeechOptions = {}): Promise<OpenAiSpeechFake> {
   const behaviours = new BehaviourQueue<SpeechBehaviour>();
   const cap = new ConcurrencyCap(options.maxConcurrent);
   await makeMp3(1); // fail at start, not mid-test, if ffmpeg cannot make MP3s
@@ -43,7 +48,7 @@ export async function startOpenAiSpeechServer(options: FakeServerOptions = {}): 
       return sendJson(res, 400, openAiError('input, model and voice are required.', 'invalid_request_error', 'input', null));
     }
 
-    const behaviour = normalise(behaviours.next() ?? 'ok');
+    const behaviour = normalise(behaviours.next() ?? options.decide?.(body.input) ?? 'ok');
     switch (behaviour.kind) {
       case 'rate-limited':
         return sendJson(

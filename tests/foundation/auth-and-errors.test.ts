@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
 import { createAuth } from '../../apps/api/src/auth';
-import { startTestApi, tokenFor, type TestApi } from '../helpers/app';
+import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 
 let env: TestEnv;
@@ -23,7 +23,7 @@ describe('health', () => {
     expect((await api.request('/healthz', { user: null })).status).toBe(200);
     const ready = await api.request('/readyz', { user: null });
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', checks: { redis: 'ok', postgres: 'ok' } });
+    expect(await readJson(ready)).toMatchObject({ status: 'ready', checks: { redis: 'ok', postgres: 'ok' } });
   });
 });
 
@@ -31,20 +31,20 @@ describe('auth', () => {
   it('refuses a request without a token', async () => {
     const res = await api.request('/v1/audio/variants', { user: null });
     expect(res.status).toBe(401);
-    expect(await res.json()).toEqual({ error: { code: 'unauthorized', message: 'missing Authorization: Bearer <token>', details: null } });
+    expect(await readJson(res)).toEqual({ error: { code: 'unauthorized', message: 'missing Authorization: Bearer <token>', details: null } });
   });
 
   it('refuses a token signed with another secret', async () => {
     const res = await api.request('/v1/audio/variants', bearer(await tokenFor('u', { secret: 'another-secret-that-is-long-enough!!' })));
     expect(res.status).toBe(401);
-    expect((await res.json()).error.message).toBe('token signature is invalid');
+    expect((await readJson(res)).error.message).toBe('token signature is invalid');
   });
 
   it('refuses an expired token', async () => {
     const expired = await tokenFor('u', { expiresIn: Math.floor(Date.now() / 1000) - 60 + '' });
     const res = await api.request('/v1/audio/variants', bearer(expired));
     expect(res.status).toBe(401);
-    expect((await res.json()).error.message).toBe('token expired');
+    expect((await readJson(res)).error.message).toBe('token expired');
   });
 
   it('refuses garbage and a malformed header', async () => {
@@ -56,7 +56,7 @@ describe('auth', () => {
   it('accepts a good token', async () => {
     const res = await api.request('/v1/audio/variants');
     expect(res.status).toBe(200);
-    expect((await res.json()).variants.length).toBeGreaterThanOrEqual(4);
+    expect((await readJson(res)).variants.length).toBeGreaterThanOrEqual(4);
   });
 
   it('makes a dev token in development and refuses to start in production without auth', async () => {
@@ -73,25 +73,25 @@ describe('error shape', () => {
   it('for an unknown route', async () => {
     const res = await api.request('/v1/nothing-here');
     expect(res.status).toBe(404);
-    expect(await res.json()).toEqual({ error: { code: 'not_found', message: 'no route for GET /v1/nothing-here', details: null } });
+    expect(await readJson(res)).toEqual({ error: { code: 'not_found', message: 'no route for GET /v1/nothing-here', details: null } });
   });
 
   it('for malformed JSON', async () => {
     const res = await api.request('/v1/audio/batches', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"visionId":' });
     expect(res.status).toBe(400);
-    expect((await res.json()).error.code).toBe('invalid_json');
+    expect((await readJson(res)).error.code).toBe('invalid_json');
   });
 
   it('for a body over the limit', async () => {
     const res = await api.request('/v1/audio/batches', { method: 'POST', json: { visionId: 'x'.repeat(2 * 1024 * 1024) } });
     expect(res.status).toBe(413);
-    expect((await res.json()).error.code).toBe('payload_too_large');
+    expect((await readJson(res)).error.code).toBe('payload_too_large');
   });
 
   it('for validation failures, with details', async () => {
     const res = await api.request('/v1/audio/batches', { method: 'POST', json: { visionId: '' } });
     expect(res.status).toBe(400);
-    const body = await res.json();
+    const body = await readJson(res);
     expect(body.error.code).toBe('validation_failed');
     expect(body.error.details).toEqual(expect.arrayContaining([expect.objectContaining({ path: 'body.visionId' })]));
   });
@@ -99,6 +99,6 @@ describe('error shape', () => {
   it('for a wrong content type', async () => {
     const res = await api.request('/v1/audio/batches', { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: 'hello' });
     expect(res.status).toBe(415);
-    expect((await res.json()).error.code).toBe('unsupported_media_type');
+    expect((await readJson(res)).error.code).toBe('unsupported_media_type');
   });
 });

@@ -61,3 +61,7 @@ export async function startTestWorker(config: Config, providers?: Providers): Pr
     },
   };
 }
+
+/** The JSON body of a response, typed loosely for assertions. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const readJson = (res: Response): Promise<any> => res.json();

@@ -1,13 +1,16 @@
 import express, { Router } from 'express';
 import type { ApiContext } from '../context';
 import { batchRoutes } from './batches.routes';
+import { bookRoutes } from './books.routes';
 import { catalogRoutes } from './catalog.routes';
 
 export function v1Routes(ctx: ApiContext): Router {
   const router = Router();
+  router.use(catalogRoutes());
+  // Mounted before the 1 MiB JSON parser: books take uploads and larger bodies.
+  router.use(bookRoutes(ctx));
   // 1 MiB covers 14 sections of 20,000 characters of multi-byte text with room to spare.
   router.use(express.json({ limit: '1mb', strict: true }));
-  router.use(catalogRoutes());
   router.use(batchRoutes(ctx));
   return router;
 }

@@ -1,0 +1,64 @@
+import type { Request } from 'express';
+import multer from 'multer';
+import { z } from 'zod';
+import { splitTextIntoPages } from '@soundqueue/shared/pages';
+import { HttpError, validate } from '../http-errors';
+import { extractPdfPages } from './pdf';
+
+export interface BookInput {
+  title: string;
+  author: string | null;
+  pages: string[];
+}
+
+const MAX_PAGE_CHARS = 50_000;
+
+const jsonBook = z
+  .object({
+    title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters'),
+    author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
+    pages: z.array(z.string().max(MAX_PAGE_CHARS, `a page must be at most ${MAX_PAGE_CHARS} characters`)).min(1, 'a book needs at least one page'),
+  })
+  .strict();
+
+const formFields = z.object({
+  title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters').optional(),
+  author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
+});
+
+/** Multer reading one file into memory, bounded by the upload limit. */
+export function uploadMiddleware(maxBytes: number) {
+  return multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBytes, files: 1, fields: 10, fieldSize: 10_000 } }).single('file');
+}
+
+function checkPages(pages: string[], maxPages: number): string[] {
+  if (pages.length > maxPages) {
+    throw new HttpError(422, 'too_many_pages', `the book has ${pages.length} pages; the limit is ${maxPages}`, { pages: pages.length, limit: maxPages });
+  }
+  if (!pages.some((p) => p.trim().length > 0)) throw new HttpError(422, 'no_text', 'the book has no text to analyse');
+  return pages;
+}
+
+/** Reads a book from JSON pages, or from an uploaded .txt or .pdf file. */
+export async function readBookInput(req: Request, maxPages: number): Promise<BookInput> {
+  if (req.is('application/json')) {
+    const body = validate(jsonBook, req.body);
+    return { title: body.title, author: body.author ?? null, pages: checkPages(body.pages, maxPages) };
+  }
+  const fields = validate(formFields, req.body ?? {});
+  const file = req.file;
+  if (!file) throw new HttpError(400, 'validation_failed', 'body.file: upload a .txt or .pdf file in the "file" field', [{ path: 'body.file', message: 'required' }]);
+  const name = file.originalname.toLowerCase();
+  const title = fields.title ?? file.originalname.replace(/\.[^.]+$/, '').slice(0, 300) ?? 'Untitled';
+  let pages: string[];
+  if (name.endsWith('.pdf') || file.mimetype === 'application/pdf') {
+    pages = await extractPdfPages(new Uint8Array(file.buffer));
+  } else if (name.endsWith('.txt') || file.mimetype.startsWith('text/plain')) {
+    const text = new TextDecoder('utf-8', { fatal: false }).decode(file.buffer);
+    if (text.includes('\u0000')) throw new HttpError(415, 'unsupported_media_type', 'the .txt file is not text');
+    pages = splitTextIntoPages(text);
+  } else {
+    throw new HttpError(415, 'unsupported_media_type', 'upload a .txt or .pdf file');
+  }
+  return { title: title || 'Untitled', author: fields.author ?? null, pages: checkPages(pages, maxPages) };
+}

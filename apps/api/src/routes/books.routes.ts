@@ -1,0 +1,88 @@
+import { and, asc, desc, eq, inArray, lt, or, type SQL } from 'drizzle-orm';
+import express, { Router, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { books, bookStatuses, scenes, soundscapes } from '@soundqueue/shared/db/schema';
+import { storageKeys } from '@soundqueue/shared/storage/index';
+import { readBookInput, uploadMiddleware } from '../books/book-input';
+import { createBook, getOwnedBook, restartBook } from '../books/book-service';
+import { bookView, sceneView } from '../books/book.view';
+import type { ApiContext } from '../context';
+import { HttpError, validate } from '../http-errors';
+import { decodeCursor, encodeCursor, parseId } from '../ids';
+import { sendStoredAudio } from '../send-audio';
+
+const listQuery = z.object({
+  status: z.enum(bookStatuses, { message: `must be one of ${bookStatuses.join(', ')}` }).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(200).optional(),
+});
+
+export function bookRoutes(ctx: ApiContext): Router {
+  const router = Router();
+  const userOf = (req: express.Request) => req.principal!.userId;
+  const upload = uploadMiddleware(ctx.config.BOOK_MAX_UPLOAD_BYTES);
+  // Books are bigger than batches: JSON pages get the upload limit too.
+  const bookJson = express.json({ limit: ctx.config.BOOK_MAX_UPLOAD_BYTES });
+  const bookBody: RequestHandler = (req, res, next) => {
+    if (req.is('application/json')) return bookJson(req, res, next);
+    if (req.is('multipart/form-data')) return upload(req, res, next);
+    next(new HttpError(415, 'unsupported_media_type', 'send application/json pages or a multipart/form-data upload of a .txt or .pdf'));
+  };
+
+  router.post('/books', bookBody, async (req, res) => {
+    const input = await readBookInput(req, ctx.config.BOOK_MAX_PAGES);
+    const book = await createBook(ctx, userOf(req), input);
+    res.status(202).location(`/v1/books/${book.id}`).json(bookView(book));
+  });
+
+  router.get('/books', async (req, res) => {
+    const query = validate(listQuery, req.query, 'query');
+    const conditions: SQL[] = [eq(books.userId, userOf(req))];
+    if (query.status) conditions.push(eq(books.status, query.status));
+    if (query.cursor) {
+      const c = decodeCursor(query.cursor);
+      conditions.push(or(lt(books.createdAt, c.createdAt), and(eq(books.createdAt, c.createdAt), lt(books.id, c.id)))!);
+    }
+    const rows = await ctx.db
+      .select()
+      .from(books)
+      .where(and(...conditions))
+      .orderBy(desc(books.createdAt), desc(books.id))
+      .limit(query.limit + 1);
+    const page = rows.slice(0, query.limit);
+    const last = page.at(-1);
+    res.json({ books: page.map(bookView), nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null });
+  });
+
+  router.get('/books/:id', async (req, res) => {
+    res.json(bookView(await getOwnedBook(ctx, userOf(req), parseId(req.params.id, 'book'))));
+  });
+
+  router.post('/books/:id/soundscapes', async (req, res) => {
+    const book = await restartBook(ctx, userOf(req), parseId(req.params.id, 'book'));
+    res.status(202).json(bookView(book));
+  });
+
+  router.get('/books/:id/scenes', async (req, res) => {
+    const book = await getOwnedBook(ctx, userOf(req), parseId(req.params.id, 'book'));
+    const rows = await ctx.db.select().from(scenes).where(eq(scenes.bookId, book.id)).orderBy(asc(scenes.index));
+    const sounds = rows.length
+      ? await ctx.db.select().from(soundscapes).where(inArray(soundscapes.sceneId, rows.map((r) => r.id)))
+      : [];
+    res.json({
+      bookId: book.id,
+      status: book.status,
+      scenes: rows.map((scene) => sceneView(scene, sounds.find((s) => s.sceneId === scene.id) ?? null)),
+    });
+  });
+
+  router.get('/soundscapes/:id/audio', async (req, res) => {
+    const id = parseId(req.params.id, 'soundscape');
+    const [row] = await ctx.db.select().from(soundscapes).where(and(eq(soundscapes.id, id), eq(soundscapes.userId, userOf(req))));
+    if (!row) throw new HttpError(404, 'not_found', 'soundscape not found');
+    if (row.status !== 'completed') throw new HttpError(409, 'audio_not_ready', `soundscape is ${row.status}`);
+    await sendStoredAudio(req, res, ctx.storage, storageKeys.soundscape(row.bookId, row.id), `soundscape-${row.id}.mp3`);
+  });
+
+  return router;
+}

@@ -1,0 +1,140 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
+import { createBatch, expectCountersMatchRows, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+import { startOpenAiSpeechServer, type OpenAiSpeechFake, type SpeechBehaviour } from '../fakes/openai-speech-server';
+
+// The batch pipeline with the real `openai` SDK against a local server that speaks the
+// speech API: failures by text, rendition sharing counted at the provider, retries.
+let env: TestEnv;
+let api: TestApi;
+let worker: TestWorker | undefined;
+let fake: OpenAiSpeechFake;
+let decide: (input: string) => SpeechBehaviour | undefined = () => undefined;
+
+beforeAll(async () => {
+  fake = await startOpenAiSpeechServer({ decide: (input) => decide(input) });
+  env = await createTestEnv({ SPEECH_PROVIDER: 'openai', OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: `${fake.url}/v1`, PROVIDER_TIMEOUT_MS: '10000' });
+  api = await startTestApi(env.config);
+});
+afterEach(async () => {
+  await worker?.close();
+  worker = undefined;
+  decide = () => undefined;
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+  await fake?.close();
+});
+
+const speechRequests = () => fake.requests.filter((r) => r.path.startsWith('/v1/audio/speech'));
+
+describe('batches through the OpenAI speech API', () => {
+  it('synthesizes one voice once for 3 variants that share delivery instructions', async () => {
+    worker = await startTestWorker(env.config);
+    const before = speechRequests().length;
+    const created = await createBatch(api, {
+      visionId: 'v-share',
+      sections: sampleSections(4, 'Shared'),
+      variants: ['voice_only', 'energy', 'focus'],
+      voice: 'nova',
+    });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch.status).toBe('completed');
+    expect(batch.tracks_completed).toBe(12);
+    expect(speechRequests().length - before).toBe(4);
+    // The request carried the model, voice and the variant's instructions.
+    const last = speechRequests().at(-1)!.body as any;
+    expect(last).toMatchObject({ model: 'gpt-4o-mini-tts', voice: 'nova', response_format: 'mp3' });
+    expect(typeof last.instructions).toBe('string');
+    // A new variant for the already-voiced vision costs mixing only.
+    const again = await createBatch(api, { visionId: 'v-share', sections: sampleSections(4, 'Shared'), variants: ['voice_only'], voice: 'nova' });
+    expect((await waitForTerminal(api, again.body.id)).status).toBe('completed');
+    expect(speechRequests().length - before).toBe(4);
+  });
+
+  it('ends partial_success with exact counts and per-track messages when some texts fail', async () => {
+    worker = await startTestWorker(env.config);
+    decide = (input) => (input.includes('POISON') ? { kind: 'bad-request', message: 'Input contains a forbidden phrase.' } : undefined);
+    const sections = sampleSections(5, 'Partial');
+    sections[1]!.text = 'POISON one';
+    sections[3]!.text = 'POISON two';
+    const created = await createBatch(api, { visionId: 'v-partial', sections, variants: ['voice_only', 'sleep'], voice: 'alloy' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch).toMatchObject({ status: 'partial_success', tracks_completed: 6, tracks_failed: 4, tracks_pending: 0 });
+    const failed = batch.tracks.filter((t: any) => t.status === 'failed');
+    expect(failed.map((t: any) => t.section_key).sort()).toEqual(['career', 'career', 'fun_recreation', 'fun_recreation']);
+    for (const t of failed) {
+      expect(t.error_type).toBe('SpeechGenerationError');
+      expect(t.error_message).toContain('Input contains a forbidden phrase.');
+      expect(t.error_message).toContain('400');
+      // A 400 is not retried: one attempt per track.
+      expect(t.attempts).toBe(1);
+    }
+    expect(batch.error_message).toContain('4 of 10 tracks failed');
+    await expectCountersMatchRows(env.databaseUrl, batch.id);
+
+    // Retry re-runs only the failed tracks; they go back to pending, then finish.
+    decide = () => undefined;
+    const before = speechRequests().length;
+    const retry = await api.request(`/v1/audio/batches/${batch.id}/retry`, { method: 'POST' });
+    expect(retry.status).toBe(202);
+    const retried = await readJson(retry);
+    expect(retried).toMatchObject({ status: 'processing', tracks_failed: 0, tracks_pending: 4, tracks_completed: 6, run: 2 });
+    const done = await waitForTerminal(api, batch.id);
+    expect(done).toMatchObject({ status: 'completed', tracks_completed: 10, tracks_failed: 0, error_message: null });
+    // voice_only and sleep have different instructions: 2 sections × 2 renditions.
+    expect(speechRequests().length - before).toBe(4);
+    expect((await api.request(`/v1/audio/batches/${batch.id}/retry`, { method: 'POST' })).status).toBe(409);
+  });
+
+  it('ends failed when the provider always fails, after 3 attempts with backoff', async () => {
+    worker = await startTestWorker(env.config);
+    decide = () => 'server-error';
+    const created = await createBatch(api, { visionId: 'v-fail', sections: sampleSections(2, 'Failing'), variants: ['voice_only'], voice: 'alloy' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch).toMatchObject({ status: 'failed', tracks_failed: 2, tracks_completed: 0 });
+    for (const t of batch.tracks) {
+      expect(t.attempts).toBe(3);
+      expect(t.error_message).toMatch(/500/);
+    }
+    expect(batch.error_message).toMatch(/^2 of 2 tracks failed/);
+  });
+
+  it('waits out a 429 Retry-After without using an attempt, and retries a 500', async () => {
+    worker = await startTestWorker(env.config);
+    fake.script([{ kind: 'rate-limited', retryAfterSeconds: 1 }, 'server-error']);
+    const started = Date.now();
+    const created = await createBatch(api, { visionId: 'v-429', sections: sampleSections(1, 'Limited'), variants: ['voice_only'], voice: 'echo' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch.status).toBe('completed');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    // The 429 put the job back without an attempt: attempts are the 500 and the success.
+    expect(batch.tracks[0].attempts).toBe(2);
+  });
+
+  it('synthesizes a shared voice once for two concurrent batches on two worker processes', async () => {
+    const slow = await startOpenAiSpeechServer({ delayMs: 400 });
+    const workerEnv = { ...process.env, ...env.env, OPENAI_BASE_URL: `${slow.url}/v1`, WORKER_QUEUES: 'audio-tts,audio-mix,audio-batch' };
+    const children: ChildProcess[] = [0, 1].map(() =>
+      spawn(process.execPath, ['--import', 'tsx', 'apps/worker/src/main.ts'], { env: workerEnv, stdio: ['ignore', 'ignore', 'pipe'] }),
+    );
+    const stderr: string[] = [];
+    for (const c of children) c.stderr!.on('data', (d) => stderr.push(String(d)));
+    try {
+      const body = { visionId: 'v-two', sections: sampleSections(6, 'Concurrent'), variants: ['voice_only'], voice: 'sage' };
+      const [a, b] = await Promise.all([createBatch(api, body), createBatch(api, { ...body, variants: ['energy'] })]);
+      const [ra, rb] = await Promise.all([waitForTerminal(api, a.body.id), waitForTerminal(api, b.body.id)]);
+      expect([ra.status, rb.status]).toEqual(['completed', 'completed']);
+      expect(slow.requests.filter((r) => r.path.startsWith('/v1/audio/speech'))).toHaveLength(6);
+    } finally {
+      for (const c of children) c.kill('SIGTERM');
+      await Promise.all(children.map((c) => new Promise((resolve) => (c.exitCode !== null ? resolve(null) : c.once('exit', resolve)))));
+      await slow.close();
+    }
+    expect(stderr.join('')).not.toMatch(/Error:/);
+  });
+});
