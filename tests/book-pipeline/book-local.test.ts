@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeAudio } from '../../apps/worker/src/ffmpeg';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, uploadBook, waitForBook } from '../helpers/books';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { fourSettingBook } from '../fixtures/books';
 import { makePdf } from '../fixtures/pdf';
 
@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 async function soundscapeCalls(bookId: string): Promise<number> {
-  const { rows } = await worker.ctx.db.$client.query(`select count(*)::int as n from provider_calls where book_id = $1 and kind = 'soundscape'`, [bookId]);
+  const rows = await queryRows(env.databaseUrl, `select count(*)::int as n from provider_calls where book_id = $1 and kind = 'soundscape'`, [bookId]);
   return rows[0].n;
 }
 

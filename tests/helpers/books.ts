@@ -12,7 +12,7 @@ export async function postBook(api: TestApi, body: unknown, user = 'reader') {
 export async function uploadBook(api: TestApi, file: { name: string; type: string; data: Uint8Array | string }, fields: Record<string, string> = {}, user = 'reader') {
   const form = new FormData();
   for (const [k, v] of Object.entries(fields)) form.set(k, v);
-  form.set('file', new Blob([file.data as BlobPart], { type: file.type }), file.name);
+  form.set("file", new Blob([typeof file.data === "string" ? file.data : Buffer.from(file.data)], { type: file.type }), file.name);
   const res = await api.request('/v1/books', { method: 'POST', body: form, user });
   return { status: res.status, body: await readJson(res) };
 }

@@ -82,3 +82,14 @@ export async function dropDatabase(name: string): Promise<void> {
     await client.end();
   }
 }
+
+/** One query on a test database, for assertions on rows. */
+export async function queryRows<T = any>(databaseUrl: string, text: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}

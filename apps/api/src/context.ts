@@ -2,12 +2,14 @@ import { FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '@soundqueue/shared/config';
 import { createDb, type Db } from '@soundqueue/shared/db/client';
-import { createPublisher, type Publish } from '@soundqueue/shared/events';
+import type { Publish } from '@soundqueue/shared/events';
+import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createProducerConnection } from '@soundqueue/shared/redis';
+import { createProducerConnection, createWorkerConnection } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
+import { EventHub } from './events/event-hub';
 
 /** Everything a route needs, built once per process and passed in plainly. */
 export interface ApiContext {
@@ -19,6 +21,7 @@ export interface ApiContext {
   storage: Storage;
   publish: Publish;
   auth: Auth;
+  events: EventHub;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -34,6 +37,9 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     Queue
   >;
   const flows = new FlowProducer({ connection: redis, prefix });
+  const subscriber = createWorkerConnection(config.REDIS_URL);
+  subscriber.on('error', (error) => logger.warn({ err: error }, 'redis subscriber error'));
+  const events = new EventHub(redis, subscriber, prefix);
   return {
     config,
     db: dbHandle.db,
@@ -41,10 +47,12 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     queues,
     flows,
     storage: createStorage(config),
-    publish: createPublisher(redis, prefix, (error) => logger.warn({ err: error }, 'could not publish a progress event')),
+    publish: createNotifier(dbHandle.db, redis, queues.webhooks, config, logger),
     auth,
+    events,
     logger,
     async close() {
+      await events.close();
       await flows.close();
       await Promise.all(Object.values(queues).map((queue) => queue.close()));
       redis.disconnect();

@@ -5,7 +5,8 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '@soundqueue/shared/config';
 import { createDb, type Db } from '@soundqueue/shared/db/client';
-import { createPublisher, type Publish } from '@soundqueue/shared/events';
+import type { Publish } from '@soundqueue/shared/events';
+import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createWorkerConnection } from '@soundqueue/shared/redis';
@@ -46,7 +47,7 @@ export async function createWorkerContext(
     redis,
     storage: createStorage(config),
     providers: options.providers ?? createProviders(config),
-    publish: createPublisher(redis, config.QUEUE_PREFIX, (error) => logger.warn({ err: error }, 'could not publish a progress event')),
+    publish: createNotifier(dbHandle.db, redis, queues.webhooks, config, logger),
     queues,
     logger,
     scratchDir,

@@ -151,45 +151,26 @@ export interface ProbeOptions extends Pick<RunOptions, 'signal' | 'timeoutMs'> {
  */
 export async function probeAudio(path: string, options: ProbeOptions = {}): Promise<AudioInfo> {
   const { decode = true, ...run } = options;
-  let probed: RunResult;
-  try {
-    probed = await runFfprobe(['-v', 'error', '-print_format', 'json', '-show_streams', '-show_format', '-i', path], run);
-  } catch (error) {
-    if (error instanceof FfmpegError && error.reason === 'exit') {
-      throw new InvalidAudioError(`not a readable audio file: ${readable(error.stderrTail.split('\n').slice(-1), path) || 'ffprobe failed'}`, { cause: error });
-    }
-    throw error;
-  }
-  const json = JSON.parse(probed.stdout.toString('utf8') || '{}') as ProbeJson;
-  const stream = json.streams?.find((s) => s.codec_type === 'audio');
-  if (!stream) throw new InvalidAudioError('the file has no audio stream');
-  const declaredSeconds = Number(stream.duration ?? json.format?.duration);
-  if (!Number.isFinite(declaredSeconds) || declaredSeconds <= 0) throw new InvalidAudioError('the audio has no duration');
-  const bitRate = Number(stream.bit_rate ?? json.format?.bit_rate);
-  const info: AudioInfo = {
-    durationMs: Math.round(declaredSeconds * 1000),
-    codec: stream.codec_name ?? 'unknown',
-    sampleRateHz: Number(stream.sample_rate ?? 0),
-    channels: stream.channels ?? 0,
-    ...(Number.isFinite(bitRate) && bitRate > 0 ? { bitRate } : {}),
-  };
-  if (!decode) return info;
-
-  const decodedSeconds = await decodeCheck(path, run);
-  // Headers (a Xing frame, a WAV chunk size) declare the full length; a cut file decodes shorter.
-  if (decodedSeconds < declaredSeconds - Math.max(0.25, declaredSeconds * 0.02)) {
-    throw new InvalidAudioError(`the audio is truncated: ${decodedSeconds.toFixed(2)} s decoded of ${declaredSeconds.toFixed(2)} s declared`);
-  }
-  if (decodedSeconds <= 0) throw new InvalidAudioError('the audio decodes to nothing');
-  return { ...info, durationMs: Math.round(decodedSeconds * 1000) };
+  if (!decode) return probeHeader(path, run);
+  return (await inspectAudio(path, null, run)).info;
 }
 
-/** Decodes every frame; returns the decoded length in seconds, throws on any damage. */
-async function decodeCheck(path: string, options: RunOptions): Promise<number> {
+/**
+ * probeAudio's full check, with `filter` (e.g. a loudness scan) run over the decoded audio in
+ * the same pass, so a caller that must read the whole file anyway reads it once. Returns the
+ * info (duration as decoded) and ffmpeg's log, where filters such as ebur128 print results.
+ */
+export async function inspectAudio(
+  path: string,
+  filter: string | null,
+  options: Pick<RunOptions, 'signal' | 'timeoutMs'> = {},
+): Promise<{ info: AudioInfo; log: string }> {
+  const info = await probeHeader(path, options);
+  const declaredSeconds = info.durationMs / 1000;
   let result: RunResult;
   try {
     result = await runFfmpeg(
-      ['-loglevel', 'level+warning', '-nostats', '-i', path, '-map', '0:a:0', '-f', 'null', '-', '-progress', 'pipe:1'],
+      ['-loglevel', 'level+info', '-nostats', '-i', path, '-map', '0:a:0', ...(filter ? ['-af', filter] : []), '-f', 'null', '-', '-progress', 'pipe:1'],
       options,
     );
   } catch (error) {
@@ -205,7 +186,39 @@ async function decodeCheck(path: string, options: RunOptions): Promise<number> {
     throw new InvalidAudioError(`the audio is damaged: ${readable(problems.slice(0, 3), path)}`);
   }
   const times = [...result.stdout.toString('utf8').matchAll(/^out_time_us=(\d+)$/gm)];
-  return Number(times.at(-1)?.[1] ?? 0) / 1e6;
+  const decodedSeconds = Number(times.at(-1)?.[1] ?? 0) / 1e6;
+  if (decodedSeconds <= 0) throw new InvalidAudioError('the audio decodes to nothing');
+  // Headers (a Xing frame, a WAV chunk size) declare the full length; a cut file decodes shorter.
+  if (decodedSeconds < declaredSeconds - Math.max(0.25, declaredSeconds * 0.02)) {
+    throw new InvalidAudioError(`the audio is truncated: ${decodedSeconds.toFixed(2)} s decoded of ${declaredSeconds.toFixed(2)} s declared`);
+  }
+  return { info: { ...info, durationMs: Math.round(decodedSeconds * 1000) }, log: result.stderr };
+}
+
+/** ffprobe alone: what the container and stream headers say. */
+async function probeHeader(path: string, options: RunOptions): Promise<AudioInfo> {
+  let probed: RunResult;
+  try {
+    probed = await runFfprobe(['-v', 'error', '-print_format', 'json', '-show_streams', '-show_format', '-i', path], options);
+  } catch (error) {
+    if (error instanceof FfmpegError && error.reason === 'exit') {
+      throw new InvalidAudioError(`not a readable audio file: ${readable(error.stderrTail.split('\n').slice(-1), path) || 'ffprobe failed'}`, { cause: error });
+    }
+    throw error;
+  }
+  const json = JSON.parse(probed.stdout.toString('utf8') || '{}') as ProbeJson;
+  const stream = json.streams?.find((s) => s.codec_type === 'audio');
+  if (!stream) throw new InvalidAudioError('the file has no audio stream');
+  const seconds = Number(stream.duration ?? json.format?.duration);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new InvalidAudioError('the audio has no duration');
+  const bitRate = Number(stream.bit_rate ?? json.format?.bit_rate);
+  return {
+    durationMs: Math.round(seconds * 1000),
+    codec: stream.codec_name ?? 'unknown',
+    sampleRateHz: Number(stream.sample_rate ?? 0),
+    channels: stream.channels ?? 0,
+    ...(Number.isFinite(bitRate) && bitRate > 0 ? { bitRate } : {}),
+  };
 }
 
 export interface Loudness {

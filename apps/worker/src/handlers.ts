@@ -7,6 +7,7 @@ import { processAudioTts } from './processors/audio-tts';
 import { processBook } from './processors/book';
 import { processBookAnalyze } from './processors/book-analyze';
 import { processSoundscape } from './processors/soundscape';
+import { processWebhook } from './processors/webhook';
 
 export type Handler = (ctx: WorkerContext, run: JobRun) => Promise<unknown>;
 
@@ -18,4 +19,5 @@ export const handlers: Record<QueueName, Handler> = {
   'book-analyze': processBookAnalyze,
   soundscape: processSoundscape,
   book: processBook,
+  webhooks: processWebhook,
 };

@@ -26,6 +26,7 @@ export function concurrencyFor(config: Config, queue: QueueName): number {
     'book-analyze': config.WORKER_CONCURRENCY_BOOK_ANALYZE,
     soundscape: config.WORKER_CONCURRENCY_SOUNDSCAPE,
     book: config.WORKER_CONCURRENCY_BOOK,
+    webhooks: config.WORKER_CONCURRENCY_WEBHOOKS,
   };
   return byQueue[queue];
 }

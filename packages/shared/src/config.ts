@@ -98,10 +98,17 @@ const envSchema = z.object({
   BOOK_MAX_PAGES: positiveInt('BOOK_MAX_PAGES', 2000),
   BOOK_MAX_UPLOAD_BYTES: positiveInt('BOOK_MAX_UPLOAD_BYTES', 20 * 1024 * 1024),
 
+  SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
+  STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
+
   ADMIN_USER: optionalString,
   ADMIN_PASSWORD: optionalString,
   ADMIN_READONLY: bool(true),
   WEBHOOK_ALLOW_PRIVATE: bool(false),
+  // 11 attempts doubling from 3 minutes: the last one is a little over 24 h after the first.
+  WEBHOOK_ATTEMPTS: positiveInt('WEBHOOK_ATTEMPTS', 11),
+  WEBHOOK_BACKOFF_MS: positiveInt('WEBHOOK_BACKOFF_MS', 180_000),
+  WEBHOOK_TIMEOUT_MS: positiveInt('WEBHOOK_TIMEOUT_MS', 10_000),
 });
 
 export type Config = z.infer<typeof envSchema> & {

@@ -13,6 +13,7 @@ export const QUEUE = {
   bookAnalyze: 'book-analyze',
   soundscape: 'soundscape',
   book: 'book',
+  webhooks: 'webhooks',
 } as const;
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
@@ -37,6 +38,7 @@ export const payloadSchemas = {
     // The step job pattern: where a resumed book job carries on.
     step: z.enum(['segment', 'finalize']).default('segment'),
   }),
+  webhooks: z.object({ deliveryId: uuid }),
 } satisfies Record<QueueName, z.ZodType>;
 
 export type Payload<Q extends QueueName> = z.infer<(typeof payloadSchemas)[Q]>;
@@ -55,14 +57,30 @@ const removeOnFail = { age: 7 * 24 * 3_600, count: 5_000 };
 export interface JobTuning {
   attempts: number;
   backoffMs: number;
+  webhookAttempts: number;
+  webhookBackoffMs: number;
 }
 
-export function tuningFrom(config: { JOB_ATTEMPTS: number; JOB_BACKOFF_MS: number }): JobTuning {
-  return { attempts: config.JOB_ATTEMPTS, backoffMs: config.JOB_BACKOFF_MS };
+export function tuningFrom(config: { JOB_ATTEMPTS: number; JOB_BACKOFF_MS: number; WEBHOOK_ATTEMPTS: number; WEBHOOK_BACKOFF_MS: number }): JobTuning {
+  return {
+    attempts: config.JOB_ATTEMPTS,
+    backoffMs: config.JOB_BACKOFF_MS,
+    webhookAttempts: config.WEBHOOK_ATTEMPTS,
+    webhookBackoffMs: config.WEBHOOK_BACKOFF_MS,
+  };
 }
 
 /** Default job options of a queue: attempts, exponential backoff with jitter, retention. */
 export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
+  if (queue === 'webhooks') {
+    // Deliveries keep trying for a day: WEBHOOK_ATTEMPTS doublings of WEBHOOK_BACKOFF_MS.
+    return {
+      attempts: tuning.webhookAttempts,
+      backoff: { type: 'exponential', delay: tuning.webhookBackoffMs, jitter: 0.2 },
+      removeOnComplete,
+      removeOnFail,
+    };
+  }
   return {
     attempts: tuning.attempts,
     backoff: { type: 'exponential', delay: tuning.backoffMs, jitter: 0.5 },
@@ -80,4 +98,5 @@ export const jobId = {
   book: (bookId: string, run: number) => `book.${bookId}.r${run}`,
   bookAnalyze: (bookId: string, spreadIndex: number, run: number) => `analyze.${bookId}.${spreadIndex}.r${run}`,
   soundscape: (soundscapeId: string, run: number) => `soundscape.${soundscapeId}.r${run}`,
+  webhook: (deliveryId: string) => `webhook.${deliveryId}`,
 };

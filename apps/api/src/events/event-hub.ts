@@ -1,0 +1,86 @@
+import type { Redis } from 'ioredis';
+import { EVENTS_CHANNEL, eventLogKey, type Subject } from '@soundqueue/shared/events';
+
+export interface StreamEvent {
+  /** The Redis stream entry id: increasing per batch or book, usable as Last-Event-ID. */
+  id: string;
+  type: string;
+  data: Record<string, unknown>;
+  terminal: boolean;
+}
+
+type Listener = (event: StreamEvent) => void;
+
+/**
+ * Fans progress events out to this process's open event streams. One Redis subscriber
+ * connection per API process, whatever the number of clients; any replica serves any
+ * client because every worker publishes to the same channel.
+ */
+export class EventHub {
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly ready: Promise<unknown>;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly subscriber: Redis,
+    private readonly prefix: string,
+  ) {
+    this.subscriber.on('message', (_channel, message) => this.dispatch(message));
+    this.ready = this.subscriber.subscribe(`${prefix}:${EVENTS_CHANNEL}`);
+  }
+
+  private dispatch(message: string): void {
+    try {
+      const { subject, id, body } = JSON.parse(message) as { subject: Subject; id: string; body: string };
+      const set = this.listeners.get(`${subject.kind}:${subject.id}`);
+      if (!set) return;
+      const event = { id, ...(JSON.parse(body) as Omit<StreamEvent, 'id'>) };
+      for (const listener of set) listener(event);
+    } catch {
+      // A malformed message is not ours to crash on.
+    }
+  }
+
+  async listen(subject: Subject, listener: Listener): Promise<() => void> {
+    await this.ready;
+    const key = `${subject.kind}:${subject.id}`;
+    let set = this.listeners.get(key);
+    if (!set) this.listeners.set(key, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(key);
+    };
+  }
+
+  /** Entries after `afterId` from the bounded log, or null when the log no longer reaches back that far. */
+  async replay(subject: Subject, afterId: string): Promise<StreamEvent[] | null> {
+    const key = eventLogKey(this.prefix, subject);
+    const [oldest] = await this.redis.xrange(key, '-', '+', 'COUNT', 1);
+    if (!oldest || compareIds(oldest[0], afterId) > 0) return null;
+    const entries = await this.redis.xrange(key, `(${afterId}`, '+');
+    return entries.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) }));
+  }
+
+  /** The id of the newest entry in the log, so a snapshot can carry a resumable id. */
+  async latestId(subject: Subject): Promise<string> {
+    const [newest] = await this.redis.xrevrange(eventLogKey(this.prefix, subject), '+', '-', 'COUNT', 1);
+    return newest?.[0] ?? '0-0';
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+    this.subscriber.disconnect();
+  }
+}
+
+/** Orders Redis stream ids ("ms-seq"). */
+export function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}
+
+export function isStreamId(value: string): boolean {
+  return /^\d{1,20}-\d{1,20}$/.test(value);
+}

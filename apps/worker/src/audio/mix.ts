@@ -1,0 +1,208 @@
+import { rm } from 'node:fs/promises';
+import { MixingError } from '@soundqueue/shared/errors';
+import type { Variant } from '@soundqueue/shared/variants';
+import { FfmpegError, InvalidAudioError, inspectAudio, parseEbur128Summary, probeAudio, runFfmpeg } from '../ffmpeg';
+import { bedGraph, measureBedLoudness, SAMPLE_RATE } from './backgrounds';
+
+// One pass of ffmpeg per track, no loudnorm. loudnorm resamples to 192 kHz and, in one
+// pass, rides the gain dynamically; here the gains are computed beforehand instead:
+//
+//   - the voice's loudness is measured once per rendition (measureVoiceLoudness, cached by
+//     the caller) and a bed recipe's once per process (measureBedLoudness);
+//   - the voice and the bed are uncorrelated, so their energies add: a bed `r` LU under the
+//     voice adds 10·log10(1 + 10^(r/10)) LU, and the voice is set that much under the target;
+//   - the voice is mono and leaves as identical left and right channels, which R128 counts
+//     as +3.01 LU over the mono measurement.
+//
+// Peaks. Pushing a peaky voice (flite's peaks sit 22 dB over its loudness) up to -16 LUFS
+// puts its peaks over full scale, and a limiter that shaves them also takes loudness away:
+// a whole LU for flite, unpredictably from the loudness alone. So the voice's peaks are held
+// to VOICE_PEAK_LU over its own loudness by a limiter that is part of the voice's path, and
+// "the voice's loudness" is measured through that same limiter (a limiter scales with its
+// input, so the measurement holds at any gain). The mix then knows the voice's loudness
+// after limiting exactly, and its peaks land at target + VOICE_PEAK_LU, under the ceiling.
+// A second limiter on the sum guards the true-peak ceiling against the bed adding to a voice
+// peak; it sits a margin under the ceiling (sample peaks, not true peaks: inter-sample peaks
+// and MP3's own overshoot fit in the margin) and rarely has anything to do.
+//
+// Everything up to the final channel copy runs in mono, and the bed is a 30 s loop repeated,
+// which keeps the graph to a small share of the cost; the MP3 encoder is most of the rest.
+
+/** Voice peaks are held this far over the voice's integrated loudness (sample peak vs LUFS). */
+const VOICE_PEAK_LU = 15;
+/** Sample-peak margin of the final limiter under the variant's true-peak ceiling. */
+const LIMITER_MARGIN_DB = 1.5;
+const STEREO_FROM_MONO_LU = 10 * Math.log10(2);
+const SILENT_LUFS = -69;
+/** Level at which measureVoiceLoudness runs its limiter (any level works; alimiter has a range). */
+const MEASURE_AT_LUFS = -20;
+
+/** Folds any voice to the mono the mix uses, so the measurement and the mix agree. */
+const VOICE_FOLD = 'aformat=sample_fmts=flt:channel_layouts=mono';
+
+const n = (value: number, digits = 4) => Number(value.toFixed(digits)).toString();
+
+/** The voice's gain and peak limiter, for a voice whose limited loudness becomes `loudnessAfter`. */
+function voicePeakControl(gainDb: number, loudnessAfter: number): string {
+  // alimiter accepts limits from -24 to 0 dBFS.
+  const limitDb = Math.min(0, Math.max(-24, loudnessAfter + VOICE_PEAK_LU));
+  return `volume=${n(gainDb)}dB,alimiter=limit=${n(10 ** (limitDb / 20), 6)}:attack=5:release=50:level=0:latency=1`;
+}
+
+export interface MixInput {
+  voicePath: string;
+  variant: Variant;
+  outPath: string;
+  /** measureVoiceLoudness of this voice file, when the caller has it cached. */
+  voiceLoudness?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Loudness (LUFS) of a voice file as mixTrack will use it: folded to mono and through the
+ * voice's peak limiter (see above). Decodes the file two or three times (about 0.2 s of CPU
+ * per 7 minutes of speech each), so callers cache it per rendition. Rejects damaged audio the
+ * same way probeAudio does.
+ */
+export async function measureVoiceLoudness(path: string, options: { signal?: AbortSignal } = {}): Promise<number> {
+  return (await analyzeVoice(path, options.signal)).loudness;
+}
+
+async function analyzeVoice(path: string, signal?: AbortSignal): Promise<{ loudness: number; durationMs: number }> {
+  const { info, log } = await inspectAudio(path, `${VOICE_FOLD},ebur128=framelog=verbose`, { signal });
+  const raw = parseEbur128Summary(log).integratedLufs;
+  if (!(raw > SILENT_LUFS)) return { loudness: raw, durationMs: info.durationMs };
+  // Limiting lowers the loudness, which lowers the limit set from it: iterate to the fixed
+  // point, which is reached in one or two steps to ebur128's 0.1 LU resolution.
+  let loudness = raw;
+  for (let step = 0; step < 4; step += 1) {
+    const gain = MEASURE_AT_LUFS - loudness;
+    const { stderr } = await runFfmpeg(
+      ['-nostats', '-i', path, '-map', '0:a:0', '-af', `${VOICE_FOLD},${voicePeakControl(gain, MEASURE_AT_LUFS)},ebur128=framelog=verbose`, '-f', 'null', '-'],
+      { signal },
+    );
+    const next = parseEbur128Summary(stderr).integratedLufs - gain;
+    const settled = Math.abs(next - loudness) <= 0.1;
+    loudness = next;
+    if (settled) break;
+  }
+  return { loudness, durationMs: info.durationMs };
+}
+
+export interface MixPlan {
+  voiceGainDb: number;
+  /** The voice's loudness (mono) after its gain. */
+  voiceLevel: number;
+  bedGainDb: number;
+  limitLinear: number;
+  totalSeconds: number;
+}
+
+/** The gains and length of a mix, from measurements alone. Exported for tests and benchmarks. */
+export function planMix(variant: Variant, voice: { loudness: number; durationMs: number }, bedLoudness: number | null): MixPlan {
+  const bedShare = variant.background ? 10 * Math.log10(1 + 10 ** (variant.backgroundLevelLu / 10)) : 0;
+  const voiceTarget = variant.loudnessTargetLufs - bedShare;
+  const voiceGainDb = voiceTarget - STEREO_FROM_MONO_LU - voice.loudness;
+  const bedGainDb = bedLoudness === null ? 0 : voiceTarget + variant.backgroundLevelLu - STEREO_FROM_MONO_LU - bedLoudness;
+  const totalSeconds = (variant.leadInMs + variant.tailMs) / 1000 + voice.durationMs / 1000 / variant.tempo;
+  return { voiceGainDb, voiceLevel: voiceTarget - STEREO_FROM_MONO_LU, bedGainDb, limitLinear: 10 ** ((variant.truePeakDbtp - LIMITER_MARGIN_DB) / 20), totalSeconds };
+}
+
+function mixGraph(variant: Variant, plan: MixPlan): string {
+  const voice = [
+    VOICE_FOLD,
+    voicePeakControl(plan.voiceGainDb, plan.voiceLevel),
+    // Tempo at the voice's own (lower) sample rate: the same result for less work than at 44.1 kHz.
+    ...(variant.tempo !== 1 ? [`atempo=${n(variant.tempo)}`] : []),
+    `aresample=${SAMPLE_RATE}`,
+    `adelay=delays=${Math.round(variant.leadInMs)}:all=1`,
+    `apad=pad_dur=${n(variant.tailMs / 1000)}`,
+  ].join(',');
+  const finish = [
+    `afade=t=in:d=${n(variant.fadeInMs / 1000)}`,
+    `afade=t=out:st=${n(Math.max(0, plan.totalSeconds - variant.fadeOutMs / 1000))}:d=${n(variant.fadeOutMs / 1000)}`,
+    `alimiter=limit=${n(plan.limitLinear, 6)}:attack=5:release=50:level=0:latency=1`,
+    'pan=stereo|c0=c0|c1=c0',
+  ].join(',');
+  if (!variant.background) return `[0:a]${voice},${finish}[out]`;
+  return [
+    `[0:a]${voice}[voice]`,
+    bedGraph(variant.background, 'bedraw'),
+    `[bedraw]volume=${n(plan.bedGainDb)}dB[bed]`,
+    // The voice, padded with the lead-in and the tail, decides the length; the bed loops under it.
+    `[voice][bed]amix=inputs=2:normalize=0:duration=first,${finish}[out]`,
+  ].join(';');
+}
+
+/**
+ * Mixes one track: the voice (slowed when the variant says so) over the variant's bed, with
+ * lead-in, tail and fades, at the variant's loudness, as a 44.1 kHz stereo MP3 at `outPath`.
+ *
+ * Throws MixingError: not retryable when the voice file itself is unusable (damaged, empty or
+ * silent: the same bytes fail the same way every time; the rendition must be remade),
+ * retryable when ffmpeg fails or is killed (a crash, a full disk, a timeout, shutdown).
+ */
+export async function mixTrack(input: MixInput): Promise<{ durationMs: number }> {
+  const { voicePath, variant, outPath, signal } = input;
+  let voice: { loudness: number; durationMs: number };
+  try {
+    if (input.voiceLoudness !== undefined && Number.isFinite(input.voiceLoudness)) {
+      // The loudness was measured when the rendition was stored, which decoded the whole
+      // file then; the header's duration is enough now.
+      const info = await probeAudio(voicePath, { decode: false, signal });
+      voice = { loudness: input.voiceLoudness, durationMs: info.durationMs };
+    } else {
+      voice = await analyzeVoice(voicePath, signal);
+    }
+  } catch (error) {
+    if (error instanceof InvalidAudioError) {
+      throw new MixingError(`the voice audio is unusable: ${error.message}`, { retryable: false, cause: error });
+    }
+    throw new MixingError(`could not read the voice audio: ${(error as Error).message}`, { retryable: true, cause: error });
+  }
+  if (!(voice.loudness > SILENT_LUFS)) {
+    throw new MixingError('the voice audio is silent', { retryable: false });
+  }
+
+  const plan = planMix(variant, voice, variant.background ? await measureBedLoudness(variant.background) : null);
+  try {
+    await runFfmpeg(
+      [
+        '-v', 'error',
+        '-nostats',
+        '-i', voicePath,
+        '-filter_complex', mixGraph(variant, plan),
+        '-map', '[out]',
+        '-ar', String(SAMPLE_RATE),
+        // LAME's fastest setting (7 and above are the same speed); at 128 kb/s stereo the
+        // difference in quality from its default is not audible on speech over a soft bed.
+        '-c:a', 'libmp3lame', '-q:a', '4', '-compression_level', '7',
+        '-map_metadata', '-1',
+        '-y', outPath,
+      ],
+      { signal },
+    );
+  } catch (error) {
+    await rm(outPath, { force: true });
+    const detail = error instanceof FfmpegError ? `${error.message}\n${error.stderrTail}` : String(error);
+    throw new MixingError(`ffmpeg could not mix the track: ${detail}`, { retryable: true, cause: error });
+  }
+
+  // Loudness is not re-measured here: a true-peak scan costs about 40 % of the mix itself,
+  // and the gains are arithmetic on measured inputs (tests/audio hold every variant to ±1 LU
+  // and the true-peak ceiling). What is checked is that the file is the file promised.
+  let out;
+  try {
+    out = await probeAudio(outPath, { decode: false, signal });
+  } catch (error) {
+    throw new MixingError(`the mixed file is not valid audio: ${(error as Error).message}`, { retryable: true, cause: error });
+  }
+  const expectedMs = plan.totalSeconds * 1000;
+  if (out.codec !== 'mp3' || out.sampleRateHz !== SAMPLE_RATE || out.channels !== 2 || Math.abs(out.durationMs - expectedMs) > 250 + expectedMs * 0.01) {
+    throw new MixingError(
+      `the mixed file is not what was asked for: ${out.codec} ${out.sampleRateHz} Hz ${out.channels} ch ${out.durationMs} ms, expected mp3 ${SAMPLE_RATE} Hz 2 ch ${Math.round(expectedMs)} ms`,
+      { retryable: false },
+    );
+  }
+  return { durationMs: out.durationMs };
+}

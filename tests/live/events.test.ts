@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readJson, startTestApi, startTestWorker, tokenFor, type TestApi } from '../helpers/app';
+import { createBatch, sampleSections } from '../helpers/batches';
+import { postBook } from '../helpers/books';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+import { idLess, openSse } from '../helpers/sse';
+
+let env: TestEnv;
+let api: TestApi;
+
+beforeAll(async () => {
+  env = await createTestEnv({ SSE_HEARTBEAT_MS: '200', SOUNDSCAPE_SECONDS: '4' });
+  api = await startTestApi(env.config);
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+const auth = async (user = 'user-a') => ({ Authorization: `Bearer ${await tokenFor(user)}` });
+const body = (n: number) => ({ visionId: 'live', sections: sampleSections(n, 'Live'), variants: ['voice_only'], voice: 'alloy' });
+
+function expectOrdered(ids: string[]) {
+  for (let i = 1; i < ids.length; i++) expect(idLess(ids[i - 1]!, ids[i]!), `${ids[i - 1]} < ${ids[i]}`).toBe(true);
+}
+
+describe('batch event streams', () => {
+  it('send a snapshot, then every change in order, heartbeats, and end after the terminal event', async () => {
+    const created = await createBatch(api, body(2));
+    const stream = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    await stream.waitFor((e) => e.length >= 1);
+    expect(stream.events[0]).toMatchObject({ event: 'snapshot', data: { id: created.body.id, status: 'pending', tracks_pending: 2 } });
+    expect(stream.events[0]!.data.tracks).toHaveLength(2);
+    await stream.waitFor(() => stream.comments.includes('heartbeat'));
+
+    // With two API replicas, a stream on the second sees the same events.
+    const second = await startTestApi(env.config);
+    const mirror = await openSse(`${second.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    await mirror.waitFor((e) => e.length >= 1);
+
+    const worker = await startTestWorker(env.config);
+    try {
+      await stream.ended;
+      await mirror.ended;
+    } finally {
+      await worker.close();
+      await second.close();
+    }
+    const changes = stream.events.slice(1);
+    expectOrdered(changes.map((e) => e.id));
+    const types = changes.map((e) => e.event);
+    expect(types.filter((t) => t === 'track.updated').length).toBeGreaterThanOrEqual(6); // generating, mixing, completed × 2
+    expect(types).toContain('batch.updated');
+    expect(types.at(-1)).toBe('batch.completed');
+    expect(changes.at(-1)!.data).toMatchObject({ status: 'completed', tracksCompleted: 2, tracksPending: 0 });
+    // Counters only ever move forward in the stream.
+    const completed = changes.filter((e) => e.event === 'batch.updated').map((e) => e.data.tracksCompleted);
+    expect([...completed].sort((a, b) => a - b)).toEqual(completed);
+    expect(mirror.events.slice(1).map((e) => e.id)).toEqual(changes.map((e) => e.id));
+
+    // A stream opened after the end gets the final snapshot and ends at once.
+    const late = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    await late.ended;
+    expect(late.events).toHaveLength(1);
+    expect(late.events[0]!.data.status).toBe('completed');
+  });
+
+  it('resume with Last-Event-ID across an API restart without a gap', async () => {
+    const created = await createBatch(api, body(3));
+    const first = await startTestApi(env.config);
+    const stream = await openSse(`${first.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    await stream.waitFor((e) => e.length >= 1);
+    const worker = await startTestWorker(env.config);
+    try {
+      await stream.waitFor((e) => e.length >= 4);
+      stream.close();
+      await first.close();
+      const lastId = stream.events.at(-1)!.id;
+      const second = await startTestApi(env.config);
+      try {
+        const resumed = await openSse(`${second.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': lastId });
+        await resumed.ended;
+        expect(resumed.events[0]!.event).not.toBe('snapshot');
+        const all = [...stream.events.slice(1), ...resumed.events];
+        // Exactly the logged events, each once, in order: nothing lost at the seam.
+        const logged = await api.ctx.redis.xrange(`${env.prefix}:events:batch:${created.body.id}`, '-', '+');
+        expect(all.map((e) => e.id)).toEqual(logged.map(([id]) => id));
+        expect(all.at(-1)!.event).toBe('batch.completed');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('accept a short-lived query token for EventSource, and refuse strangers', async () => {
+    const created = await createBatch(api, body(1));
+    const minted = await readJson(await api.request('/v1/stream-tokens', { method: 'POST' }));
+    expect(minted.expires_in).toBe(300);
+    const stream = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events?access_token=${minted.token}`);
+    await stream.waitFor((e) => e.length >= 1);
+    stream.close();
+    const stranger = await fetch(`${api.url}/v1/audio/batches/${created.body.id}/events`, { headers: await auth('user-b') });
+    expect(stranger.status).toBe(404);
+    const anonymous = await fetch(`${api.url}/v1/audio/batches/${created.body.id}/events`);
+    expect(anonymous.status).toBe(401);
+    // The query token only works on event streams.
+    expect((await fetch(`${api.url}/v1/audio/batches/${created.body.id}?access_token=${minted.token}`)).status).toBe(401);
+  });
+});
+
+describe('book event streams', () => {
+  it('show spreads advancing and end with book.ready', async () => {
+    const created = await postBook(api, { title: 'Streamed', pages: ['The forest at dawn.', 'Birds in the trees.', 'The sea in a storm.', 'Waves on the deck.'] }, 'user-a');
+    const stream = await openSse(`${api.url}/v1/books/${created.body.bookId}/events`, await auth());
+    await stream.waitFor((e) => e.length >= 1);
+    expect(stream.events[0]!.event).toBe('snapshot');
+    const worker = await startTestWorker(env.config);
+    try {
+      await stream.ended;
+    } finally {
+      await worker.close();
+    }
+    const types = stream.events.map((e) => e.event);
+    expect(stream.events[0]!.data.status).toBe('processing');
+    expect(types.filter((t) => t === 'spread.updated')).toHaveLength(2);
+    expect(types).toContain('soundscape.updated');
+    expect(types.at(-1)).toBe('book.ready');
+    expectOrdered(stream.events.slice(1).map((e) => e.id));
+  });
+});
