@@ -11,7 +11,7 @@ const logger = createLogger('soundqueue', config.LOG_LEVEL);
 await runMigrations(config.DATABASE_URL);
 const api = await createApiContext(config, logger.child({ service: 'api' }));
 const workerCtx = await createWorkerContext(config, { logger: logger.child({ service: 'worker' }) });
-const workers = startWorkers(workerCtx, selectQueues(config.WORKER_QUEUES));
+const workers = await startWorkers(workerCtx, selectQueues(config.WORKER_QUEUES));
 const server = await serve(createApp(api), config.PORT);
 const url = config.PUBLIC_URL ?? `http://localhost:${config.PORT}`;
 console.log(`\nsoundqueue is running on ${url}`);

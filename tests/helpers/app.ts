@@ -51,7 +51,7 @@ export interface TestWorker {
 /** Starts the real workers in-process (all queues unless WORKER_QUEUES says otherwise). */
 export async function startTestWorker(config: Config, providers?: Providers): Promise<TestWorker> {
   const ctx = await createWorkerContext(config, { providers });
-  const running = startWorkers(ctx, selectQueues(config.WORKER_QUEUES));
+  const running = await startWorkers(ctx, selectQueues(config.WORKER_QUEUES));
   return {
     ctx,
     running,

@@ -1,7 +1,10 @@
 import express, { type Express } from 'express';
 import type { ApiContext } from './context';
 import { errorHandler, unknownRoute } from './http-errors';
+import { adminBoardRoutes } from './routes/admin-board.routes';
 import { healthRoutes } from './routes/health.routes';
+import { metricsRoutes } from './routes/metrics.routes';
+import { statusPageRoutes } from './routes/status-page.routes';
 import { v1Routes } from './routes/v1.routes';
 
 export type { ApiContext } from './context';
@@ -15,6 +18,10 @@ export function createApp(ctx: ApiContext): Express {
   app.set('trust proxy', true);
   app.set('query parser', 'simple');
   app.use(healthRoutes(ctx));
+  app.use(metricsRoutes());
+  const board = adminBoardRoutes(ctx);
+  if (board) app.use(board);
+  app.use(statusPageRoutes());
   app.use('/v1', ctx.auth.middleware, v1Routes(ctx));
   app.use(unknownRoute);
   app.use(errorHandler(ctx.logger));

@@ -5,6 +5,7 @@ import { createDb, type Db } from '@soundqueue/shared/db/client';
 import type { Publish } from '@soundqueue/shared/events';
 import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
+import { addMetricsSource } from '@soundqueue/shared/metrics';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createProducerConnection, createWorkerConnection } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
@@ -40,6 +41,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
   const subscriber = createWorkerConnection(config.REDIS_URL);
   subscriber.on('error', (error) => logger.warn({ err: error }, 'redis subscriber error'));
   const events = new EventHub(redis, subscriber, prefix);
+  const removeMetricsSource = addMetricsSource({ db: dbHandle.db, queues: Object.values(queues) });
   return {
     config,
     db: dbHandle.db,
@@ -52,6 +54,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     events,
     logger,
     async close() {
+      removeMetricsSource();
       await events.close();
       await flows.close();
       await Promise.all(Object.values(queues).map((queue) => queue.close()));

@@ -6,6 +6,7 @@ import { processAudioMix } from './processors/audio-mix';
 import { processAudioTts } from './processors/audio-tts';
 import { processBook } from './processors/book';
 import { processBookAnalyze } from './processors/book-analyze';
+import { processMaintenance } from './processors/maintenance';
 import { processSoundscape } from './processors/soundscape';
 import { processWebhook } from './processors/webhook';
 
@@ -20,4 +21,5 @@ export const handlers: Record<QueueName, Handler> = {
   soundscape: processSoundscape,
   book: processBook,
   webhooks: processWebhook,
+  maintenance: processMaintenance,
 };

@@ -1,4 +1,6 @@
+import { createServer } from 'node:http';
 import { loadConfig } from '@soundqueue/shared/config';
+import { metricsRegistry } from '@soundqueue/shared/metrics';
 import { runMigrations } from '@soundqueue/shared/db/migrate';
 import { createLogger } from '@soundqueue/shared/logger';
 import { createWorkerContext } from './context';
@@ -10,8 +12,22 @@ const logger = createLogger('worker', config.LOG_LEVEL);
 const queues = selectQueues(config.WORKER_QUEUES);
 await runMigrations(config.DATABASE_URL);
 const ctx = await createWorkerContext(config, { logger });
-const running = startWorkers(ctx, queues);
+const running = await startWorkers(ctx, queues);
 logger.info({ queues, speech: ctx.providers.speech.name, analysis: ctx.providers.analysis.name, soundscape: ctx.providers.soundscape.name }, 'worker started');
+
+// Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
+const metricsServer =
+  config.WORKER_METRICS_PORT === undefined
+    ? null
+    : createServer(async (req, res) => {
+        if (req.url !== '/metrics') {
+          res.statusCode = 404;
+          res.end();
+          return;
+        }
+        res.setHeader('Content-Type', metricsRegistry.contentType);
+        res.end(await metricsRegistry.metrics());
+      }).listen(config.WORKER_METRICS_PORT);
 
 let stopping = false;
 async function shutdown(signal: string) {
@@ -24,6 +40,7 @@ async function shutdown(signal: string) {
     process.exit(1);
   }, 30_000);
   deadline.unref();
+  metricsServer?.close();
   await running.close();
   await ctx.close();
   logger.info('stopped');

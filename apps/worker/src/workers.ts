@@ -4,7 +4,9 @@ import type { Config } from '@soundqueue/shared/config';
 import { isQueueName, queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createWorkerConnection } from '@soundqueue/shared/redis';
 import type { WorkerContext } from './context';
+import { jobDuration } from '@soundqueue/shared/metrics';
 import { handlers } from './handlers';
+import { scheduleReconciler, warnIfEvicting } from './reconciler';
 
 /** Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. */
 export function selectQueues(list: string | undefined): QueueName[] {
@@ -27,8 +29,17 @@ export function concurrencyFor(config: Config, queue: QueueName): number {
     soundscape: config.WORKER_CONCURRENCY_SOUNDSCAPE,
     book: config.WORKER_CONCURRENCY_BOOK,
     webhooks: config.WORKER_CONCURRENCY_WEBHOOKS,
+    maintenance: 1,
   };
   return byQueue[queue];
+}
+
+/** The provider queues' rate limits; BullMQ keeps them in Redis, so they hold across replicas. */
+export function limiterFor(config: Config, queue: QueueName): { max: number; duration: number } | undefined {
+  if (queue === 'audio-tts') return config.TTS_RATE_LIMIT;
+  if (queue === 'book-analyze') return config.ANALYSIS_RATE_LIMIT;
+  if (queue === 'soundscape') return config.SOUNDSCAPE_RATE_LIMIT;
+  return undefined;
 }
 
 export interface RunningWorkers {
@@ -36,8 +47,13 @@ export interface RunningWorkers {
   close(): Promise<void>;
 }
 
-/** Starts one BullMQ worker per queue, each on its own blocking connection. */
-export function startWorkers(ctx: WorkerContext, queues: QueueName[]): RunningWorkers {
+/**
+ * Starts one BullMQ worker per queue, each on its own blocking connection. The process that
+ * runs the maintenance queue also keeps the reconciler's schedule.
+ */
+export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Promise<RunningWorkers> {
+  await warnIfEvicting(ctx);
+  if (queues.includes('maintenance')) await scheduleReconciler(ctx);
   const connections: Redis[] = [];
   const workers = queues.map((queue) => {
     const connection = createWorkerConnection(ctx.config.REDIS_URL);
@@ -55,9 +71,14 @@ export function startWorkers(ctx: WorkerContext, queues: QueueName[]): RunningWo
         stalledInterval: ctx.config.WORKER_STALLED_INTERVAL_MS,
         maxStalledCount: ctx.config.WORKER_MAX_STALLED_COUNT,
         autorun: true,
+        ...(limiterFor(ctx.config, queue) ? { limiter: limiterFor(ctx.config, queue) } : {}),
       },
     );
+    worker.on('completed', (job) => {
+      if (job.processedOn && job.finishedOn) jobDuration.observe({ queue, outcome: 'completed' }, (job.finishedOn - job.processedOn) / 1000);
+    });
     worker.on('failed', (job, error) => {
+      if (job?.processedOn) jobDuration.observe({ queue, outcome: 'failed' }, ((job.finishedOn ?? Date.now()) - job.processedOn) / 1000);
       ctx.logger.warn({ queue, jobId: job?.id, attemptsMade: job?.attemptsMade, err: error.message }, 'job attempt failed');
     });
     worker.on('error', (error) => ctx.logger.error({ err: error, queue }, 'worker error'));

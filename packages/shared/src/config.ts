@@ -47,6 +47,21 @@ const bool = (fallback: boolean) =>
     .optional()
     .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes'].includes(v)));
 
+/** Parses "50/1s", "10/500ms", "600/1m" into a BullMQ limiter. */
+export function parseRateLimit(value: string): { max: number; duration: number } | null {
+  const match = /^(\d+)\s*\/\s*(\d+)?\s*(ms|s|m|h)$/.exec(value.trim());
+  if (!match) return null;
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[3] as 'ms' | 's' | 'm' | 'h'];
+  const max = Number(match[1]);
+  const duration = Number(match[2] ?? 1) * unit;
+  return max > 0 && duration > 0 ? { max, duration } : null;
+}
+
+const rateLimit = (name: string) =>
+  optionalString
+    .refine((v) => v === undefined || parseRateLimit(v) !== null, { message: `${name} must look like 50/1s (jobs per duration: ms, s, m or h)` })
+    .transform((v) => (v === undefined ? undefined : parseRateLimit(v)!));
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'NODE_ENV must be development, production or test' }).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -57,6 +72,18 @@ const envSchema = z.object({
   REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z.string().min(1).default('soundqueue'),
   STORAGE_DIR: z.string().min(1).default('./data'),
+  STORAGE_DRIVER: z.enum(['local', 's3'], { message: 'STORAGE_DRIVER must be local or s3' }).default('local'),
+  S3_ENDPOINT: optionalUrl('S3_ENDPOINT'),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+  S3_BUCKET: optionalString,
+  S3_PREFIX: optionalString,
+  S3_ACCESS_KEY_ID: optionalString,
+  S3_SECRET_ACCESS_KEY: optionalString,
+  // Unset: path-style when S3_ENDPOINT is set (MinIO, s3rver), virtual-hosted for AWS.
+  S3_FORCE_PATH_STYLE: z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
+    .optional()
+    .transform((v) => (v === undefined ? undefined : ['true', '1', 'yes'].includes(v))),
 
   AUTH_JWT_SECRET: optionalString,
   AUTH_JWKS_URL: optionalUrl('AUTH_JWKS_URL'),
@@ -74,6 +101,12 @@ const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: positiveInt('WORKER_STALLED_INTERVAL_MS', 30_000),
   WORKER_MAX_STALLED_COUNT: positiveInt('WORKER_MAX_STALLED_COUNT', 3),
   RATE_LIMIT_MAX_RESTARTS: positiveInt('RATE_LIMIT_MAX_RESTARTS', 20),
+  WORKER_METRICS_PORT: z.coerce.number({ message: 'WORKER_METRICS_PORT must be a number' }).int().min(0).max(65535).optional(),
+  // Provider rate limits, global across every worker replica: "<jobs>/<duration>", e.g. 50/1s.
+  TTS_RATE_LIMIT: rateLimit('TTS_RATE_LIMIT'),
+  ANALYSIS_RATE_LIMIT: rateLimit('ANALYSIS_RATE_LIMIT'),
+  SOUNDSCAPE_RATE_LIMIT: rateLimit('SOUNDSCAPE_RATE_LIMIT'),
+  USER_MONTHLY_BUDGET_USD: z.coerce.number({ message: 'USER_MONTHLY_BUDGET_USD must be a number' }).positive('USER_MONTHLY_BUDGET_USD must be greater than 0').optional(),
   JOB_ATTEMPTS: positiveInt('JOB_ATTEMPTS', 3),
   JOB_BACKOFF_MS: positiveInt('JOB_BACKOFF_MS', 2000),
 
@@ -98,6 +131,11 @@ const envSchema = z.object({
   BOOK_MAX_PAGES: positiveInt('BOOK_MAX_PAGES', 2000),
   BOOK_MAX_UPLOAD_BYTES: positiveInt('BOOK_MAX_UPLOAD_BYTES', 20 * 1024 * 1024),
 
+  RECONCILE_INTERVAL_MS: positiveInt('RECONCILE_INTERVAL_MS', 60_000),
+  // Work the database calls unfinished is only touched once it is this old, so a batch
+  // whose flow is being added right now is never mistaken for lost work.
+  RECONCILE_GRACE_MS: positiveInt('RECONCILE_GRACE_MS', 60_000),
+  STUCK_AFTER_MS: positiveInt('STUCK_AFTER_MS', 6 * 3_600_000),
   SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
 
@@ -115,6 +153,7 @@ export type Config = z.infer<typeof envSchema> & {
   speechProvider: 'openai' | 'local';
   analysisProvider: 'gemini' | 'local';
   soundscapeProvider: 'replicate' | 'local';
+  S3_FORCE_PATH_STYLE: boolean;
 };
 
 export class ConfigError extends Error {
@@ -141,6 +180,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.ANALYSIS_PROVIDER === 'gemini' && !c.GEMINI_API_KEY) problems.push('ANALYSIS_PROVIDER=gemini needs GEMINI_API_KEY');
   if (c.SOUNDSCAPE_PROVIDER === 'replicate' && !c.REPLICATE_API_TOKEN) problems.push('SOUNDSCAPE_PROVIDER=replicate needs REPLICATE_API_TOKEN');
   if (Boolean(c.ADMIN_USER) !== Boolean(c.ADMIN_PASSWORD)) problems.push('ADMIN_USER and ADMIN_PASSWORD must be set together');
+  if (c.STORAGE_DRIVER === 's3' && !c.S3_BUCKET) problems.push('STORAGE_DRIVER=s3 needs S3_BUCKET');
+  if (Boolean(c.S3_ACCESS_KEY_ID) !== Boolean(c.S3_SECRET_ACCESS_KEY)) problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
+  if (c.S3_PREFIX !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9._-]*(\/[a-zA-Z0-9][a-zA-Z0-9._-]*)*\/?$/.test(c.S3_PREFIX)) {
+    problems.push('S3_PREFIX must be a relative path like soundqueue/prod (letters, digits, . _ - and /)');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     ...c,
@@ -148,5 +192,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     speechProvider: c.SPEECH_PROVIDER ?? (c.OPENAI_API_KEY ? 'openai' : 'local'),
     analysisProvider: c.ANALYSIS_PROVIDER ?? (c.GEMINI_API_KEY ? 'gemini' : 'local'),
     soundscapeProvider: c.SOUNDSCAPE_PROVIDER ?? (c.REPLICATE_API_TOKEN ? 'replicate' : 'local'),
+    S3_FORCE_PATH_STYLE: c.S3_FORCE_PATH_STYLE ?? c.S3_ENDPOINT !== undefined,
   };
 }

@@ -14,6 +14,7 @@ export const QUEUE = {
   soundscape: 'soundscape',
   book: 'book',
   webhooks: 'webhooks',
+  maintenance: 'maintenance',
 } as const;
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
@@ -39,6 +40,7 @@ export const payloadSchemas = {
     step: z.enum(['segment', 'finalize']).default('segment'),
   }),
   webhooks: z.object({ deliveryId: uuid }),
+  maintenance: z.object({ task: z.enum(['reconcile']) }),
 } satisfies Record<QueueName, z.ZodType>;
 
 export type Payload<Q extends QueueName> = z.infer<(typeof payloadSchemas)[Q]>;
@@ -72,6 +74,9 @@ export function tuningFrom(config: { JOB_ATTEMPTS: number; JOB_BACKOFF_MS: numbe
 
 /** Default job options of a queue: attempts, exponential backoff with jitter, retention. */
 export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
+  if (queue === 'maintenance') {
+    return { attempts: 1, removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } };
+  }
   if (queue === 'webhooks') {
     // Deliveries keep trying for a day: WEBHOOK_ATTEMPTS doublings of WEBHOOK_BACKOFF_MS.
     return {

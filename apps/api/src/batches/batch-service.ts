@@ -55,6 +55,7 @@ export async function createBatch(
     const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
     if (existing) return sameOrConflict(existing, hash);
   }
+  await checkBudget(ctx, userId);
   const total = body.sections.length * body.variants.length;
   let created: { batch: Batch; trackIds: string[] };
   try {
@@ -113,6 +114,24 @@ export async function createBatch(
   }
   await enqueueRun(ctx, created.batch.id, 1, created.trackIds);
   return { batch: created.batch, created: true };
+}
+
+/** With USER_MONTHLY_BUDGET_USD set, a user whose calls this month cost that much gets a 402. */
+async function checkBudget(ctx: ApiContext, userId: string): Promise<void> {
+  const budget = ctx.config.USER_MONTHLY_BUDGET_USD;
+  if (budget === undefined) return;
+  const [row] = (
+    await ctx.db.execute<{ spent: string | null }>(
+      sql`select sum(cost_usd)::text as spent from provider_calls where user_id = ${userId} and created_at >= date_trunc('month', now())`,
+    )
+  ).rows;
+  const spent = Number(row?.spent ?? 0);
+  if (spent >= budget) {
+    throw new HttpError(402, 'budget_exhausted', `this month's budget of $${budget.toFixed(2)} is spent ($${spent.toFixed(4)}); new batches start again next month`, {
+      budgetUsd: budget,
+      spentUsd: spent,
+    });
+  }
 }
 
 function sameOrConflict(existing: Batch, hash: string): { batch: Batch; created: boolean } {

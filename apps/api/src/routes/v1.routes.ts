@@ -1,5 +1,6 @@
 import express, { Router } from 'express';
 import type { ApiContext } from '../context';
+import { adminRoutes } from './admin.routes';
 import { batchRoutes } from './batches.routes';
 import { bookRoutes } from './books.routes';
 import { catalogRoutes } from './catalog.routes';
@@ -16,5 +17,6 @@ export function v1Routes(ctx: ApiContext): Router {
   router.use(express.json({ limit: '1mb', strict: true }));
   router.use(batchRoutes(ctx));
   router.use(webhookRoutes(ctx));
+  router.use(adminRoutes(ctx));
   return router;
 }

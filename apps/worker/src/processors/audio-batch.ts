@@ -1,3 +1,5 @@
+import { eq } from 'drizzle-orm';
+import { audioGenerationBatches } from '@soundqueue/shared/db/schema';
 import { parsePayload, QUEUE } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import type { WorkerContext } from '../context';
@@ -5,7 +7,11 @@ import type { JobRun } from '../job-failure';
 
 /** Runs once every track of a run has ended; gives the batch its terminal status. */
 export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
-  const { batchId } = parsePayload('audio-batch', run.job.data);
+  const { batchId, run: batchRun } = parsePayload('audio-batch', run.job.data);
+  // A root of an older run (the reconciler re-enqueued the work as a new run) must not
+  // finalise: the new run's jobs may still be working on the tracks.
+  const [batch] = await ctx.db.select({ run: audioGenerationBatches.run }).from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
+  if (!batch || batch.run !== batchRun) return { status: null };
   // A child job that failed without recording why (lost past the stall limit) left its
   // reason here; it becomes the track's message.
   const failures = await run.job.getIgnoredChildrenFailures();

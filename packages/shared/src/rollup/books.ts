@@ -2,6 +2,7 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
 import { books, bookSpreads, soundscapes, type ProcessingError } from '../db/schema';
 import type { ProgressEvent } from '../events';
+import { outcomes } from '../metrics';
 import type { SpreadAnalysis } from '../analysis';
 
 // State transitions of spreads, soundscapes and books; the same pattern as tracks: a
@@ -182,6 +183,7 @@ export async function finaliseBook(db: Db, bookId: string, timings: Record<strin
       .where(eq(books.id, bookId))
       .returning();
     if (!done) return { status: null, events: [] };
+    outcomes.inc({ kind: 'book', status });
     return {
       status,
       events: [

@@ -2,6 +2,7 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { audioGenerationBatches, audioTracks, type BatchStatus } from '../db/schema';
 import type { ProgressEvent } from '../events';
+import { outcomes } from '../metrics';
 
 // State transitions of tracks and batches. Each transition is one transaction: a
 // conditional update of the track row (so a repeated or duplicated job changes nothing the
@@ -218,6 +219,7 @@ export async function finaliseBatch(
       .where(eq(audioGenerationBatches.id, batchId))
       .returning();
     if (done) {
+      outcomes.inc({ kind: 'batch', status });
       events.push(countersEvent(done));
       events.push({
         subject: { kind: 'batch', id: batchId },

@@ -1,0 +1,96 @@
+import { and, desc, gte, inArray, sql } from 'drizzle-orm';
+import { Router, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { audioGenerationBatches } from '@soundqueue/shared/db/schema';
+import { batchView } from '../batches/batch.view';
+import type { ApiContext } from '../context';
+import { HttpError, validate } from '../http-errors';
+
+const requireAdmin: RequestHandler = (req, _res, next) => {
+  if (req.principal?.role !== 'admin') return next(new HttpError(403, 'forbidden', 'admin role required'));
+  next();
+};
+
+const analyticsQuery = z.object({
+  since: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' }).or(z.iso.date({ message: 'must be an ISO date' })).optional(),
+});
+
+const n = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
+
+/** Operator views across every user: a JWT with role "admin", or the service token. */
+export function adminRoutes(ctx: ApiContext): Router {
+  const router = Router();
+  router.use('/admin', requireAdmin);
+
+  router.get('/admin/analytics', async (req, res) => {
+    const query = validate(analyticsQuery, req.query, 'query');
+    const since = query.since ? new Date(query.since) : new Date(Date.now() - 30 * 86_400_000);
+    const [batches] = (
+      await ctx.db.execute<Record<string, unknown>>(sql`
+        select count(*) filter (where status in ('completed', 'partial_success', 'failed', 'cancelled')) as finished,
+               count(*) filter (where status = 'completed') as completed,
+               count(*) filter (where status = 'partial_success') as partial_success,
+               count(*) filter (where status = 'failed') as failed,
+               count(*) filter (where status in ('pending', 'processing')) as active,
+               sum(tracks_completed) as tracks_completed,
+               sum(tracks_failed) as tracks_failed,
+               avg(extract(epoch from completed_at - coalesce(started_at, created_at))) filter (where completed_at is not null) as avg_seconds,
+               percentile_cont(0.95) within group (order by extract(epoch from completed_at - coalesce(started_at, created_at))) filter (where completed_at is not null) as p95_seconds
+        from audio_generation_batches where created_at >= ${since}`)
+    ).rows;
+    const failures = (
+      await ctx.db.execute<{ error_type: string | null; error_message: string | null; count: number }>(sql`
+        select error_type, error_message, count(*)::int as count from audio_tracks
+        where status = 'failed' and created_at >= ${since}
+        group by error_type, error_message order by count desc, error_message limit 10`)
+    ).rows;
+    const [bookRow] = (
+      await ctx.db.execute<Record<string, unknown>>(sql`
+        select count(*) filter (where status = 'ready') as ready, count(*) filter (where status = 'failed') as failed,
+               count(*) filter (where status = 'processing') as processing
+        from books where created_at >= ${since}`)
+    ).rows;
+    const costPerDay = (
+      await ctx.db.execute<{ day: string; provider: string; cost: string }>(sql`
+        select to_char(date_trunc('day', created_at), 'YYYY-MM-DD') as day, provider, sum(cost_usd)::text as cost
+        from provider_calls where created_at >= ${since} group by 1, 2 order by 1, 2`)
+    ).rows;
+    const finished = n(batches?.finished);
+    const tracksDone = n(batches?.tracks_completed) + n(batches?.tracks_failed);
+    res.json({
+      since: since.toISOString(),
+      batches: {
+        finished,
+        active: n(batches?.active),
+        completed: n(batches?.completed),
+        partial_success: n(batches?.partial_success),
+        failed: n(batches?.failed),
+        success_rate: finished === 0 ? null : n(batches?.completed) / finished,
+        avg_generation_seconds: batches?.avg_seconds === null ? null : n(batches?.avg_seconds),
+        p95_generation_seconds: batches?.p95_seconds === null ? null : n(batches?.p95_seconds),
+      },
+      tracks: {
+        completed: n(batches?.tracks_completed),
+        failed: n(batches?.tracks_failed),
+        success_rate: tracksDone === 0 ? null : n(batches?.tracks_completed) / tracksDone,
+      },
+      top_failures: failures.map((f) => ({ error_type: f.error_type, message: f.error_message, count: f.count })),
+      books: { ready: n(bookRow?.ready), failed: n(bookRow?.failed), processing: n(bookRow?.processing) },
+      cost_per_day: costPerDay.map((c) => ({ day: c.day, provider: c.provider, cost_usd: Number(c.cost) })),
+    });
+  });
+
+  router.get('/admin/batches', async (req, res) => {
+    const query = validate(z.object({ status: z.enum(['active', 'pending', 'processing', 'completed', 'partial_success', 'failed', 'cancelled']).default('active'), limit: z.coerce.number().int().min(1).max(500).default(100) }), req.query, 'query');
+    const statuses = query.status === 'active' ? ['pending', 'processing'] : [query.status];
+    const rows = await ctx.db
+      .select()
+      .from(audioGenerationBatches)
+      .where(and(inArray(audioGenerationBatches.status, statuses as never[]), gte(audioGenerationBatches.createdAt, new Date(0))))
+      .orderBy(desc(audioGenerationBatches.createdAt))
+      .limit(query.limit);
+    res.json({ batches: rows.map((b) => ({ user_id: b.userId, ...batchView(b) })) });
+  });
+
+  return router;
+}

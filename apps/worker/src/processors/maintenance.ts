@@ -1,0 +1,10 @@
+import { parsePayload } from '@soundqueue/shared/queues';
+import type { WorkerContext } from '../context';
+import type { JobRun } from '../job-failure';
+import { reconcile } from '../reconciler';
+
+export async function processMaintenance(ctx: WorkerContext, run: JobRun) {
+  const { task } = parsePayload('maintenance', run.job.data);
+  if (task === 'reconcile') return reconcile(ctx);
+  return { skipped: task };
+}

@@ -1,0 +1,120 @@
+import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { audioGenerationBatches, audioTracks, books, bookSpreads } from '@soundqueue/shared/db/schema';
+import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
+import { buildBookFlow } from '@soundqueue/shared/flows/book';
+import { jobId, tuningFrom } from '@soundqueue/shared/queues';
+import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import { failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { FlowProducer } from 'bullmq';
+import type { WorkerContext } from './context';
+
+export interface ReconcileReport {
+  batchesRequeued: string[];
+  booksRequeued: string[];
+  batchesTimedOut: string[];
+  booksTimedOut: string[];
+}
+
+/** Whether Redis still holds a live root job for this run (not missing, not failed for good). */
+async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: string): Promise<boolean> {
+  const state = await ctx.queues[queue].getJobState(id);
+  return state !== 'unknown' && state !== 'failed' && state !== 'completed';
+}
+
+/**
+ * PostgreSQL is the source of truth (DESIGN.md invariant 4). Finds batches and books the
+ * database calls unfinished whose root job Redis no longer holds (Redis restarted empty,
+ * jobs removed, a root failed for good) and re-enqueues exactly their unfinished work as a
+ * new run; fails work stuck past STUCK_AFTER_MS with a message saying so.
+ */
+export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
+  const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [] };
+  const graceCutoff = new Date(Date.now() - ctx.config.RECONCILE_GRACE_MS);
+  const stuckCutoff = new Date(Date.now() - ctx.config.STUCK_AFTER_MS);
+  const tuning = tuningFrom(ctx.config);
+  const flows = new FlowProducer({ connection: ctx.redis, prefix: ctx.config.QUEUE_PREFIX });
+  try {
+    const batches = await ctx.db
+      .select()
+      .from(audioGenerationBatches)
+      .where(and(inArray(audioGenerationBatches.status, ['pending', 'processing']), lt(audioGenerationBatches.updatedAt, graceCutoff)));
+    for (const batch of batches) {
+      if (batch.createdAt < stuckCutoff) {
+        const hours = Math.round(ctx.config.STUCK_AFTER_MS / 360_000) / 10;
+        const reason = `The track did not finish within ${hours} h and was stopped; retry the batch's failed tracks.`;
+        const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));
+        for (const { id } of open) await ctx.publish((await finishTrack(ctx.db, id, { status: 'failed', errorType: 'TimeoutError', errorMessage: reason })).events);
+        await ctx.publish((await finaliseBatch(ctx.db, batch.id)).events);
+        report.batchesTimedOut.push(batch.id);
+        continue;
+      }
+      if (await rootAlive(ctx, 'audio-batch', jobId.audioBatch(batch.id, batch.run))) continue;
+      const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));
+      const [bumped] = await ctx.db
+        .update(audioGenerationBatches)
+        .set({ run: sql`${audioGenerationBatches.run} + 1`, updatedAt: sql`now()` })
+        .where(and(eq(audioGenerationBatches.id, batch.id), eq(audioGenerationBatches.run, batch.run)))
+        .returning({ run: audioGenerationBatches.run });
+      if (!bumped) continue;
+      await flows.add(buildAudioBatchFlow(batch.id, bumped.run, open.map((t) => t.id), tuning));
+      ctx.logger.warn({ batchId: batch.id, run: bumped.run, tracks: open.length }, 'reconciler re-enqueued a batch whose jobs Redis no longer held');
+      report.batchesRequeued.push(batch.id);
+    }
+
+    const unfinishedBooks = await ctx.db
+      .select()
+      .from(books)
+      .where(and(inArray(books.status, ['pending', 'processing']), lt(books.updatedAt, graceCutoff)));
+    for (const book of unfinishedBooks) {
+      if ((book.startedAt ?? book.createdAt) < stuckCutoff) {
+        const message = 'Processing did not finish in time and was stopped; start generation again.';
+        const spreads = await ctx.db.select({ index: bookSpreads.index }).from(bookSpreads).where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+        for (const { index } of spreads) await ctx.publish(await failSpread(ctx.db, book.id, index, { errorType: 'ContentAnalysisError', message, stack: null, attempt: 0 }));
+        const pendingSounds = await ctx.db.execute<{ id: string; first_spread: number; first_page: number; last_page: number }>(
+          sql`select s.id, c.first_spread, c.first_page, c.last_page from soundscapes s join scenes c on c.id = s.scene_id where s.book_id = ${book.id} and s.status in ('pending', 'generating')`,
+        );
+        for (const row of pendingSounds.rows) {
+          await ctx.publish(
+            await failSoundscape(ctx.db, row.id, { firstSpread: row.first_spread, firstPage: row.first_page, lastPage: row.last_page }, { errorType: 'SoundscapeGenerationError', message, stack: null, attempt: 0 }),
+          );
+        }
+        await ctx.publish((await finaliseBook(ctx.db, book.id, {})).events);
+        report.booksTimedOut.push(book.id);
+        continue;
+      }
+      if (await rootAlive(ctx, 'book', jobId.book(book.id, book.run))) continue;
+      const spreads = await ctx.db.select({ index: bookSpreads.index }).from(bookSpreads).where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+      const [bumped] = await ctx.db
+        .update(books)
+        .set({ run: sql`${books.run} + 1`, updatedAt: sql`now()` })
+        .where(and(eq(books.id, book.id), eq(books.run, book.run)))
+        .returning({ run: books.run });
+      if (!bumped) continue;
+      // The new root segments again: finished spreads and soundscapes are kept, and only
+      // the unfinished ones get jobs.
+      await flows.add(buildBookFlow(book.id, bumped.run, spreads.map((s) => s.index), tuning));
+      ctx.logger.warn({ bookId: book.id, run: bumped.run, spreads: spreads.length }, 'reconciler re-enqueued a book whose jobs Redis no longer held');
+      report.booksRequeued.push(book.id);
+    }
+  } finally {
+    await flows.close();
+  }
+  return report;
+}
+
+/** Starts the repeatable reconcile job (a BullMQ job scheduler: one schedule, however many workers). */
+export async function scheduleReconciler(ctx: WorkerContext): Promise<void> {
+  await ctx.queues.maintenance.upsertJobScheduler('reconcile', { every: ctx.config.RECONCILE_INTERVAL_MS }, { name: 'reconcile', data: { task: 'reconcile' }, opts: { removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } } });
+}
+
+/** Jobs vanish when Redis evicts keys: warn when the policy allows it. */
+export async function warnIfEvicting(ctx: WorkerContext): Promise<void> {
+  try {
+    const [, policy] = (await ctx.redis.config('GET', 'maxmemory-policy')) as [string, string];
+    if (policy && policy !== 'noeviction') {
+      ctx.logger.warn({ policy }, `Redis maxmemory-policy is "${policy}": under memory pressure Redis may evict queued jobs. Set maxmemory-policy noeviction.`);
+    }
+  } catch {
+    // Managed Redis services may refuse CONFIG; nothing to check then.
+  }
+}

@@ -1,0 +1,161 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { assertSafeKey, type Storage, type StoredObject } from './types';
+
+export interface S3StorageOptions {
+  /** For S3-compatible stores (MinIO, R2, s3rver); unset means AWS. */
+  endpoint?: string;
+  region: string;
+  bucket: string;
+  /** Both or neither; neither means the SDK's default credential chain. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** `endpoint/bucket/key` instead of `bucket.endpoint/key` (MinIO and s3rver need it). */
+  forcePathStyle: boolean;
+  /** Keys are stored under `<prefix>/`, so one bucket can hold several deployments. */
+  prefix?: string;
+}
+
+export interface S3Storage extends Storage {
+  readonly driver: 's3';
+  readonly bucket: string;
+  readonly client: S3Client;
+}
+
+/** Objects in one S3 (or S3-compatible) bucket: workers on different machines share files. */
+export function createS3Storage(options: S3StorageOptions): S3Storage {
+  const { bucket } = options;
+  const prefix = options.prefix?.replace(/^\/+|\/+$/g, '') || undefined;
+  if (prefix !== undefined) assertSafeKey(prefix);
+  if (Boolean(options.accessKeyId) !== Boolean(options.secretAccessKey)) {
+    throw new Error('S3 storage needs both accessKeyId and secretAccessKey, or neither');
+  }
+  const client = new S3Client({
+    region: options.region,
+    endpoint: options.endpoint,
+    forcePathStyle: options.forcePathStyle,
+    credentials:
+      options.accessKeyId && options.secretAccessKey
+        ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
+        : undefined,
+    // Since 3.729 the SDK adds CRC32 checksums to every upload, sending streamed bodies as
+    // `aws-chunked` with a trailer. Several S3-compatible stores don't understand that (s3rver
+    // stores the chunk framing as the object's bytes), so off AWS only send checksums an
+    // operation requires.
+    requestChecksumCalculation: options.endpoint ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+    responseChecksumValidation: options.endpoint ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
+  });
+
+  const objectKey = (key: string) => {
+    assertSafeKey(key);
+    return prefix ? `${prefix}/${key}` : key;
+  };
+
+  const head = async (key: string): Promise<StoredObject | null> => {
+    try {
+      const out = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey(key) }));
+      return {
+        size: out.ContentLength ?? 0,
+        etag: quoted(out.ETag ?? ''),
+        modifiedAt: out.LastModified ?? new Date(0),
+      };
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  };
+
+  // The stored description comes from HeadObject, so it is exactly what stat() (and thus the
+  // API's ETag / Last-Modified) will say about the object later.
+  const described = async (key: string): Promise<StoredObject> => {
+    const object = await head(key);
+    if (!object) throw new Error(`storage object ${JSON.stringify(key)} vanished right after it was written`);
+    return object;
+  };
+
+  const get = async (key: string, range?: { start: number; end: number }): Promise<Readable> => {
+    if (range && !(Number.isSafeInteger(range.start) && Number.isSafeInteger(range.end) && range.start >= 0 && range.end >= range.start)) {
+      throw new RangeError(`invalid byte range ${range.start}-${range.end}`);
+    }
+    let out: GetObjectCommandOutput;
+    try {
+      out = await client.send(
+        new GetObjectCommand({ Bucket: bucket, Key: objectKey(key), Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+      );
+    } catch (error) {
+      if (isNotFound(error)) throw notFoundError(key, error);
+      throw error;
+    }
+    return toReadable(out.Body, key);
+  };
+
+  return {
+    driver: 's3',
+    bucket,
+    client,
+    async putFile(key, path, contentType) {
+      // Upload streams the file in 5 MiB parts (multipart above one part, a single PutObject
+      // otherwise) and keeps each part in memory, so a failed request can be retried.
+      // S3 objects appear whole or not at all, like the local driver's rename.
+      await new Upload({
+        client,
+        params: { Bucket: bucket, Key: objectKey(key), Body: createReadStream(path), ContentType: contentType },
+      }).done();
+      return described(key);
+    },
+    async put(key, data, contentType) {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey(key), Body: data, ContentType: contentType, ContentLength: data.length }));
+      return described(key);
+    },
+    stat: head,
+    read: get,
+    async download(key, path) {
+      const body = await get(key);
+      try {
+        await pipeline(body, createWriteStream(path));
+      } catch (error) {
+        await rm(path, { force: true });
+        throw error;
+      }
+    },
+    async delete(key) {
+      // DeleteObject succeeds for a missing key, like the local driver's rm --force.
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey(key) }));
+    },
+  };
+}
+
+function isNotFound(error: unknown): boolean {
+  const e = error as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.Code === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
+}
+
+/** The same error shape the local driver gives (code ENOENT), whichever driver runs. */
+function notFoundError(key: string, cause: unknown): Error {
+  return Object.assign(new Error(`storage object ${JSON.stringify(key)} not found`, { cause }), { code: 'ENOENT' });
+}
+
+/** HTTP ETags are quoted; S3 sends them quoted, but not every compatible store does. */
+function quoted(etag: string): string {
+  return etag.startsWith('"') || etag.startsWith('W/"') ? etag : `"${etag}"`;
+}
+
+function toReadable(body: unknown, key: string): Readable {
+  // In Node the SDK's Body is an http.IncomingMessage, which is already a Readable.
+  if (body instanceof Readable) return body;
+  if (body && typeof (body as { transformToWebStream?: unknown }).transformToWebStream === 'function') {
+    return Readable.fromWeb((body as { transformToWebStream(): import('node:stream/web').ReadableStream }).transformToWebStream());
+  }
+  throw new Error(`storage object ${JSON.stringify(key)} came back without a readable body`);
+}

@@ -1,0 +1,397 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import express from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { ConfigError, loadConfig } from '@soundqueue/shared/config';
+import { createLogger } from '@soundqueue/shared/logger';
+import { createStorage, storageKeys, type Storage } from '@soundqueue/shared/storage/index';
+import { createLocalStorage } from '@soundqueue/shared/storage/local';
+import { createS3Storage, type S3Storage } from '@soundqueue/shared/storage/s3';
+import { errorHandler } from '../../apps/api/src/http-errors';
+import { sendStoredAudio } from '../../apps/api/src/send-audio';
+import { makeMp3 } from '../fakes/http-server';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+
+// s3rver (a fake S3 on the local disk) ships no types; this is the part of it the tests use.
+interface S3rverInstance {
+  run(): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+type S3rverClass = new (options: {
+  address: string;
+  port: number;
+  silent: boolean;
+  directory: string;
+  configureBuckets: { name: string }[];
+}) => S3rverInstance;
+const S3rver = createRequire(import.meta.url)('s3rver') as S3rverClass;
+
+const BUCKET = 'soundqueue-test';
+// s3rver knows one account, S3RVER/S3RVER. It checks that a V4-signed request names a known
+// key but does not verify the signature itself.
+const S3_KEY = 'S3RVER';
+
+let s3rver: S3rverInstance;
+let s3Endpoint: string;
+let s3rverDir: string;
+let scratch: string;
+
+beforeAll(async () => {
+  s3rverDir = await mkdtemp(join(tmpdir(), 'sq-s3rver-'));
+  scratch = await mkdtemp(join(tmpdir(), 'sq-storage-scratch-'));
+  s3rver = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3rverDir, configureBuckets: [{ name: BUCKET }] });
+  const address = await s3rver.run();
+  s3Endpoint = `http://127.0.0.1:${address.port}`;
+});
+
+afterAll(async () => {
+  await s3rver?.close();
+  await rm(s3rverDir, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true });
+});
+
+const s3Options = (extra: { prefix?: string } = {}) => ({
+  endpoint: s3Endpoint,
+  region: 'us-east-1',
+  bucket: BUCKET,
+  accessKeyId: S3_KEY,
+  secretAccessKey: S3_KEY,
+  forcePathStyle: true,
+  ...extra,
+});
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks);
+}
+
+/** Bytes whose every position is recognisable, so a wrong range cannot pass by accident. */
+function patterned(length: number): Buffer {
+  const data = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) data[i] = (i * 7 + (i >> 8)) & 0xff;
+  return data;
+}
+
+interface Driver {
+  name: 'local' | 's3';
+  make(): Promise<{ storage: Storage; cleanup(): Promise<void> }>;
+}
+
+const drivers: Driver[] = [
+  {
+    name: 'local',
+    async make() {
+      const dir = await mkdtemp(join(tmpdir(), 'sq-storage-local-'));
+      return { storage: createLocalStorage(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 's3',
+    async make() {
+      const storage = createS3Storage(s3Options());
+      return { storage, cleanup: async () => storage.client.destroy() };
+    },
+  },
+];
+
+describe.each(drivers)('storage contract: $name driver', (driver) => {
+  let storage: Storage;
+  let cleanup: () => Promise<void>;
+  let run: string;
+  const sample = patterned(10_000);
+
+  beforeAll(async () => {
+    ({ storage, cleanup } = await driver.make());
+    run = randomBytes(4).toString('hex');
+  });
+  afterAll(async () => {
+    await cleanup?.();
+  });
+
+  const key = (name: string) => `contract/${run}/${name}`;
+
+  it('reports its driver', () => {
+    expect(storage.driver).toBe(driver.name);
+  });
+
+  it('putFile stores a file and stat describes it (size, etag, modifiedAt)', async () => {
+    const source = join(scratch, `${driver.name}-sample.bin`);
+    await writeFile(source, sample);
+    const before = Date.now();
+    const stored = await storage.putFile(key('sample.bin'), source, 'audio/mpeg');
+    expect(stored.size).toBe(sample.length);
+    expect(stored.etag).toMatch(/^"[^"]+"$/);
+    expect(stored.modifiedAt).toBeInstanceOf(Date);
+    // S3 keeps whole seconds.
+    expect(Math.abs(stored.modifiedAt.getTime() - before)).toBeLessThan(60_000);
+
+    const stat = await storage.stat(key('sample.bin'));
+    expect(stat).toEqual(stored);
+  });
+
+  it('changes the etag when the bytes change', async () => {
+    const first = await storage.put(key('changing.bin'), Buffer.from('first version'), 'audio/mpeg');
+    const second = await storage.put(key('changing.bin'), Buffer.from('second version!'), 'audio/mpeg');
+    expect(second.etag).not.toBe(first.etag);
+    expect(second.size).toBe(15);
+    expect(await storage.stat(key('changing.bin'))).toEqual(second);
+  });
+
+  it('reads a whole object as a Node Readable', async () => {
+    const stream = await storage.read(key('sample.bin'));
+    expect(stream).toBeInstanceOf(Readable);
+    expect((await readAll(stream)).equals(sample)).toBe(true);
+  });
+
+  it.each([
+    ['the first bytes', 0, 9],
+    ['the middle', 4000, 5999],
+    ['the last byte', 9999, 9999],
+    ['one byte at the start', 0, 0],
+  ])('reads a byte range: %s', async (_label, start, end) => {
+    const bytes = await readAll(await storage.read(key('sample.bin'), { start, end }));
+    expect(bytes.length).toBe(end - start + 1);
+    expect(bytes.equals(sample.subarray(start, end + 1))).toBe(true);
+  });
+
+  it('downloads an object to a local file', async () => {
+    const target = join(scratch, `${driver.name}-download.bin`);
+    await storage.download(key('sample.bin'), target);
+    expect((await readFile(target)).equals(sample)).toBe(true);
+  });
+
+  it('stat of a missing key is null; reading or downloading it fails with ENOENT', async () => {
+    expect(await storage.stat(key('missing.mp3'))).toBeNull();
+    await expect((async () => readAll(await storage.read(key('missing.mp3'))))()).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(storage.download(key('missing.mp3'), join(scratch, `${driver.name}-missing.bin`))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('deletes an object; deleting a missing one is fine', async () => {
+    await storage.put(key('doomed.bin'), Buffer.from('bye'), 'audio/mpeg');
+    expect(await storage.stat(key('doomed.bin'))).not.toBeNull();
+    await storage.delete(key('doomed.bin'));
+    expect(await storage.stat(key('doomed.bin'))).toBeNull();
+    await expect(storage.delete(key('doomed.bin'))).resolves.toBeUndefined();
+  });
+
+  it.each(['../x', '/abs', 'a/../../b', 'a/./b', '', 'a//b', 'a\\b'])('rejects the unsafe key %j in every operation', async (bad) => {
+    const source = join(scratch, `${driver.name}-unsafe.bin`);
+    await writeFile(source, 'x');
+    const attempts: Array<() => Promise<unknown>> = [
+      () => storage.putFile(bad, source, 'audio/mpeg'),
+      () => storage.put(bad, Buffer.from('x'), 'audio/mpeg'),
+      () => storage.stat(bad),
+      () => storage.read(bad),
+      () => storage.read(bad, { start: 0, end: 0 }),
+      () => storage.download(bad, join(scratch, 'unsafe-out.bin')),
+      () => storage.delete(bad),
+    ];
+    for (const attempt of attempts) {
+      // async wrapper: a driver may throw synchronously or reject; both count as refusing.
+      await expect((async () => attempt())()).rejects.toThrow(/unsafe storage key/);
+    }
+  });
+
+  it('round-trips a 5 MB file through putFile, read and download (by hash)', async () => {
+    // One byte over 5 MiB: more than one part for S3's multipart upload.
+    const big = randomBytes(5 * 1024 * 1024 + 1);
+    const source = join(scratch, `${driver.name}-big.bin`);
+    await writeFile(source, big);
+    const stored = await storage.putFile(key('big.bin'), source, 'audio/mpeg');
+    expect(stored.size).toBe(big.length);
+    expect(await storage.stat(key('big.bin'))).toEqual(stored);
+    expect(sha256(await readAll(await storage.read(key('big.bin'))))).toBe(sha256(big));
+    const target = join(scratch, `${driver.name}-big-download.bin`);
+    await storage.download(key('big.bin'), target);
+    expect(sha256(await readFile(target))).toBe(sha256(big));
+    const tail = await readAll(await storage.read(key('big.bin'), { start: big.length - 100, end: big.length - 1 }));
+    expect(tail.equals(big.subarray(big.length - 100))).toBe(true);
+    await storage.delete(key('big.bin'));
+  });
+});
+
+describe('s3 driver specifics', () => {
+  let a: S3Storage;
+  let b: S3Storage;
+
+  beforeAll(() => {
+    a = createS3Storage(s3Options({ prefix: 'tenant-a/' }));
+    b = createS3Storage(s3Options({ prefix: 'tenant-a' }));
+  });
+  afterAll(() => {
+    a?.client.destroy();
+    b?.client.destroy();
+  });
+
+  it('stores keys under the prefix, with the content type, visible to another instance (another machine)', async () => {
+    const stored = await a.put('tracks/b1/t1.mp3', Buffer.from('shared bytes'), 'audio/mpeg');
+    const head = await a.client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'tenant-a/tracks/b1/t1.mp3' }));
+    expect(head.ContentType).toBe('audio/mpeg');
+    expect(head.ETag).toBe(stored.etag);
+    expect(await b.stat('tracks/b1/t1.mp3')).toEqual(stored);
+    expect((await readAll(await b.read('tracks/b1/t1.mp3'))).toString()).toBe('shared bytes');
+    const listed = await a.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'tenant-a/' }));
+    expect(listed.Contents?.map((o) => o.Key)).toEqual(['tenant-a/tracks/b1/t1.mp3']);
+  });
+
+  it('refuses an unsafe prefix and half a set of credentials', () => {
+    expect(() => createS3Storage(s3Options({ prefix: '../escape' }))).toThrow(/unsafe storage key/);
+    expect(() => createS3Storage({ ...s3Options(), secretAccessKey: undefined })).toThrow(/both accessKeyId and secretAccessKey/);
+  });
+
+  it('refuses a malformed range instead of asking S3 for it', async () => {
+    await expect(a.read('tracks/b1/t1.mp3', { start: 5, end: 2 })).rejects.toThrow(RangeError);
+    await expect(a.read('tracks/b1/t1.mp3', { start: -1, end: 2 })).rejects.toThrow(RangeError);
+  });
+
+  it('uploads a streamed file byte for byte (no aws-chunked framing stored)', async () => {
+    const source = join(scratch, 'framing.bin');
+    await writeFile(source, 'exactly these bytes');
+    await a.putFile('framing.bin', source, 'application/octet-stream');
+    const raw = await a.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'tenant-a/framing.bin' }));
+    expect(await raw.Body?.transformToString()).toBe('exactly these bytes');
+  });
+});
+
+describe('storage config', () => {
+  it('defaults to the local driver', () => {
+    const config = loadConfig({});
+    expect(config.STORAGE_DRIVER).toBe('local');
+    expect(config.S3_REGION).toBe('us-east-1');
+    expect(config.S3_FORCE_PATH_STYLE).toBe(false);
+    expect(createStorage(config).driver).toBe('local');
+  });
+
+  it('uses path-style by default only when S3_ENDPOINT is set', () => {
+    expect(loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b', S3_ENDPOINT: 'http://127.0.0.1:9000' }).S3_FORCE_PATH_STYLE).toBe(true);
+    expect(loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b' }).S3_FORCE_PATH_STYLE).toBe(false);
+    expect(loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b', S3_ENDPOINT: 'http://minio:9000', S3_FORCE_PATH_STYLE: 'false' }).S3_FORCE_PATH_STYLE).toBe(false);
+  });
+
+  it('explains what an s3 setup is missing', () => {
+    let error: unknown;
+    try {
+      loadConfig({ STORAGE_DRIVER: 's3', S3_ACCESS_KEY_ID: 'id', S3_ENDPOINT: 'not a url', S3_PREFIX: '../up' });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    expect(problems).toContain('S3_ENDPOINT must be an http(s) URL');
+    expect(() => loadConfig({ STORAGE_DRIVER: 's3' })).toThrow(/STORAGE_DRIVER=s3 needs S3_BUCKET/);
+    expect(() => loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b', S3_ACCESS_KEY_ID: 'id' })).toThrow(
+      /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together/,
+    );
+    expect(() => loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b', S3_PREFIX: '../up' })).toThrow(/S3_PREFIX must be a relative path/);
+    expect(() => loadConfig({ STORAGE_DRIVER: 'ftp' })).toThrow(/STORAGE_DRIVER must be local or s3/);
+  });
+});
+
+describe('API serving an S3-stored file', () => {
+  let env: TestEnv;
+  let storage: S3Storage;
+  let server: ReturnType<ReturnType<typeof express>['listen']>;
+  let url: string;
+  let mp3: Buffer;
+  const getRanges: Array<string | undefined> = [];
+  const key = storageKeys.track('batch-e2e', 'track-1');
+
+  beforeAll(async () => {
+    env = await createTestEnv({
+      STORAGE_DRIVER: 's3',
+      S3_ENDPOINT: s3Endpoint,
+      S3_BUCKET: BUCKET,
+      S3_ACCESS_KEY_ID: S3_KEY,
+      S3_SECRET_ACCESS_KEY: S3_KEY,
+    });
+    const created = createStorage(env.config);
+    expect(created.driver).toBe('s3');
+    storage = created as S3Storage;
+    // Records the Range header of every GetObject the driver sends, as it goes on the wire.
+    storage.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'GetObjectCommand') {
+          getRanges.push((args.request as { headers: Record<string, string> }).headers.range);
+        }
+        return next(args);
+      },
+      { step: 'finalizeRequest', name: 'recordGetObjectRange' },
+    );
+
+    mp3 = await makeMp3(3);
+    const source = join(scratch, 'e2e.mp3');
+    await writeFile(source, mp3);
+    await storage.putFile(key, source, 'audio/mpeg');
+
+    const app = express();
+    app.get('/audio', async (req, res) => {
+      await sendStoredAudio(req, res, storage, key, 'track-1.mp3');
+    });
+    app.get('/missing', async (req, res) => {
+      await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope'), 'nope.mp3');
+    });
+    app.use(errorHandler(createLogger('storage-test', 'silent')));
+    server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    storage?.client.destroy();
+    await env?.cleanup();
+  });
+
+  it('answers a Range request with 206, Content-Range and exactly those bytes, fetched as a range from S3', async () => {
+    getRanges.length = 0;
+    const res = await fetch(`${url}/audio`, { headers: { Range: 'bytes=100-1099' } });
+    expect(res.status).toBe(206);
+    expect(res.headers.get('content-range')).toBe(`bytes 100-1099/${mp3.length}`);
+    expect(res.headers.get('content-length')).toBe('1000');
+    expect(res.headers.get('content-type')).toBe('audio/mpeg');
+    expect(res.headers.get('accept-ranges')).toBe('bytes');
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body.equals(mp3.subarray(100, 1100))).toBe(true);
+    expect(getRanges).toEqual(['bytes=100-1099']);
+  });
+
+  it('serves an open-ended and a suffix range, and the whole file without Range', async () => {
+    const open = await fetch(`${url}/audio`, { headers: { Range: `bytes=${mp3.length - 10}-` } });
+    expect(open.status).toBe(206);
+    expect(Buffer.from(await open.arrayBuffer()).equals(mp3.subarray(mp3.length - 10))).toBe(true);
+
+    const suffix = await fetch(`${url}/audio`, { headers: { Range: 'bytes=-1' } });
+    expect(suffix.status).toBe(206);
+    expect(suffix.headers.get('content-range')).toBe(`bytes ${mp3.length - 1}-${mp3.length - 1}/${mp3.length}`);
+    expect(Buffer.from(await suffix.arrayBuffer()).equals(mp3.subarray(mp3.length - 1))).toBe(true);
+
+    const whole = await fetch(`${url}/audio`);
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get('content-length')).toBe(String(mp3.length));
+    expect(sha256(Buffer.from(await whole.arrayBuffer()))).toBe(sha256(mp3));
+  });
+
+  it('uses the S3 ETag for conditional requests, and answers 416 and 404', async () => {
+    const stat = await storage.stat(key);
+    const first = await fetch(`${url}/audio`, { method: 'HEAD' });
+    expect(first.headers.get('etag')).toBe(stat?.etag);
+    const notModified = await fetch(`${url}/audio`, { headers: { 'If-None-Match': stat!.etag } });
+    expect(notModified.status).toBe(304);
+
+    const unsatisfiable = await fetch(`${url}/audio`, { headers: { Range: `bytes=${mp3.length}-` } });
+    expect(unsatisfiable.status).toBe(416);
+    expect(unsatisfiable.headers.get('content-range')).toBe(`bytes */${mp3.length}`);
+
+    const missing = await fetch(`${url}/missing`);
+    expect(missing.status).toBe(404);
+  });
+});
