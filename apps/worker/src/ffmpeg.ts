@@ -237,12 +237,12 @@ export async function measureLoudness(path: string, options: RunOptions = {}): P
     options,
   );
   const summary = parseEbur128Summary(stderr);
-  if (summary.truePeakDbtp === undefined) throw new FfmpegError('ebur128 printed no true peak', 'exit', 0, tail(stderr));
-  return { integratedLufs: summary.integratedLufs, truePeakDbtp: summary.truePeakDbtp, lraLu: summary.lraLu };
+  if (summary.peakDb === undefined) throw new FfmpegError('ebur128 printed no true peak', 'exit', 0, tail(stderr));
+  return { integratedLufs: summary.integratedLufs, truePeakDbtp: summary.peakDb, lraLu: summary.lraLu };
 }
 
-/** Reads the Summary block ebur128 prints at the end of a run. */
-export function parseEbur128Summary(stderr: string): { integratedLufs: number; lraLu: number; truePeakDbtp?: number } {
+/** Reads the Summary block ebur128 prints at the end of a run; `peakDb` is the true or sample peak it was asked for. */
+export function parseEbur128Summary(stderr: string): { integratedLufs: number; lraLu: number; peakDb?: number } {
   const at = stderr.lastIndexOf('Summary:');
   const summary = at >= 0 ? stderr.slice(at) : '';
   const number = (pattern: RegExp) => {
@@ -255,6 +255,6 @@ export function parseEbur128Summary(stderr: string): { integratedLufs: number; l
   if (integratedLufs === undefined || lraLu === undefined) {
     throw new FfmpegError('ebur128 printed no loudness summary', 'exit', 0, tail(stderr));
   }
-  const truePeakDbtp = number(/\bPeak:\s+(-?inf|-?[\d.]+) dBFS/);
-  return truePeakDbtp === undefined ? { integratedLufs, lraLu } : { integratedLufs, lraLu, truePeakDbtp };
+  const peakDb = number(/\bPeak:\s+(-?inf|-?[\d.]+) dBFS/);
+  return peakDb === undefined ? { integratedLufs, lraLu } : { integratedLufs, lraLu, peakDb };
 }

@@ -213,34 +213,42 @@ export function bedGraph(recipe: BackgroundRecipe, out: string): string {
   return `${loopGraph(recipe.layers, `${out}_loop`, { loopSeconds: BED_LOOP_SECONDS, channels: 1 })};[${out}_loop]aloop=loop=-1:size=${samples}[${out}]`;
 }
 
-const bedLoudness = new Map<string, Promise<number>>();
+export interface BedLevels {
+  /** Integrated loudness of the mono loop at unity gain. */
+  loudnessLufs: number;
+  /** Its highest sample. */
+  samplePeakDb: number;
+}
+
+const measured = new Map<string, Promise<BedLevels>>();
 
 /**
- * Integrated loudness (LUFS, mono) of one loop of a recipe's bed at unity gain. A recipe
- * renders the same every time (fixed seeds), so it is measured once per process (about
- * 50 ms) and the mixer sets the bed's level from it arithmetically.
+ * Loudness and peak of one loop of a recipe's bed. A recipe renders the same every time (fixed
+ * seeds), so it is measured once per process (about 50 ms) and the mixer sets the bed's level
+ * from it arithmetically.
  */
-export function measureBedLoudness(recipe: BackgroundRecipe): Promise<number> {
+export function measureBed(recipe: BackgroundRecipe): Promise<BedLevels> {
   const key = JSON.stringify(recipe);
-  let cached = bedLoudness.get(key);
+  let cached = measured.get(key);
   if (!cached) {
     cached = (async () => {
       const graph = loopGraph(recipe.layers, 'bed', { loopSeconds: BED_LOOP_SECONDS, channels: 1 });
       const { stderr } = await runFfmpeg([
         '-nostats',
         '-filter_complex',
-        `${graph};[bed]ebur128=framelog=verbose[m]`,
+        `${graph};[bed]ebur128=peak=sample:framelog=verbose[m]`,
         '-map',
         '[m]',
         '-f',
         'null',
         '-',
       ]);
-      return parseEbur128Summary(stderr).integratedLufs;
+      const summary = parseEbur128Summary(stderr);
+      return { loudnessLufs: summary.integratedLufs, samplePeakDb: summary.peakDb ?? 0 };
     })();
     // A failed measurement (a killed process) must not stay cached for the life of the worker.
-    cached.catch(() => bedLoudness.delete(key));
-    bedLoudness.set(key, cached);
+    cached.catch(() => measured.delete(key));
+    measured.set(key, cached);
   }
   return cached;
 }

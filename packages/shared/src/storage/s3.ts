@@ -49,10 +49,10 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
       options.accessKeyId && options.secretAccessKey
         ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
         : undefined,
-    // Since 3.729 the SDK adds CRC32 checksums to every upload, sending streamed bodies as
-    // `aws-chunked` with a trailer. Several S3-compatible stores don't understand that (s3rver
-    // stores the chunk framing as the object's bytes), so off AWS only send checksums an
-    // operation requires.
+    // Since 3.729 the SDK adds CRC32 checksum headers to every upload and validates them on
+    // download (aws/aws-sdk-js-v3#6810). R2, B2 and older MinIO reject those headers, and a
+    // streamed body goes out `aws-chunked`, which s3rver stores framing and all. Off AWS,
+    // only send the checksums an operation requires.
     requestChecksumCalculation: options.endpoint ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
     responseChecksumValidation: options.endpoint ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED',
   });
