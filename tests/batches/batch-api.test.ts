@@ -58,7 +58,7 @@ describe('batch API', () => {
       const res = await createBatch(api, input);
       expect(res.status, JSON.stringify(res.body)).toBe(400);
       expect(res.body.error.code).toBe('validation_failed');
-      expect(JSON.stringify(res.body.error)).toMatch(message);
+      expect([res.body.error.message, ...res.body.error.details.map((d: any) => d.message)].join(" | ")).toMatch(message);
     }
     const after = (await readJson(await api.request('/v1/audio/batches?limit=100'))).batches.length;
     expect(after).toBe(before);

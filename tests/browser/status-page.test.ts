@@ -41,24 +41,21 @@ beforeAll(async () => {
   context = await browser.newContext({ viewport: { width: 1366, height: 1000 } });
   // Records every value the counts line and the tracks' statuses take, to prove the page
   // moved through the batch live rather than only drawing its end.
-  await context.addInitScript(() => {
-    const w = window as unknown as { seenCounts: string[]; seenTrackStatuses: string[]; seenLive: string[] };
-    w.seenCounts = [];
-    w.seenTrackStatuses = [];
-    w.seenLive = [];
-    document.addEventListener('DOMContentLoaded', () => {
-      const record = (list: string[], value: string | null | undefined) => {
-        if (value && list.at(-1) !== value) list.push(value);
-      };
-      new MutationObserver(() => {
-        record(w.seenCounts, document.querySelector('[data-testid="batch-counts"]')?.textContent);
-        record(w.seenLive, (document.querySelector('[data-testid="batch-live"]') as HTMLElement | null)?.dataset.state);
-        for (const row of document.querySelectorAll<HTMLElement>('[data-testid="track"]')) {
-          const s = row.dataset.status;
-          if (s && !w.seenTrackStatuses.includes(s)) w.seenTrackStatuses.push(s);
-        }
-      }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-status', 'data-state'] });
-    });
+  // (Browser code is written as a string: this project's TypeScript has no DOM types.)
+  await context.addInitScript({
+    content: `
+      window.seen = { counts: [], trackStatuses: [], live: [] };
+      document.addEventListener('DOMContentLoaded', () => {
+        const record = (list, value) => { if (value && list[list.length - 1] !== value) list.push(value); };
+        new MutationObserver(() => {
+          record(window.seen.counts, document.querySelector('[data-testid="batch-counts"]')?.textContent);
+          record(window.seen.live, document.querySelector('[data-testid="batch-live"]')?.dataset.state);
+          for (const row of document.querySelectorAll('[data-testid="track"]')) {
+            const s = row.dataset.status;
+            if (s && !window.seen.trackStatuses.includes(s)) window.seen.trackStatuses.push(s);
+          }
+        }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-status', 'data-state'] });
+      });`,
   });
   page = await context.newPage();
   page.on('pageerror', (error) => pageErrors.push(`pageerror: ${error.message}`));
@@ -88,14 +85,19 @@ async function screenshot(name: string) {
   await page.screenshot({ path: join(OUTPUT_DIR, name), fullPage: true });
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Dom = any;
+
 async function audioState(audio: Locator) {
-  return audio.evaluate((a: HTMLAudioElement) => ({
-    blob: a.src.startsWith('blob:'),
+  return audio.evaluate((a: Dom) => ({
+    blob: String(a.src).startsWith('blob:'),
     error: a.error ? `${a.error.code}: ${a.error.message}` : null,
-    metadata: a.readyState >= HTMLMediaElement.HAVE_METADATA,
+    metadata: a.readyState >= 1, // HAVE_METADATA: the browser decoded the file's header
     seconds: Number.isFinite(a.duration) ? Math.round(a.duration) : null,
   }));
 }
+
+const statuses = (rows: Locator, key: string) => rows.evaluateAll((els: Dom[], k: string) => els.map((e) => e.dataset[k] as string), key);
 
 describe('the status page', () => {
   it('is served at / with its assets, content types and a short cache', async () => {
@@ -139,9 +141,8 @@ describe('the status page', () => {
 
     // It got there live, through the event stream: the counts moved and tracks passed
     // through the in-flight states; it never had to fall back to polling.
-    const seenCounts = await page.evaluate(() => (window as unknown as { seenCounts: string[] }).seenCounts);
-    const seenStatuses = await page.evaluate(() => (window as unknown as { seenTrackStatuses: string[] }).seenTrackStatuses);
-    const seenLive = await page.evaluate(() => (window as unknown as { seenLive: string[] }).seenLive);
+    const seen = (await page.evaluate('window.seen')) as { counts: string[]; trackStatuses: string[]; live: string[] };
+    const { counts: seenCounts, trackStatuses: seenStatuses, live: seenLive } = seen;
     expect(seenCounts.length, seenCounts.join(' | ')).toBeGreaterThan(2);
     expect(seenCounts[0]).toMatch(/ [1-6] pending$/);
     expect(seenCounts.at(-1)).toBe('6 completed • 0 failed • 0 pending');
@@ -154,7 +155,7 @@ describe('the status page', () => {
     // no cancel once it is done, and no redirect away from the batch.
     const rows = page.getByTestId('track');
     await expect.poll(() => rows.count()).toBe(6);
-    expect(await rows.evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.status))).toEqual(Array(6).fill('completed'));
+    expect(await statuses(rows, 'status')).toEqual(Array(6).fill('completed'));
     expect(await page.getByTestId('variant-group').count()).toBe(2);
     expect(await page.getByTestId('retry-failed').isVisible()).toBe(false);
     expect(await page.getByTestId('cancel-batch').isVisible()).toBe(false);
@@ -216,7 +217,7 @@ describe('the status page', () => {
     const scenes = page.getByTestId('scene');
     await expect.poll(() => scenes.count(), { timeout: 20_000 }).toBe(2);
     await expect
-      .poll(() => scenes.evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.soundscapeStatus)), { timeout: 20_000 })
+      .poll(() => statuses(scenes, 'soundscapeStatus'), { timeout: 20_000 })
       .toEqual(['completed', 'completed']);
     expect(await text(scenes.first())).toContain('pages 1–');
     expect(await page.getByTestId('spread-feed').locator('li').count()).toBeGreaterThan(0);

@@ -41,7 +41,7 @@ describe('auth', () => {
   });
 
   it('refuses an expired token', async () => {
-    const expired = await tokenFor('u', { expiresIn: Math.floor(Date.now() / 1000) - 60 + '' });
+    const expired = await tokenFor('u', { expiresIn: Math.floor(Date.now() / 1000) - 60 });
     const res = await api.request('/v1/audio/variants', bearer(expired));
     expect(res.status).toBe(401);
     expect((await readJson(res)).error.message).toBe('token expired');

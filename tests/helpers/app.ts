@@ -4,7 +4,7 @@ import { createWorkerContext, selectQueues, startWorkers, type Providers, type R
 import type { Config } from '@soundqueue/shared/config';
 import { TEST_JWT_SECRET } from './services';
 
-export async function tokenFor(userId: string, options: { role?: string; expiresIn?: string; secret?: string } = {}): Promise<string> {
+export async function tokenFor(userId: string, options: { role?: string; expiresIn?: string | number; secret?: string } = {}): Promise<string> {
   return new SignJWT({ role: options.role ?? 'user' })
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(userId)

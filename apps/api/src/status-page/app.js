@@ -233,10 +233,14 @@
   }
 
   async function play(button, holder, url, testid, errorNode) {
-    for (const other of document.querySelectorAll('audio')) if (!holder.contains(other)) other.pause();
     let audio = holder.querySelector('audio');
+    if (audio && !audio.paused) return audio.pause();
+    for (const other of document.querySelectorAll('audio')) if (!holder.contains(other)) other.pause();
     if (!audio) {
       audio = el('audio', { controls: true, preload: 'auto', 'data-testid': testid });
+      audio.addEventListener('play', () => { button.textContent = 'Pause'; });
+      audio.addEventListener('pause', () => { button.textContent = 'Play'; });
+      audio.addEventListener('ended', () => { button.textContent = 'Play'; });
       holder.append(audio);
     }
     if (!audio.getAttribute('src')) {
@@ -374,10 +378,9 @@
     }
     $('variant-list').replaceChildren(
       ...variants.map((v) =>
-        el('label', { class: 'check', title: v.description },
+        el('label', { class: 'check' },
           el('input', { type: 'checkbox', value: v.id, 'data-testid': `variant-${v.id}`, checked: v.id === 'voice_only', onchange: renderBatchSummary }),
-          ` ${v.name}`,
-          el('span', { class: 'muted small', text: ` — ${v.description}` })),
+          el('span', {}, el('span', { class: 'check-name', text: v.name }), el('span', { class: 'muted small check-description', text: v.description }))),
       ),
     );
     const voice = $('voice-select');
@@ -429,6 +432,7 @@
     $('track-list').replaceChildren();
     trackRows = new Map();
     clearError($('batch-error'));
+    clearError($('page-error'));
     view.batchId = id;
     selectTab('batches', push);
     show($('batch-empty'), !id);
@@ -768,6 +772,7 @@
     $('scene-strip').replaceChildren();
     $('spread-feed').replaceChildren();
     clearError($('book-error'));
+    clearError($('page-error'));
     view.bookId = id;
     selectTab('books', push);
     show($('book-empty'), !id);
