@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { get } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
@@ -44,12 +45,13 @@ beforeAll(async () => {
   // (Browser code is written as a string: this project's TypeScript has no DOM types.)
   await context.addInitScript({
     content: `
-      window.seen = { counts: [], trackStatuses: [], live: [] };
+      window.seen = { counts: [], trackStatuses: [], live: [], bookCounts: [] };
       document.addEventListener('DOMContentLoaded', () => {
         const record = (list, value) => { if (value && list[list.length - 1] !== value) list.push(value); };
         new MutationObserver(() => {
           record(window.seen.counts, document.querySelector('[data-testid="batch-counts"]')?.textContent);
           record(window.seen.live, document.querySelector('[data-testid="batch-live"]')?.dataset.state);
+          record(window.seen.bookCounts, document.querySelector('[data-testid="book-counts"]')?.textContent);
           for (const row of document.querySelectorAll('[data-testid="track"]')) {
             const s = row.dataset.status;
             if (s && !window.seen.trackStatuses.includes(s)) window.seen.trackStatuses.push(s);
@@ -110,8 +112,12 @@ describe('the status page', () => {
     expect(js.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
     const css = await fetch(`${api.url}/status-page/styles.css`);
     expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8');
+    // Revalidation answers 304 (node:http: fetch adds Cache-Control: no-cache to conditional requests).
     const etag = css.headers.get('etag')!;
-    expect((await fetch(`${api.url}/status-page/styles.css`, { headers: { 'If-None-Match': etag } })).status).toBe(304);
+    const revalidated = await new Promise<number>((done, failed) =>
+      get(`${api.url}/status-page/styles.css`, { headers: { 'If-None-Match': etag } }, (res) => done(res.resume().statusCode!)).on('error', failed),
+    );
+    expect(revalidated).toBe(304);
     // Nothing else on disk is reachable through it.
     expect((await fetch(`${api.url}/status-page/status-page.routes.ts`)).status).toBe(404);
     expect((await fetch(`${api.url}/status-page/..%2F..%2Fapp.ts`)).status).toBe(404);
@@ -193,14 +199,19 @@ describe('the status page', () => {
     await expect.poll(() => text(page.getByTestId('page-error'))).toBe('batch not found [not_found, HTTP 404]');
     await page.getByTestId('token-input').fill('not-a-token');
     await page.getByTestId('token-save').click();
-    await expect.poll(() => text(page.getByTestId('page-error'))).toMatch(/^Your token was refused: token is malformed\./);
+    await expect.poll(() => text(page.getByTestId('page-error'))).toMatch(/^Your token was refused: token .+\. Paste a fresh one/);
     await page.getByTestId('token-input').fill(await tokenFor(USER));
     await page.getByTestId('token-save').click();
   });
 
   it('uploads a book, shows its spreads advancing, then plays a scene from the timeline', async () => {
     await page.goto(`${api.url}/`);
+    await page.getByTestId('token-input').fill(await tokenFor(USER));
+    await page.getByTestId('token-save').click();
     await page.getByTestId('tab-books').click();
+    // No worker while the book is submitted, so the page is watching before anything moves
+    // (the local analyzer finishes four spreads faster than a page connects).
+    await worker.close();
     // Forest pages, then sea pages: two scenes (form feeds are page breaks).
     const pages = fourSettingBook().slice(6, 14);
     await page.getByTestId('book-file').setInputFiles({ name: 'two-settings.txt', mimeType: 'text/plain', buffer: Buffer.from(pages.join('\f')) });
@@ -211,6 +222,10 @@ describe('the status page', () => {
     const bookId = new URL(page.url()).searchParams.get('book')!;
     await page.getByTestId('book-view').waitFor();
     expect(await text(page.getByTestId('book-title-view'))).toBe('Forest and sea');
+    await expect.poll(() => text(page.getByTestId('book-status'))).toBe('In Progress');
+    expect(await text(page.getByTestId('book-counts'))).toBe('0 of 4 spreads processed • 0 failed • 0 scenes');
+    await expect.poll(() => page.getByTestId('book-live').getAttribute('data-state')).toBe('live');
+    worker = await startTestWorker(env.config);
     await expect.poll(() => text(page.getByTestId('book-status')), { timeout: LONG, interval: 200 }).toBe('Ready');
     expect(await text(page.getByTestId('book-counts'))).toMatch(/^4 of 4 spreads processed • 0 failed • 2 scenes • 2 of 2 soundscapes$/);
 
@@ -220,7 +235,12 @@ describe('the status page', () => {
       .poll(() => statuses(scenes, 'soundscapeStatus'), { timeout: 20_000 })
       .toEqual(['completed', 'completed']);
     expect(await text(scenes.first())).toContain('pages 1–');
-    expect(await page.getByTestId('spread-feed').locator('li').count()).toBeGreaterThan(0);
+    // Every spread's analysis arrived live, and the counts moved through the steps.
+    await expect.poll(() => page.getByTestId('spread-feed').locator('li').count()).toBe(4);
+    const bookCounts = ((await page.evaluate('window.seen')) as { bookCounts: string[] }).bookCounts;
+    expect(bookCounts[0]).toBe('0 of 4 spreads processed • 0 failed • 0 scenes');
+    expect(bookCounts.some((c) => /^[123] of 4 spreads processed/.test(c)), bookCounts.join(' | ')).toBe(true);
+    expect(bookCounts.at(-1)).toBe('4 of 4 spreads processed • 0 failed • 2 scenes • 2 of 2 soundscapes');
 
     const scene = scenes.first();
     await scene.getByTestId('play-soundscape').click();

@@ -52,7 +52,12 @@ interface FakePrediction {
   stopWaiting: AbortController;
 }
 
-export async function startReplicateServer(options: FakeServerOptions = {}): Promise<ReplicateFake> {
+export interface ReplicateServerOptions extends FakeServerOptions {
+  /** Chooses a behaviour per request (method, path) when no scripted behaviour is queued. */
+  decide?: (method: string, path: string) => ReplicateBehaviour | undefined;
+}
+
+export async function startReplicateServer(options: ReplicateServerOptions = {}): Promise<ReplicateFake> {
   const behaviours = new BehaviourQueue<ReplicateBehaviour>();
   const cap = new ConcurrencyCap(options.maxConcurrent);
   const predictions = new Map<string, FakePrediction>();
@@ -61,7 +66,7 @@ export async function startReplicateServer(options: FakeServerOptions = {}): Pro
 
   const server = await startHttpServer(async ({ req, res, recorded, gone }) => {
     const path = recorded.path.split('?')[0] ?? '';
-    const behaviour = behaviours.next() ?? 'ok';
+    const behaviour = behaviours.next() ?? options.decide?.(req.method ?? 'GET', path) ?? 'ok';
     const kind = typeof behaviour === 'string' ? behaviour : behaviour.kind;
     if (kind === 'hang') return hang(gone);
     if (kind === 'rate-limited') {

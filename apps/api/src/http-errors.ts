@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { z } from 'zod';
+import { ValidationError } from '@soundqueue/shared/errors';
 import type { Logger } from '@soundqueue/shared/logger';
 
 // Every error the API answers has one shape: {"error":{"code","message","details"}}.
@@ -49,6 +50,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     const e = error as { type?: string; status?: number; statusCode?: number; code?: string; message?: string; limit?: number };
     let http: HttpError;
     if (error instanceof HttpError) http = error;
+    else if (error instanceof ValidationError) http = new HttpError(400, error.code, error.message);
     else if (e.type === 'entity.parse.failed') http = new HttpError(400, 'invalid_json', 'request body is not valid JSON');
     else if (e.type === 'entity.too.large' || e.code === 'LIMIT_FILE_SIZE')
       http = new HttpError(413, 'payload_too_large', `request body is larger than the limit${e.limit ? ` of ${e.limit} bytes` : ''}`);

@@ -45,7 +45,7 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     await ctx.publish(done.events);
     return { durationMs: mixed.durationMs };
   } catch (error) {
-    return handleJobFailure(run, error, async (final) => {
+    return await handleJobFailure(run, error, async (final) => {
       const { errorType, message } = describeError(final, 'MixingError');
       const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Mixing: ${message}` });
       await ctx.publish(done.events);

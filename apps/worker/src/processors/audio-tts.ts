@@ -35,7 +35,7 @@ export async function processAudioTts(ctx: WorkerContext, run: JobRun): Promise<
     await attachRendition(ctx.db, trackId, { keyHash: rendition.keyHash, storageKey: rendition.storageKey!, costUsd: paidUsd });
     return { renditionKey: rendition.keyHash };
   } catch (error) {
-    return handleJobFailure(run, error, async (final) => {
+    return await handleJobFailure(run, error, async (final) => {
       const { errorType, message } = describeError(final, 'SpeechGenerationError');
       const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Speech: ${message}` });
       await ctx.publish(done.events);

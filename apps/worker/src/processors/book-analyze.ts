@@ -42,7 +42,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
     await ctx.publish(await completeSpread(ctx.db, bookId, spreadIndex, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started }));
     return { sceneChanged: analysis.sceneChanged };
   } catch (error) {
-    return handleJobFailure(run, error, async (final) => {
+    return await handleJobFailure(run, error, async (final) => {
       const { errorType, message } = describeError(final, 'ContentAnalysisError');
       const events = await failSpread(ctx.db, bookId, spreadIndex, {
         errorType: errorType as 'ContentAnalysisError',

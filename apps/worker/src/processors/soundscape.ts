@@ -63,7 +63,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     );
     return { durationMs: probe.durationMs };
   } catch (error) {
-    return handleJobFailure(run, error, async (final) => {
+    return await handleJobFailure(run, error, async (final) => {
       const { message } = describeError(final, 'SoundscapeGenerationError');
       await ctx.publish(
         await failSoundscape(ctx.db, soundscapeId, scene, {
