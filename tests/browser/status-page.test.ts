@@ -237,6 +237,8 @@ describe('the status page', () => {
     expect(await text(scenes.first())).toContain('pages 1–');
     // Every spread's analysis arrived live, and the counts moved through the steps.
     await expect.poll(() => page.getByTestId('spread-feed').locator('li').count()).toBe(4);
+    expect(await statuses(page.getByTestId('spread-grid').locator('.cell'), 'index')).toEqual(['0', '1', '2', '3']);
+    expect(await page.getByTestId('spread-grid').locator('.cell.status-analyzed').count()).toBe(4);
     const bookCounts = ((await page.evaluate('window.seen')) as { bookCounts: string[] }).bookCounts;
     expect(bookCounts[0]).toBe('0 of 4 spreads processed • 0 failed • 0 scenes');
     expect(bookCounts.some((c) => /^[123] of 4 spreads processed/.test(c)), bookCounts.join(' | ')).toBe(true);

@@ -149,13 +149,13 @@
       stopped = true;
       if (source) source.close();
       clearTimeout(timer);
-      live('finished', 'done');
+      live('Live updates: finished', 'done');
     };
 
     async function connect() {
       if (stopped) return;
       if (typeof EventSource === 'undefined') return startPolling();
-      live('connecting…', 'connecting');
+      live('Live updates: connecting…', 'connecting');
       let streamToken;
       try {
         streamToken = (await api('/v1/stream-tokens', { method: 'POST' })).token;
@@ -173,7 +173,7 @@
           if (stopped || source !== es) return;
           if (message.lastEventId) lastEventId = message.lastEventId;
           failures = 0;
-          live('● live', 'live');
+          live('● Live updates', 'live');
           const data = JSON.parse(message.data);
           const terminal = type === 'snapshot' ? onSnapshot(data) : onEvent(type, data);
           if (terminal) finish();
@@ -191,12 +191,12 @@
     function failed() {
       failures += 1;
       if (failures >= 4) return startPolling();
-      live('reconnecting…', 'reconnecting');
+      live('Live updates: reconnecting…', 'reconnecting');
       timer = setTimeout(connect, Math.min(500 * 2 ** failures, 8000));
     }
 
     function startPolling() {
-      live('polling every 2 s (live stream unavailable)', 'polling');
+      live('Live updates: stream unavailable, polling every 2 s', 'polling');
       const tick = async () => {
         if (stopped) return;
         try {
@@ -213,7 +213,7 @@
       stopped = true;
       if (source) source.close();
       clearTimeout(timer);
-      live('stopped', 'error');
+      live('Live updates: stopped', 'error');
       onFatal(error);
     }
 
@@ -448,7 +448,8 @@
       if (view.batchId !== id) return;
       applyBatchSnapshot(data);
       if (BATCH_TERMINAL.includes(data.status)) {
-        $('batch-live').textContent = 'finished';
+        $('batch-live').textContent = 'Finished: nothing more will change';
+        $('batch-live').dataset.state = 'done';
         return;
       }
     } catch (error) {
@@ -738,6 +739,8 @@
   let scenesTimer = null;
   let scenesLoadedFor = -1;
   const feed = [];
+  /** Spread index → status, from spread.updated events (the book's JSON has only counts). */
+  const spreadStates = new Map();
 
   async function uploadBook(file, title) {
     const errorNode = $('book-form-error');
@@ -766,11 +769,13 @@
     scenes = null;
     scenesLoadedFor = -1;
     feed.length = 0;
+    spreadStates.clear();
     dropBlobs($('scene-timeline'));
     sceneRows = new Map();
     $('scene-timeline').replaceChildren(el('li', { class: 'muted', text: 'Scenes appear once every spread has been analysed.' }));
     $('scene-strip').replaceChildren();
     $('spread-feed').replaceChildren();
+    $('spread-grid').replaceChildren();
     clearError($('book-error'));
     clearError($('page-error'));
     view.bookId = id;
@@ -788,7 +793,8 @@
       if (view.bookId !== id) return;
       applyBookSnapshot(data);
       if (BOOK_TERMINAL.includes(data.status)) {
-        $('book-live').textContent = 'finished';
+        $('book-live').textContent = 'Finished: nothing more will change';
+        $('book-live').dataset.state = 'done';
         return;
       }
     } catch (error) {
@@ -820,8 +826,9 @@
   function applyBookEvent(type, d) {
     if (!book) return false;
     if (type === 'spread.updated') {
+      spreadStates.set(d.spreadIndex, d);
       feed.unshift(d);
-      feed.length = Math.min(feed.length, 8);
+      feed.length = Math.min(feed.length, 6);
       if (d.status === 'failed' && d.error) book.errors = [...(book.errors || []), d.error];
     } else if (type === 'soundscape.updated') {
       const scene = scenes && scenes.find((s) => s.soundscape && s.soundscape.id === d.soundscapeId);
@@ -886,17 +893,36 @@
     const message = b.status === 'failed' ? b.error : b.warning;
     $('book-message').textContent = message || '';
     show($('book-message'), Boolean(message));
-    $('spread-feed').replaceChildren(...feed.map((f) => {
-      const a = f.analysis;
-      const text = f.status === 'failed'
-        ? `Spread ${f.spreadIndex + 1}: failed — ${f.error ? f.error.message : 'error'}`
-        : `Spread ${f.spreadIndex + 1}: ${a ? `${a.setting}, ${a.timeOfDay}, ${a.mood}${a.sceneChanged ? ' · new scene' : ''}` : f.status}`;
-      return el('li', { class: `status-${f.status}`, text });
-    }));
+    renderSpreads(b);
     const errors = b.errors || [];
     show($('book-errors-box'), errors.length > 0);
     $('book-errors').replaceChildren(...errors.map((e) => el('li', { text: `${e.pages ? `pages ${e.pages}` : `spread ${e.spreadIndex + 1}`}: ${e.errorType}: ${e.message}${e.attempt ? ` (attempt ${e.attempt})` : ''}` })));
     updateRecentItem('recent-books', b.bookId, b.status, BOOK_BADGE, bookCountsLine(b));
+  }
+
+  const spreadText = (f) => {
+    const pages = `pages ${2 * f.spreadIndex + 1}–${2 * f.spreadIndex + 2}`;
+    if (f.status === 'failed') return `Spread ${f.spreadIndex + 1} (${pages}): failed — ${f.error ? f.error.message : 'error'}`;
+    const a = f.analysis;
+    return `Spread ${f.spreadIndex + 1} (${pages}): ${a ? `${a.setting}, ${a.timeOfDay}, ${a.mood}${a.sceneChanged ? ' · new scene' : ''}` : f.status}`;
+  };
+
+  /** One cell per spread, filled as spreads are analysed; a finished book fills in the rest. */
+  function renderSpreads(b) {
+    const total = b.stats.totalSpreads;
+    const failedIndexes = new Set((b.errors || []).filter((e) => e.errorType !== 'SoundscapeGenerationError').map((e) => e.spreadIndex));
+    const allKnown = BOOK_TERMINAL.includes(b.status) || b.progress.spreadsAnalysed >= total;
+    const grid = $('spread-grid');
+    if (grid.children.length !== total) {
+      grid.replaceChildren(...Array.from({ length: total }, (_, i) => el('span', { class: 'cell', 'data-index': i })));
+    }
+    [...grid.children].forEach((cell, i) => {
+      const known = spreadStates.get(i);
+      const status = known ? known.status : failedIndexes.has(i) ? 'failed' : allKnown ? 'analyzed' : 'pending';
+      cell.className = `cell status-${status}`;
+      cell.title = known ? spreadText(known) : `Spread ${i + 1} (pages ${2 * i + 1}–${2 * i + 2}): ${status}`;
+    });
+    $('spread-feed').replaceChildren(...feed.map((f) => el('li', { class: `status-${f.status}`, text: spreadText(f) })));
   }
 
   function loadScenesSoon() {
