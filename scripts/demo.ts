@@ -330,7 +330,9 @@ async function main(): Promise<void> {
   } else {
     console.log(dim(`  Paste the token into the page once; it remembers it.`));
   }
-  if (own) console.log(`\nToken used: ${token}`);
+  // The dev token is signed with a key made at start, so it is only worth showing while
+  // the server that made it keeps running.
+  if (own && args.keep) console.log(`\nIts dev token (user demo-user): ${token}`);
 }
 
 async function shutdown(code: number): Promise<never> {

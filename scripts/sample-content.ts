@@ -84,7 +84,8 @@ export const SAMPLE_VISION: SampleSection[] = [
 export const SAMPLE_VARIANTS = ['voice_only', 'sleep', 'energy'];
 export const SAMPLE_VOICE = 'alloy';
 
-// The book: a forest at dawn, a ship in a storm, a harbour town at night. Each setting's
+// The book: a forest at dawn, a ship in a storm, a city at night (8, 6 and 6 pages, so no
+// spread straddles two settings). Each setting's
 // sentences name its place often enough for the local keyword analyzer (and any LLM) to
 // see three scenes.
 const SETTINGS: { pages: number; sentences: string[] }[] = [
@@ -104,7 +105,7 @@ const SETTINGS: { pages: number; sentences: string[] }[] = [
     ],
   },
   {
-    pages: 7,
+    pages: 6,
     sentences: [
       'By noon the ship was far from the harbour, and the sea had turned the colour of slate.',
       'Waves broke over the bow and ran the length of the deck in a roaring sheet of spray.',
@@ -118,16 +119,16 @@ const SETTINGS: { pages: number; sentences: string[] }[] = [
     ],
   },
   {
-    pages: 5,
+    pages: 6,
     sentences: [
-      'That night the town by the harbour glowed with lamplight, and the street was wet with rain.',
-      'A crowd spilled out of the tavern onto the pavement, laughing and arguing about the storm.',
-      'Wren walked the avenue past shuttered shops and a cafe where the last customers lingered.',
-      'Carts rattled over the cobbles, and somewhere a church bell counted the late hour.',
-      'Above the rooftops the clouds broke, and a few stars showed over the city.',
-      'She stopped under a streetlamp and listened to the hum of the town settling down to sleep.',
-      '"You made it," said the innkeeper, holding the door open, "and in weather like this."',
-      'Footsteps echoed down the alley, and a window above the street closed against the cold.',
+      'The city glowed in the dark, and the street was still wet from the storm.',
+      'Taxis and buses crawled along the avenue, their lights smeared across the pavement.',
+      'A crowd spilled out of a cafe onto the sidewalk, laughing under a flickering neon sign.',
+      'Wren walked past shuttered shops and a tall building where one window was still lit.',
+      'A siren wailed somewhere downtown, and the traffic parted to let it through.',
+      'She stopped under a streetlamp at the corner of the alley and listened to the city hum.',
+      'High on a rooftop someone was playing a trumpet, slow and out of tune.',
+      '"You made it," said her sister, waiting on the apartment steps, "and in weather like this."',
     ],
   },
 ];
@@ -153,5 +154,5 @@ export function sampleBook(): { title: string; author: string; pages: string[] }
       pages.push(paragraphs.join('\n\n'));
     }
   }
-  return { title: 'The Forest, the Storm and the Harbour Town', author: 'soundqueue demo', pages };
+  return { title: 'The Forest, the Storm and the City', author: 'soundqueue demo', pages };
 }

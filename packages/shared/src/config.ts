@@ -108,6 +108,10 @@ const envSchema = z.object({
   SOUNDSCAPE_RATE_LIMIT: rateLimit('SOUNDSCAPE_RATE_LIMIT'),
   USER_MONTHLY_BUDGET_USD: z.coerce.number({ message: 'USER_MONTHLY_BUDGET_USD must be a number' }).positive('USER_MONTHLY_BUDGET_USD must be greater than 0').optional(),
   JOB_ATTEMPTS: positiveInt('JOB_ATTEMPTS', 3),
+  JOB_KEEP_COMPLETED: positiveInt('JOB_KEEP_COMPLETED', 1_000),
+  JOB_KEEP_COMPLETED_SECONDS: positiveInt('JOB_KEEP_COMPLETED_SECONDS', 3_600),
+  JOB_KEEP_FAILED: positiveInt('JOB_KEEP_FAILED', 5_000),
+  JOB_KEEP_FAILED_SECONDS: positiveInt('JOB_KEEP_FAILED_SECONDS', 7 * 86_400),
   JOB_BACKOFF_MS: positiveInt('JOB_BACKOFF_MS', 2000),
 
   SPEECH_PROVIDER: z.enum(['openai', 'local'], { message: 'SPEECH_PROVIDER must be openai or local' }).optional(),
@@ -136,6 +140,8 @@ const envSchema = z.object({
   // whose flow is being added right now is never mistaken for lost work.
   RECONCILE_GRACE_MS: positiveInt('RECONCILE_GRACE_MS', 60_000),
   STUCK_AFTER_MS: positiveInt('STUCK_AFTER_MS', 6 * 3_600_000),
+  EVENT_LOG_TTL_SECONDS: positiveInt('EVENT_LOG_TTL_SECONDS', 86_400),
+  EVENT_LOG_FINISHED_TTL_SECONDS: positiveInt('EVENT_LOG_FINISHED_TTL_SECONDS', 300),
   SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
 

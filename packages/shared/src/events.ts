@@ -28,15 +28,21 @@ export type Publish = (events: ProgressEvent[]) => Promise<void>;
 /** A publisher bound to one Redis connection and key prefix. Failures are logged, not thrown:
  * the database already holds the change, and a client that misses an event resyncs from a
  * snapshot. */
-export function createPublisher(redis: Redis, prefix: string, onError: (error: unknown) => void = () => {}): Publish {
+export function createPublisher(
+  redis: Redis,
+  prefix: string,
+  onError: (error: unknown) => void = () => {},
+  ttl: { openSeconds: number; finishedSeconds: number } = { openSeconds: 86_400, finishedSeconds: 300 },
+): Publish {
   return async (events) => {
     for (const event of events) {
       try {
         const body = JSON.stringify({ type: event.type, data: event.data, terminal: event.terminal ?? false });
         const key = eventLogKey(prefix, event.subject);
         const id = await redis.xadd(key, 'MAXLEN', '~', String(EVENT_LOG_LENGTH), '*', 'e', body);
-        // Event logs of finished work expire; a day is plenty for a client to reconnect.
-        await redis.expire(key, 86_400);
+        // Logs expire so Redis memory stays bounded: a day while work runs, minutes after its
+        // terminal event (a client reconnecting later gets the final snapshot instead).
+        await redis.expire(key, event.terminal ? ttl.finishedSeconds : ttl.openSeconds);
         await redis.publish(`${prefix}:${EVENTS_CHANNEL}`, JSON.stringify({ subject: event.subject, id, body }));
       } catch (error) {
         onError(error);

@@ -13,7 +13,10 @@ import { dispatchWebhooks } from './webhooks';
  * the committed change, so failures are logged rather than thrown.
  */
 export function createNotifier(db: Db, redis: Redis, webhooks: Queue, config: Config, logger: Logger): Publish {
-  const publish = createPublisher(redis, config.QUEUE_PREFIX, (error) => logger.warn({ err: error }, 'could not publish a progress event'));
+  const publish = createPublisher(redis, config.QUEUE_PREFIX, (error) => logger.warn({ err: error }, 'could not publish a progress event'), {
+    openSeconds: config.EVENT_LOG_TTL_SECONDS,
+    finishedSeconds: config.EVENT_LOG_FINISHED_TTL_SECONDS,
+  });
   const tuning = tuningFrom(config);
   return async (events) => {
     if (events.length === 0) return;

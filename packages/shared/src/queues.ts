@@ -50,32 +50,43 @@ export function parsePayload<Q extends QueueName>(queue: Q, data: unknown): Payl
   return payloadSchemas[queue].parse(data) as Payload<Q>;
 }
 
-// Retention: keep finished jobs long enough for an operator to look at them in Bull Board,
-// bounded by age and count so Redis memory stays flat however many batches run.
-const removeOnComplete = { age: 3_600, count: 1_000 };
-const removeOnFail = { age: 7 * 24 * 3_600, count: 5_000 };
-
 /** Attempts and first backoff delay, from config (JOB_ATTEMPTS, JOB_BACKOFF_MS). */
 export interface JobTuning {
   attempts: number;
   backoffMs: number;
   webhookAttempts: number;
   webhookBackoffMs: number;
+  /** Retention: finished jobs stay long enough for an operator to look at them in Bull
+   * Board, bounded by age and count so Redis memory stays flat however many batches run. */
+  removeOnComplete: { age: number; count: number };
+  removeOnFail: { age: number; count: number };
 }
 
-export function tuningFrom(config: { JOB_ATTEMPTS: number; JOB_BACKOFF_MS: number; WEBHOOK_ATTEMPTS: number; WEBHOOK_BACKOFF_MS: number }): JobTuning {
+export function tuningFrom(config: {
+  JOB_ATTEMPTS: number;
+  JOB_BACKOFF_MS: number;
+  WEBHOOK_ATTEMPTS: number;
+  WEBHOOK_BACKOFF_MS: number;
+  JOB_KEEP_COMPLETED: number;
+  JOB_KEEP_COMPLETED_SECONDS: number;
+  JOB_KEEP_FAILED: number;
+  JOB_KEEP_FAILED_SECONDS: number;
+}): JobTuning {
   return {
     attempts: config.JOB_ATTEMPTS,
     backoffMs: config.JOB_BACKOFF_MS,
     webhookAttempts: config.WEBHOOK_ATTEMPTS,
     webhookBackoffMs: config.WEBHOOK_BACKOFF_MS,
+    removeOnComplete: { age: config.JOB_KEEP_COMPLETED_SECONDS, count: config.JOB_KEEP_COMPLETED },
+    removeOnFail: { age: config.JOB_KEEP_FAILED_SECONDS, count: config.JOB_KEEP_FAILED },
   };
 }
 
 /** Default job options of a queue: attempts, exponential backoff with jitter, retention. */
 export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
+  const { removeOnComplete, removeOnFail } = tuning;
   if (queue === 'maintenance') {
-    return { attempts: 1, removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } };
+    return { attempts: 1, removeOnComplete: { age: 3_600, count: 20 }, removeOnFail: { age: 86_400, count: 100 } };
   }
   if (queue === 'webhooks') {
     // Deliveries keep trying for a day: WEBHOOK_ATTEMPTS doublings of WEBHOOK_BACKOFF_MS.

@@ -205,12 +205,14 @@ export function loopGraph(layers: readonly SynthLayer[], out: string, options: L
 export const BED_LOOP_SECONDS = 30;
 
 /**
- * Graph text for a variant's bed: mono, repeated for as long as the graph pulls on `[out]`
- * (the mix ends it when the voice ends).
+ * Graph text for a variant's bed at `gainDb`: mono, repeated for as long as the graph pulls on
+ * `[out]` (the mix ends it when the voice ends). The gain is applied to the loop, before it
+ * repeats, so it costs 30 seconds of work rather than the whole track's.
  */
-export function bedGraph(recipe: BackgroundRecipe, out: string): string {
+export function bedGraph(recipe: BackgroundRecipe, gainDb: number, out: string): string {
   const samples = Math.round(BED_LOOP_SECONDS * SAMPLE_RATE);
-  return `${loopGraph(recipe.layers, `${out}_loop`, { loopSeconds: BED_LOOP_SECONDS, channels: 1 })};[${out}_loop]aloop=loop=-1:size=${samples}[${out}]`;
+  const loop = loopGraph(recipe.layers, `${out}_loop`, { loopSeconds: BED_LOOP_SECONDS, channels: 1 });
+  return `${loop};[${out}_loop]volume=${f6(gainDb)}dB,aloop=loop=-1:size=${samples}[${out}]`;
 }
 
 export interface BedLevels {

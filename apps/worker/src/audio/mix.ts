@@ -20,16 +20,17 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 // to VOICE_PEAK_LU over its own loudness by a limiter that is part of the voice's path, and
 // "the voice's loudness" is measured through that same limiter (a limiter scales with its
 // input, so the measurement holds at any gain). The mix then knows the voice's loudness
-// after limiting exactly, and its peaks land at target + VOICE_PEAK_LU, under the ceiling.
-// A second limiter on the sum guards the true-peak ceiling against the bed adding to a voice
-// peak; it sits a margin under the ceiling (sample peaks, not true peaks: inter-sample peaks
-// and MP3's own overshoot fit in the margin) and rarely has anything to do.
+// after limiting exactly, and its peaks land at target + VOICE_PEAK_LU. 13 LU is ordinary
+// for produced speech (podcasts sit around 12-15) and leaves room under the ceiling for the
+// bed and for inter-sample and MP3 overshoot, so the mix itself needs no second limiter;
+// one is added only if a variant's worst case (a bed peak landing on a voice peak) could
+// reach the ceiling, set a margin under it because it limits sample peaks, not true peaks.
 //
 // Everything up to the final channel copy runs in mono, and the bed is a 30 s loop repeated,
 // which keeps the graph to a small share of the cost; the MP3 encoder is most of the rest.
 
 /** Voice peaks are held this far over the voice's integrated loudness (sample peak vs LUFS). */
-const VOICE_PEAK_LU = 15;
+const VOICE_PEAK_LU = 13;
 /** Sample-peak margin of the final limiter under the variant's true-peak ceiling. */
 const LIMITER_MARGIN_DB = 1.5;
 const STEREO_FROM_MONO_LU = 10 * Math.log10(2);
@@ -110,8 +111,8 @@ export function planMix(variant: Variant, voice: { loudness: number; durationMs:
   const voiceGainDb = voiceLevel - voice.loudness;
   const bedGainDb = bed ? voiceTarget + variant.backgroundLevelLu - STEREO_FROM_MONO_LU - bed.loudnessLufs : 0;
   const totalSeconds = (variant.leadInMs + variant.tailMs) / 1000 + voice.durationMs / 1000 / variant.tempo;
-  // The final limiter costs about 5 % of the mix; it is left out when even a bed peak landing
-  // on a voice peak stays a margin under the ceiling (the quieter variants).
+  // The final limiter would cost about 5 % of the mix; it is left out when even a bed peak
+  // landing on a voice peak stays a margin under the ceiling.
   const worstPeak = 10 ** ((voiceLevel + VOICE_PEAK_LU + RESAMPLE_OVERSHOOT_DB) / 20) + (bed ? 10 ** ((bed.samplePeakDb + bedGainDb) / 20) : 0);
   const ceilingDb = variant.truePeakDbtp - LIMITER_MARGIN_DB;
   const limitLinear = 20 * Math.log10(worstPeak) > ceilingDb ? 10 ** (ceilingDb / 20) : null;
@@ -137,8 +138,7 @@ function mixGraph(variant: Variant, plan: MixPlan): string {
   if (!variant.background) return `[0:a]${voice},${finish}[out]`;
   return [
     `[0:a]${voice}[voice]`,
-    bedGraph(variant.background, 'bedraw'),
-    `[bedraw]volume=${n(plan.bedGainDb)}dB[bed]`,
+    bedGraph(variant.background, plan.bedGainDb, 'bed'),
     // The voice, padded with the lead-in and the tail, decides the length; the bed loops under it.
     `[voice][bed]amix=inputs=2:normalize=0:duration=first,${finish}[out]`,
   ].join(';');

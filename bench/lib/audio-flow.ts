@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import { FlowProducer, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { ApiContext } from '@soundqueue/api';
+import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
+import { QUEUE, tuningFrom } from '@soundqueue/shared/queues';
+import type { Config } from '@soundqueue/shared/config';
+import { createBatch } from '../../apps/api/src/batches/batch-service';
+import { deleteRedisPrefix, TEST_REDIS_URL } from '../../tests/helpers/services';
+import { now, onCleanup, sleep } from './common';
+
+// The audio batch flow two ways: the real one (batches created by the API's own service
+// function, which writes the rows and enqueues buildAudioBatchFlow) and a raw BullMQ flow of
+// the same shape and job options with processors that do nothing.
+
+/** Tracks per batch: one vision of 14 sections in one variant. */
+export const SECTIONS_PER_BATCH = 14;
+
+export interface Concurrency {
+  tts: number;
+  mix: number;
+  batch: number;
+}
+
+/** Batch sizes adding up to `tracks`, 14 at a time (the last one smaller). */
+export function batchSizes(tracks: number, perBatch = SECTIONS_PER_BATCH): number[] {
+  const sizes: number[] = [];
+  for (let left = tracks; left > 0; left -= perBatch) sizes.push(Math.min(perBatch, left));
+  return sizes;
+}
+
+/**
+ * A batch request with `n` sections whose texts are unique to (tag, batch), so every track
+ * needs its own voice rendition (no cache hits across batches or runs).
+ */
+export function batchBody(tag: string, batchIndex: number, n: number, variants: string[] = ['voice_only']) {
+  return {
+    visionId: `bench-${tag}-${batchIndex}`,
+    voice: 'nova',
+    variants,
+    sections: Array.from({ length: n }, (_, i) => ({
+      key: `s${i}`,
+      title: `Section ${i}`,
+      text: `Run ${tag}, batch ${batchIndex}, section ${i}: I wake up rested.`,
+    })),
+  };
+}
+
+export interface FlowRun {
+  tracks: number;
+  batches: number;
+  seconds: number;
+  tracksPerSecond: number;
+  /** Seconds from the first create to the last batch enqueued. */
+  enqueueSeconds: number;
+  completedTracks: number;
+  failedTracks: number;
+}
+
+const TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
+
+/**
+ * Creates batches adding up to `tracks` through the API's createBatch (rows in one
+ * transaction, then the real flow enqueued) and waits until every batch is terminal.
+ * Workers must already be running against the same database and prefix.
+ */
+export async function runRealFlow(api: ApiContext, databaseUrl: string, options: { tracks: number; tag: string; userId?: string; timeoutMs: number }): Promise<FlowRun> {
+  const sizes = batchSizes(options.tracks);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  try {
+    const ids: string[] = [];
+    const started = now();
+    for (const [i, n] of sizes.entries()) {
+      const { batch } = await createBatch(api, options.userId ?? 'bench-user', batchBody(options.tag, i, n), undefined);
+      ids.push(batch.id);
+    }
+    const enqueued = now();
+    const deadline = Date.now() + options.timeoutMs;
+    let row: { done: number; completed: number; failed: number } | undefined;
+    for (;;) {
+      const { rows } = await pool.query<{ done: number; completed: number; failed: number }>(
+        `select count(*) filter (where status = any($2))::int as done,
+                coalesce(sum(tracks_completed), 0)::int as completed,
+                coalesce(sum(tracks_failed), 0)::int as failed
+           from audio_generation_batches where id = any($1)`,
+        [ids, TERMINAL],
+      );
+      row = rows[0]!;
+      if (row.done === ids.length) break;
+      if (Date.now() > deadline) {
+        throw new Error(`real flow: only ${row.done} of ${ids.length} batches finished within ${options.timeoutMs} ms (${row.completed} tracks completed, ${row.failed} failed)`);
+      }
+      await sleep(25);
+    }
+    const seconds = (now() - started) / 1000;
+    return {
+      tracks: options.tracks,
+      batches: sizes.length,
+      seconds,
+      tracksPerSecond: options.tracks / seconds,
+      enqueueSeconds: (enqueued - started) / 1000,
+      completedTracks: row.completed,
+      failedTracks: row.failed,
+    };
+  } finally {
+    await pool.end();
+  }
+}
+
+/**
+ * The raw BullMQ baseline: the same flows (buildAudioBatchFlow, so the same three levels,
+ * job ids and options) under their own prefix, processed by workers whose processors return
+ * at once, with the same per-queue concurrency, on the same Redis.
+ */
+export async function runRawFlow(config: Config, options: { tracks: number; concurrency: Concurrency; timeoutMs: number }): Promise<FlowRun> {
+  const prefix = `sqbench-raw-${randomUUID().slice(0, 8)}`;
+  const tuning = tuningFrom(config);
+  const connections: Redis[] = [];
+  const connect = () => {
+    const c = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+    connections.push(c);
+    return c;
+  };
+  const workers: Worker[] = [];
+  const release = onCleanup(`raw flow ${prefix}`, async () => {
+    await Promise.all(workers.map((w) => w.close(true)));
+    await flows.close();
+    for (const c of connections) c.disconnect();
+    await deleteRedisPrefix(TEST_REDIS_URL, prefix);
+  });
+  const flows = new FlowProducer({ connection: connect(), prefix });
+  try {
+    const sizes = batchSizes(options.tracks);
+    let roots = 0;
+    let allDone!: () => void;
+    const done = new Promise<void>((resolve) => (allDone = resolve));
+    const noop = async () => ({ ok: true });
+    const make = (queue: string, concurrency: number, processor: () => Promise<unknown>) => {
+      const w = new Worker(queue, processor, { connection: connect(), prefix, concurrency, autorun: false });
+      workers.push(w);
+      return w;
+    };
+    make(QUEUE.audioTts, options.concurrency.tts, noop);
+    make(QUEUE.audioMix, options.concurrency.mix, noop);
+    make(QUEUE.audioBatch, options.concurrency.batch, async () => {
+      roots += 1;
+      if (roots === sizes.length) setImmediate(allDone);
+      return { ok: true };
+    });
+    for (const w of workers) void w.run();
+    await Promise.all(workers.map((w) => w.waitUntilReady()));
+    const started = now();
+    for (const n of sizes) {
+      const trackIds = Array.from({ length: n }, () => randomUUID());
+      await flows.add(buildAudioBatchFlow(randomUUID(), 1, trackIds, tuning));
+    }
+    const enqueued = now();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      done,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`raw flow: ${roots} of ${sizes.length} roots within ${options.timeoutMs} ms`)), options.timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const seconds = (now() - started) / 1000;
+    return {
+      tracks: options.tracks,
+      batches: sizes.length,
+      seconds,
+      tracksPerSecond: options.tracks / seconds,
+      enqueueSeconds: (enqueued - started) / 1000,
+      completedTracks: options.tracks,
+      failedTracks: 0,
+    };
+  } finally {
+    await release();
+  }
+}

@@ -1,0 +1,278 @@
+import { execFileSync, spawn as spawnChild } from 'node:child_process';
+import * as childProcess from 'node:child_process';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// What every benchmark shares: options, clocks (wall, this process's CPU, and the CPU of the
+// child processes it has reaped), a cleanup registry that runs even when a benchmark throws,
+// results files and the machine's description.
+
+export interface BenchOptions {
+  quick: boolean;
+}
+
+export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+export const REPO_DIR = dirname(BENCH_DIR);
+export const RESULTS_DIR = join(BENCH_DIR, 'results');
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export const now = () => performance.now();
+/** Milliseconds since the epoch with sub-millisecond precision, comparable across processes on one machine. */
+export const epochMs = () => performance.timeOrigin + performance.now();
+
+// ---------------------------------------------------------------------------------------
+// CPU of child processes.
+//
+// Linux accounts the CPU time of every child a process has waited for (reaped) in that
+// process's cutime and cstime (/proc/self/stat fields 16 and 17, in clock ticks); Node's
+// child_process reaps its children with waitpid as they exit, so the difference of
+// cutime + cstime around a run is exactly the user + system CPU of the ffmpeg and ffprobe
+// processes started (and finished) in between, grandchildren included. This is
+// getrusage(RUSAGE_CHILDREN), which Node does not expose; it needs the runs it measures to
+// be the only children finishing in that window, so the mixing benchmark runs them one at a
+// time. Resolution is one clock tick (10 ms at CLK_TCK=100), small against runs of seconds.
+
+let clockTicks: number | undefined;
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+export async function readProcStat(pid: number | 'self' = 'self'): Promise<{ utime: number; stime: number; cutime: number; cstime: number }> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may contain spaces: split after it.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state); utime is field 14.
+  const tick = ticksPerSecond();
+  return {
+    utime: Number(fields[11]) / tick,
+    stime: Number(fields[12]) / tick,
+    cutime: Number(fields[13]) / tick,
+    cstime: Number(fields[14]) / tick,
+  };
+}
+
+/** User + system CPU seconds of every child this process has reaped so far. */
+export async function childCpuSeconds(): Promise<number> {
+  const s = await readProcStat();
+  return s.cutime + s.cstime;
+}
+
+/** User + system CPU seconds of this process (all its threads), excluding children. */
+export function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+// ---------------------------------------------------------------------------------------
+// Counting child processes by program, without touching application code: the application
+// imports `spawn` from node:child_process as an ES module binding; replacing the CommonJS
+// export and calling syncBuiltinESMExports() updates that live binding.
+
+const spawnCounts = new Map<string, number>();
+let spawnPatched = false;
+
+export function countSpawns(): void {
+  if (spawnPatched) return;
+  spawnPatched = true;
+  const require = createRequire(import.meta.url);
+  const cp = require('node:child_process') as typeof childProcess;
+  const original = cp.spawn;
+  cp.spawn = function patchedSpawn(this: unknown, command: string, ...rest: unknown[]) {
+    const name = String(command).split('/').at(-1) ?? String(command);
+    spawnCounts.set(name, (spawnCounts.get(name) ?? 0) + 1);
+    return (original as (...args: unknown[]) => childProcess.ChildProcess).call(this, command, ...rest);
+  } as typeof cp.spawn;
+  syncBuiltinESMExports();
+}
+
+export function spawnSnapshot(): Record<string, number> {
+  return Object.fromEntries(spawnCounts);
+}
+
+export function spawnDelta(before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, n] of spawnCounts) {
+    const d = n - (before[name] ?? 0);
+    if (d > 0) out[name] = d;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Cleanup that runs whatever happens: each benchmark registers what it created (databases,
+// Redis prefixes, servers, child processes) as soon as it exists.
+
+type Cleanup = { what: string; fn: () => Promise<void> | void };
+const cleanups: Cleanup[] = [];
+
+export function onCleanup(what: string, fn: () => Promise<void> | void): () => Promise<void> {
+  const entry = { what, fn };
+  cleanups.push(entry);
+  // Calling the returned function runs this cleanup now (once) and unregisters it.
+  return async () => {
+    const i = cleanups.indexOf(entry);
+    if (i < 0) return;
+    cleanups.splice(i, 1);
+    await fn();
+  };
+}
+
+/** Runs every registered cleanup, newest first; reports failures and carries on. */
+export async function runCleanups(): Promise<void> {
+  while (cleanups.length > 0) {
+    const entry = cleanups.pop()!;
+    try {
+      await withTimeout(Promise.resolve(entry.fn()), 20_000, `cleanup of ${entry.what}`);
+    } catch (error) {
+      console.error(`cleanup of ${entry.what} failed: ${(error as Error).message}`);
+    }
+  }
+}
+
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it returns a truthy value or the deadline passes. */
+export async function waitUntil<T>(check: () => Promise<T> | T, options: { timeoutMs: number; intervalMs?: number; what: string }): Promise<NonNullable<T>> {
+  const deadline = Date.now() + options.timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+    await sleep(options.intervalMs ?? 50);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics and output.
+
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+export const round = (value: number, digits = 2) => (Number.isFinite(value) ? Number(value.toFixed(digits)) : value);
+
+/** One line of the summary table: a benchmark's headline figure against its target. */
+export interface Headline {
+  benchmark: string;
+  measure: string;
+  value: string;
+  target: string;
+  /** true met, false missed, null: no target. */
+  met: boolean | null;
+}
+
+export interface BenchResult {
+  name: string;
+  headlines: Headline[];
+  /** Everything measured, written to bench/results/<name>.json. */
+  data: Record<string, unknown>;
+  /** Lines printed under the table: what the figures mean. */
+  notes?: string[];
+}
+
+export async function writeResult(result: BenchResult, options: BenchOptions, machine: Machine, seconds: number): Promise<string> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const path = join(RESULTS_DIR, `${result.name}.json`);
+  const body = {
+    name: result.name,
+    mode: options.quick ? 'quick' : 'full',
+    finishedAt: new Date().toISOString(),
+    durationSeconds: round(seconds, 1),
+    machine,
+    headlines: result.headlines,
+    notes: result.notes ?? [],
+    ...result.data,
+  };
+  await writeFile(path, `${JSON.stringify(body, null, 2)}\n`);
+  return path;
+}
+
+export function printTable(rows: Headline[]): void {
+  const header: Headline = { benchmark: 'benchmark', measure: 'measure', value: 'value', target: 'target', met: null };
+  const cells = (r: Headline) => [r.benchmark, r.measure, r.value, r.target, r === header ? 'met' : r.met === null ? '' : r.met ? 'yes' : 'NO'];
+  const all = [header, ...rows].map(cells);
+  const widths = all[0]!.map((_, i) => Math.max(...all.map((row) => row[i]!.length)));
+  const line = (row: string[]) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  console.log(line(all[0]!));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const row of all.slice(1)) console.log(line(row));
+}
+
+export interface Machine {
+  nproc: number;
+  cpuModel: string;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+  ffmpeg: string;
+  redis: string;
+  postgres: string;
+}
+
+export async function describeMachine(): Promise<Machine> {
+  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
+  const tool = (cmd: string, args: string[], pattern: RegExp) => {
+    try {
+      const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      return pattern.exec(out)?.[1] ?? out.split('\n')[0]!.trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    nproc: Number(tool('nproc', [], /(\d+)/)) || cpus().length,
+    cpuModel: model,
+    memoryGiB: round(totalmem() / 2 ** 30, 1),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    ffmpeg: tool('ffmpeg', ['-hide_banner', '-version'], /ffmpeg version (\S+)/),
+    redis: tool('redis-server', ['--version'], /v=(\S+)/),
+    postgres: tool('psql', ['--version'], /(\d+\.\d+)/),
+  };
+}
+
+/** Runs a command to completion (no shell), rejecting with its stderr on failure. */
+export function run(command: string, args: string[], options: { cwd?: string } = {}): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawnChild(command, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve({ stdout, stderr }) : reject(new Error(`${command} exited ${code}: ${stderr.slice(-2000)}`))));
+  });
+}
