@@ -11,6 +11,6 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['default'],
-    env: { LOG_LEVEL: 'warn', NODE_ENV: 'test' },
+    env: { LOG_LEVEL: 'error', NODE_ENV: 'test' },
   },
 });

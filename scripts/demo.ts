@@ -119,9 +119,11 @@ async function waitForServer(server: OwnServer, url: string, givenToken: string 
   while (Date.now() < deadline) {
     if (exitCode !== undefined) break;
     if (await healthy(url)) {
-      if (givenToken) return givenToken;
+      // Its dev token when it prints one (its signing key is new at every start); else the
+      // configured auth needs the token given to the demo.
       const token = await Promise.race([server.token, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
       if (token) return token;
+      if (givenToken) return givenToken;
       fail('the server started but printed no dev token (auth is configured): pass --token or DEMO_TOKEN');
     }
     await new Promise((r) => setTimeout(r, 500));

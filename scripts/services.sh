@@ -71,6 +71,17 @@ else
   missing+=("ffmpeg and ffprobe: sudo apt-get install ffmpeg (Debian/Ubuntu) or brew install ffmpeg (macOS)")
 fi
 
+# Chromium for tests/browser (Debian's package driven by playwright-core; never a browser
+# download). Only a warning: `npm start` does not need a browser.
+if [ -x /usr/bin/chromium ]; then
+  echo "chromium:   ok"
+elif as_root && command -v apt-get >/dev/null; then
+  echo "chromium:   installing with apt-get (for tests/browser)"
+  apt_install chromium && echo "chromium:   ok" || echo "chromium:   apt-get install chromium failed; tests/browser will fail"
+else
+  echo "chromium:   missing (sudo apt-get install chromium); tests/browser will fail"
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo
   echo "soundqueue cannot run yet. Missing:"

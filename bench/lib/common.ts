@@ -67,6 +67,57 @@ export async function childCpuSeconds(): Promise<number> {
   return s.cutime + s.cstime;
 }
 
+/**
+ * CPU seconds used so far by the machine's PostgreSQL and Redis servers (processes named
+ * `postgres` and `redis-server` that this user may read). For each program: the live
+ * processes' own utime + stime, plus the cutime + cstime of the oldest one (the postmaster,
+ * which reaps backends that exited, so their CPU is not lost). The difference of two
+ * readings is the CPU those servers spent in between, whoever asked them; on this machine
+ * the benchmark is their only client.
+ */
+export async function serviceCpuSeconds(): Promise<{ postgres: number; redis: number }> {
+  const totals = { postgres: 0, redis: 0 };
+  const oldest: Record<'postgres' | 'redis', { pid: number; reaped: number } | undefined> = { postgres: undefined, redis: undefined };
+  const { readdir } = await import('node:fs/promises');
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    let comm: string;
+    try {
+      comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+    } catch {
+      continue;
+    }
+    const kind = comm === 'postgres' ? 'postgres' : comm === 'redis-server' ? 'redis' : undefined;
+    if (!kind) continue;
+    try {
+      const s = await readProcStat(pid);
+      totals[kind] += s.utime + s.stime;
+      const o = oldest[kind];
+      if (!o || pid < o.pid) oldest[kind] = { pid, reaped: s.cutime + s.cstime };
+    } catch {
+      // The process ended between readdir and read.
+    }
+  }
+  return { postgres: totals.postgres + (oldest.postgres?.reaped ?? 0), redis: totals.redis + (oldest.redis?.reaped ?? 0) };
+}
+
+/** A CPU meter over this process, its reaped children, PostgreSQL and Redis. */
+export async function cpuMeter(): Promise<() => Promise<{ node: number; children: number; postgres: number; redis: number }>> {
+  const node0 = selfCpuSeconds();
+  const child0 = await childCpuSeconds();
+  const svc0 = await serviceCpuSeconds();
+  return async () => {
+    const svc = await serviceCpuSeconds();
+    return {
+      node: selfCpuSeconds() - node0,
+      children: (await childCpuSeconds()) - child0,
+      postgres: svc.postgres - svc0.postgres,
+      redis: svc.redis - svc0.redis,
+    };
+  };
+}
+
 /** User + system CPU seconds of this process (all its threads), excluding children. */
 export function selfCpuSeconds(): number {
   const u = process.cpuUsage();

@@ -34,7 +34,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
   const prefix = `sqtest-${id}`;
   const env: Record<string, string> = {
     NODE_ENV: 'test',
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     DATABASE_URL: databaseUrl,
     DATABASE_POOL_SIZE: '5',
     REDIS_URL: TEST_REDIS_URL,

@@ -7,7 +7,7 @@ import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { addMetricsSource } from '@soundqueue/shared/metrics';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createProducerConnection, createWorkerConnection } from '@soundqueue/shared/redis';
+import { createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
 import { EventHub } from './events/event-hub';
@@ -31,7 +31,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
   const auth = await createAuth(config);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createProducerConnection(config.REDIS_URL);
-  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  logConnectionState(redis, logger, 'api');
   const prefix = config.QUEUE_PREFIX;
   const queues = Object.fromEntries(queueNames.map((name) => [name, new Queue(name, { connection: redis, prefix })])) as Record<
     QueueName,
@@ -39,7 +39,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
   >;
   const flows = new FlowProducer({ connection: redis, prefix });
   const subscriber = createWorkerConnection(config.REDIS_URL);
-  subscriber.on('error', (error) => logger.warn({ err: error }, 'redis subscriber error'));
+  logConnectionState(subscriber, logger, 'events subscriber');
   const events = new EventHub(redis, subscriber, prefix);
   const removeMetricsSource = addMetricsSource({ db: dbHandle.db, queues: Object.values(queues) });
   return {

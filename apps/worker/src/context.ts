@@ -9,7 +9,7 @@ import type { Publish } from '@soundqueue/shared/events';
 import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createWorkerConnection } from '@soundqueue/shared/redis';
+import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createProviders, type Providers } from './providers';
 
@@ -35,7 +35,7 @@ export async function createWorkerContext(
   const logger = options.logger ?? createLogger('worker', config.LOG_LEVEL);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createWorkerConnection(config.REDIS_URL);
-  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  logConnectionState(redis, logger, 'worker');
   const scratchDir = join(tmpdir(), `soundqueue-${process.pid}`);
   await mkdir(scratchDir, { recursive: true });
   const queues = Object.fromEntries(

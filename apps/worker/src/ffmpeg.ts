@@ -10,6 +10,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Written to the child's stdin (use `-i pipe:0`). */
   input?: Buffer;
+  /** Working directory: lets a filter name a scratch file without escaping its path. */
+  cwd?: string;
 }
 
 export interface RunResult {
@@ -51,13 +53,13 @@ function readable(lines: string[], path: string): string {
 }
 
 function run(bin: string, args: string[], options: RunOptions): Promise<RunResult> {
-  const { timeoutMs = DEFAULT_TIMEOUT_MS, signal, input } = options;
+  const { timeoutMs = DEFAULT_TIMEOUT_MS, signal, input, cwd } = options;
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(new FfmpegError(`${bin} was aborted before it started`, 'aborted', null, '', { cause: signal.reason }));
       return;
     }
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
     const stdout: Buffer[] = [];
     let stderr = '';
     let ended: { reason: FfmpegFailure; cause?: unknown } | undefined;
@@ -152,17 +154,18 @@ export interface ProbeOptions extends Pick<RunOptions, 'signal' | 'timeoutMs'> {
 export async function probeAudio(path: string, options: ProbeOptions = {}): Promise<AudioInfo> {
   const { decode = true, ...run } = options;
   if (!decode) return probeHeader(path, run);
-  return (await inspectAudio(path, null, run)).info;
+  return (await inspectAudio(path, {}, run)).info;
 }
 
 /**
  * probeAudio's full check, with `filter` (e.g. a loudness scan) run over the decoded audio in
- * the same pass, so a caller that must read the whole file anyway reads it once. Returns the
+ * the same pass, and `extraOutput` (ffmpeg output arguments, e.g. to keep the decoded PCM),
+ * so a caller that must read the whole file anyway reads and decodes it once. Returns the
  * info (duration as decoded) and ffmpeg's log, where filters such as ebur128 print results.
  */
 export async function inspectAudio(
   path: string,
-  filter: string | null,
+  pass: { filter?: string; extraOutput?: string[] } = {},
   options: Pick<RunOptions, 'signal' | 'timeoutMs'> = {},
 ): Promise<{ info: AudioInfo; log: string }> {
   const info = await probeHeader(path, options);
@@ -170,7 +173,11 @@ export async function inspectAudio(
   let result: RunResult;
   try {
     result = await runFfmpeg(
-      ['-loglevel', 'level+info', '-nostats', '-i', path, '-map', '0:a:0', ...(filter ? ['-af', filter] : []), '-f', 'null', '-', '-progress', 'pipe:1'],
+      [
+        '-loglevel', 'level+info', '-nostats', '-progress', 'pipe:1', '-i', path,
+        '-map', '0:a:0', ...(pass.filter ? ['-af', pass.filter] : []), '-f', 'null', '-',
+        ...(pass.extraOutput ?? []),
+      ],
       options,
     );
   } catch (error) {
@@ -239,6 +246,17 @@ export async function measureLoudness(path: string, options: RunOptions = {}): P
   const summary = parseEbur128Summary(stderr);
   if (summary.peakDb === undefined) throw new FfmpegError('ebur128 printed no true peak', 'exit', 0, tail(stderr));
   return { integratedLufs: summary.integratedLufs, truePeakDbtp: summary.peakDb, lraLu: summary.lraLu };
+}
+
+/**
+ * The integrated loudness to a thousandth of an LU, from a run of
+ * `ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I` (the Summary rounds to a tenth).
+ */
+export function parseIntegratedLoudness(stderr: string): number {
+  const at = stderr.lastIndexOf('lavfi.r128.I=');
+  const match = at >= 0 ? /^lavfi\.r128\.I=(-?inf|-?[\d.]+)/.exec(stderr.slice(at)) : null;
+  if (!match?.[1]) return parseEbur128Summary(stderr).integratedLufs;
+  return match[1] === '-inf' ? Number.NEGATIVE_INFINITY : Number(match[1]);
 }
 
 /** Reads the Summary block ebur128 prints at the end of a run; `peakDb` is the true or sample peak it was asked for. */

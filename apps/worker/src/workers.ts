@@ -2,7 +2,7 @@ import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '@soundqueue/shared/config';
 import { isQueueName, queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createWorkerConnection } from '@soundqueue/shared/redis';
+import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import type { WorkerContext } from './context';
 import { jobDuration } from '@soundqueue/shared/metrics';
 import { handlers } from './handlers';
@@ -58,7 +58,7 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
   const workers = queues.map((queue) => {
     const connection = createWorkerConnection(ctx.config.REDIS_URL);
     connections.push(connection);
-    connection.on('error', (error) => ctx.logger.warn({ err: error, queue }, 'redis connection error'));
+    logConnectionState(connection, ctx.logger, queue);
     const worker: Worker = new Worker(
       queue,
       async (job, token) =>

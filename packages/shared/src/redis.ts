@@ -15,3 +15,21 @@ export function createWorkerConnection(url: string): Redis {
 export function createProducerConnection(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 5_000, commandTimeout: 5_000 });
 }
+
+/**
+ * Logs a Redis outage once when it starts and once when it ends, rather than once per
+ * reconnection attempt (ioredis retries every few hundred milliseconds).
+ */
+export function logConnectionState(redis: Redis, logger: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void }, name: string): void {
+  let down = false;
+  redis.on('error', (error: Error) => {
+    if (down) return;
+    down = true;
+    logger.warn({ err: error.message, connection: name }, 'redis unreachable; reconnecting');
+  });
+  redis.on('ready', () => {
+    if (!down) return;
+    down = false;
+    logger.info({ connection: name }, 'redis reachable again');
+  });
+}

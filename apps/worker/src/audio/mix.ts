@@ -1,7 +1,9 @@
-import { rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MixingError } from '@soundqueue/shared/errors';
 import type { Variant } from '@soundqueue/shared/variants';
-import { FfmpegError, InvalidAudioError, inspectAudio, parseEbur128Summary, probeAudio, runFfmpeg } from '../ffmpeg';
+import { FfmpegError, InvalidAudioError, inspectAudio, parseIntegratedLoudness, probeAudio, runFfmpeg } from '../ffmpeg';
 import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds';
 
 // One pass of ffmpeg per track, no loudnorm. loudnorm resamples to 192 kHz and, in one
@@ -20,17 +22,17 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 // to VOICE_PEAK_LU over its own loudness by a limiter that is part of the voice's path, and
 // "the voice's loudness" is measured through that same limiter (a limiter scales with its
 // input, so the measurement holds at any gain). The mix then knows the voice's loudness
-// after limiting exactly, and its peaks land at target + VOICE_PEAK_LU. 13 LU is ordinary
-// for produced speech (podcasts sit around 12-15) and leaves room under the ceiling for the
-// bed and for inter-sample and MP3 overshoot, so the mix itself needs no second limiter;
-// one is added only if a variant's worst case (a bed peak landing on a voice peak) could
-// reach the ceiling, set a margin under it because it limits sample peaks, not true peaks.
+// after limiting exactly, and its peaks land at target + VOICE_PEAK_LU. 15 LU is ordinary
+// for produced speech and costs a natural TTS voice little (a tighter 13 LU took 5 LU out
+// of flite). A second limiter on the sum, a margin under the ceiling because it limits
+// sample peaks and not true peaks, is added only when a variant's worst case (a bed peak
+// landing on a voice peak) could reach the ceiling: the -16 LUFS variants.
 //
 // Everything up to the final channel copy runs in mono, and the bed is a 30 s loop repeated,
 // which keeps the graph to a small share of the cost; the MP3 encoder is most of the rest.
 
 /** Voice peaks are held this far over the voice's integrated loudness (sample peak vs LUFS). */
-const VOICE_PEAK_LU = 13;
+const VOICE_PEAK_LU = 15;
 /** Sample-peak margin of the final limiter under the variant's true-peak ceiling. */
 const LIMITER_MARGIN_DB = 1.5;
 const STEREO_FROM_MONO_LU = 10 * Math.log10(2);
@@ -61,33 +63,68 @@ export interface MixInput {
 
 /**
  * Loudness (LUFS) of a voice file as mixTrack will use it: folded to mono and through the
- * voice's peak limiter (see above). Decodes the file two or three times (about 0.2 s of CPU
- * per 7 minutes of speech each), so callers cache it per rendition. Rejects damaged audio the
- * same way probeAudio does.
+ * voice's peak limiter (see above). Decodes the file once and then runs a few cheap passes
+ * over the decoded samples (about 0.7 s of CPU per 7 minutes of speech in all), so callers
+ * cache it per rendition. Rejects damaged audio the same way probeAudio does.
  */
 export async function measureVoiceLoudness(path: string, options: { signal?: AbortSignal } = {}): Promise<number> {
   return (await analyzeVoice(path, options.signal)).loudness;
 }
 
+/** measureVoiceLoudness with the decoded duration, for a caller that would otherwise probe too. */
+export async function measureVoice(path: string, options: { signal?: AbortSignal } = {}): Promise<{ loudnessLufs: number; durationMs: number }> {
+  const { loudness, durationMs } = await analyzeVoice(path, options.signal);
+  return { loudnessLufs: loudness, durationMs };
+}
+
+const round3 = (value: number) => Math.round(value * 1000) / 1000;
+
+const LOUDNESS_PRECISELY = 'ebur128=metadata=1:framelog=verbose,ametadata=mode=print:key=lavfi.r128.I';
+
 async function analyzeVoice(path: string, signal?: AbortSignal): Promise<{ loudness: number; durationMs: number }> {
-  const { info, log } = await inspectAudio(path, `${VOICE_FOLD},ebur128=framelog=verbose`, { signal });
-  const raw = parseEbur128Summary(log).integratedLufs;
-  if (!(raw > SILENT_LUFS)) return { loudness: raw, durationMs: info.durationMs };
-  // Limiting lowers the loudness, which lowers the limit set from it: iterate to the fixed
-  // point, which is reached in one or two steps to ebur128's 0.1 LU resolution.
-  let loudness = raw;
-  for (let step = 0; step < 4; step += 1) {
-    const gain = MEASURE_AT_LUFS - loudness;
-    const { stderr } = await runFfmpeg(
-      ['-nostats', '-i', path, '-map', '0:a:0', '-af', `${VOICE_FOLD},${voicePeakControl(gain, MEASURE_AT_LUFS)},ebur128=framelog=verbose`, '-f', 'null', '-'],
+  const scratch = await mkdtemp(join(tmpdir(), 'sq-voice-'));
+  try {
+    const pcm = join(scratch, 'voice.f32');
+    const { info, log } = await inspectAudio(
+      path,
+      { filter: `${VOICE_FOLD},${LOUDNESS_PRECISELY}`, extraOutput: ['-map', '0:a:0', '-af', VOICE_FOLD, '-f', 'f32le', pcm] },
       { signal },
     );
-    const next = parseEbur128Summary(stderr).integratedLufs - gain;
-    const settled = Math.abs(next - loudness) <= 0.1;
-    loudness = next;
-    if (settled) break;
+    const raw = parseIntegratedLoudness(log);
+    if (!(raw > SILENT_LUFS)) return { loudness: raw, durationMs: info.durationMs };
+
+    // The limit follows the loudness and the loudness falls with the limit: find the level L
+    // whose limiter (at L + VOICE_PEAK_LU) leaves the voice at exactly L. limited(L) - L has
+    // a slope between -1 and 0, so a secant search settles in two or three passes.
+    const limited = async (level: number) => {
+      const gain = MEASURE_AT_LUFS - level;
+      const { stderr } = await runFfmpeg(
+        [
+          '-nostats', '-f', 'f32le', '-ar', String(info.sampleRateHz), '-ac', '1', '-i', pcm,
+          '-af', `${voicePeakControl(gain, MEASURE_AT_LUFS)},${LOUDNESS_PRECISELY}`, '-f', 'null', '-',
+        ],
+        { signal },
+      );
+      return parseIntegratedLoudness(stderr) - gain;
+    };
+    let a = raw;
+    const la = await limited(a);
+    let ga = la - a;
+    if (Math.abs(ga) <= 0.05) return { loudness: round3(la), durationMs: info.durationMs };
+    // Flite's loudness falls about half as fast as its limit: a first guess at that slope.
+    let b = a + 2 * ga;
+    let lb = await limited(b);
+    for (let step = 0; step < 3 && Math.abs(lb - b) > 0.05; step += 1) {
+      const gb = lb - b;
+      const slope = (gb - ga) / (b - a);
+      const next = slope < -0.02 ? b - gb / slope : lb;
+      [a, ga, b] = [b, gb, next];
+      lb = await limited(b);
+    }
+    return { loudness: round3(lb), durationMs: info.durationMs };
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
   }
-  return { loudness, durationMs: info.durationMs };
 }
 
 export interface MixPlan {

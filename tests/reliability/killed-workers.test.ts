@@ -1,0 +1,217 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { analyzeSpreadLocally } from '../../apps/worker/src/analysis/local';
+import { startTestApi, type TestApi } from '../helpers/app';
+import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
+import { postBook, waitForBook } from '../helpers/books';
+import { expectBatchSettled, expectBookSettled, openDb, type TestDb } from '../helpers/chaos';
+import { spawnWorker, killAll, type ServiceProcess } from '../helpers/processes';
+import { openReliabilityLog } from '../helpers/reliability-log';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+import { fourSettingBook, PAGES_PER_SETTING } from '../fixtures/books';
+import { startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
+import { startOpenAiSpeechServer, type OpenAiSpeechFake } from '../fakes/openai-speech-server';
+import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
+
+// SIGKILL real worker processes in the middle of provider calls and ffmpeg mixes, several
+// times in one batch and in one book, starting a fresh worker after each kill. Short locks
+// and a quick stalled check bring a killed worker's jobs back in seconds; the providers
+// answer slowly (delayMs) so every kill lands while a call is in flight.
+const log = openReliabilityLog('killed-workers');
+
+let env: TestEnv;
+let api: TestApi;
+let db: TestDb;
+let speech: OpenAiSpeechFake;
+let gemini: GeminiFake;
+let replicate: ReplicateFake;
+const workers: ServiceProcess[] = [];
+
+const SPEECH_DELAY_MS = 2_000;
+
+beforeAll(async () => {
+  speech = await startOpenAiSpeechServer({ delayMs: SPEECH_DELAY_MS });
+  // Answers like a model reading the spreads, so the book has more than one scene.
+  gemini = await startGeminiServer({
+    delayMs: 1_500,
+    answer: (prompt) => {
+      const current = /Current spread \(number (\d+)\):\n"""\n([\s\S]*?)\n"""/.exec(prompt);
+      const previous = /Previous spread:\n"""\n([\s\S]*?)\n"""/.exec(prompt);
+      return analyzeSpreadLocally({ spreadIndex: Number(current?.[1] ?? 0), text: current?.[2] ?? '', previousText: previous?.[1] ?? null });
+    },
+  });
+  replicate = await startReplicateServer({ delayMs: 2_500 });
+  env = await createTestEnv({
+    SPEECH_PROVIDER: 'openai',
+    OPENAI_API_KEY: 'sk-test',
+    OPENAI_BASE_URL: `${speech.url}/v1`,
+    ANALYSIS_PROVIDER: 'gemini',
+    GEMINI_API_KEY: 'g-test',
+    GEMINI_BASE_URL: gemini.url,
+    SOUNDSCAPE_PROVIDER: 'replicate',
+    REPLICATE_API_TOKEN: 'r-test',
+    REPLICATE_BASE_URL: `${replicate.url}/v1`,
+    REPLICATE_POLL_INTERVAL_MS: '200',
+    SOUNDSCAPE_SECONDS: '3',
+    PROVIDER_TIMEOUT_MS: '30000',
+    // A killed worker's jobs come back after ~4 s (lock) + ≤1 s (stalled check).
+    WORKER_LOCK_DURATION_MS: '4000',
+    WORKER_STALLED_INTERVAL_MS: '1000',
+    // Several kills may hit the same job; the point is that it finishes, not that it fails.
+    WORKER_MAX_STALLED_COUNT: '10',
+    WORKER_CONCURRENCY_AUDIO_TTS: '2',
+    WORKER_CONCURRENCY_AUDIO_MIX: '1',
+    JOB_BACKOFF_MS: '500',
+  });
+  api = await startTestApi(env.config);
+  db = openDb(env.databaseUrl);
+});
+
+afterAll(async () => {
+  await killAll(workers);
+  await api?.close();
+  await db?.close();
+  await env?.cleanup();
+  await Promise.all([speech?.close(), gemini?.close(), replicate?.close()]);
+  log.end();
+});
+
+async function startWorker(): Promise<ServiceProcess> {
+  const worker = spawnWorker(env.env, `worker-${workers.length + 1}`);
+  workers.push(worker);
+  await worker.ready;
+  return worker;
+}
+
+/** Waits until `condition` holds while this worker runs, then SIGKILLs it. */
+async function killWhen(worker: ServiceProcess, what: string, condition: () => Promise<boolean>): Promise<void> {
+  await waitFor(condition, { timeoutMs: 90_000, intervalMs: 50, what });
+  expect(worker.alive()).toBe(true);
+  const { signal } = await worker.kill('SIGKILL');
+  expect(signal).toBe('SIGKILL');
+}
+
+const speechRequests = () => speech.requests.filter((r) => r.path.startsWith('/v1/audio/speech')).length;
+const analysisRequests = () => gemini.requests.filter((r) => r.path.includes(':generateContent')).length;
+const predictionsCreated = () => replicate.requests.filter((r) => r.method === 'POST' && /predictions$/.test(r.path)).length;
+
+describe('workers killed with SIGKILL', () => {
+  it('during text-to-speech and during mixing, several times in one batch: everything finishes exactly once', async () => {
+    await log.scenario(
+      'SIGKILL ×2 during TTS and ×2 during mixing in one batch (4 sections × 2 variants)',
+      'worker process SIGKILLed mid provider call (twice) and mid ffmpeg mix (twice), a new worker started after each',
+      async (r) => {
+        const sections = sampleSections(4, 'Killed');
+        const variants = ['voice_only', 'sleep'];
+        const expected = sections.length * variants.length;
+        let worker = await startWorker();
+        const created = await createBatch(api, { visionId: 'killed', sections, variants, voice: 'alloy' });
+        expect(created.status).toBe(201);
+        const batchId = created.body.id as string;
+        const killedClaims = new Set<string>();
+        const plan = ['tts', 'tts', 'mix', 'mix'] as const;
+        for (const phase of plan) {
+          const since = new Date();
+          const before = speechRequests();
+          await killWhen(worker, `a ${phase} step in flight on ${worker.name}`, async () => {
+            if (phase === 'tts') return speechRequests() > before;
+            // A mix this worker started: the track moved to mixing after the worker came up.
+            const row = await db.one(`select count(*)::int as n from audio_tracks where batch_id = $1 and status = 'mixing' and updated_at > $2`, [batchId, since]);
+            return row.n > 0;
+          });
+          // Every voice claim still "generating" now belongs to a dead worker: an attempt cut off.
+          for (const c of await db.rows(`select claim_token from voice_renditions where status = 'generating'`)) killedClaims.add(c.claim_token);
+          worker = await startWorker();
+        }
+        const batch = await waitForTerminal(api, batchId, { timeoutMs: 240_000 });
+        const facts = await expectBatchSettled(db, env.databaseUrl, batchId, expected);
+        expect(batch.status).toBe('completed');
+        expect(facts.completed).toBe(expected);
+        r.held(`batch completed: ${facts.completed}/${facts.total} tracks completed, counters equal rows`);
+        r.held(`${facts.trackRows} track rows for ${expected} section × variant pairs (no duplicates), none left pending`);
+
+        const renditions = await db.one(`select count(*)::int as ready, count(distinct key_hash)::int as keys from voice_renditions where status = 'ready'`);
+        const generating = await db.one(`select count(*)::int as n from voice_renditions where status <> 'ready'`);
+        expect(renditions.ready).toBe(facts.renditionsUsed);
+        expect(generating.n).toBe(0);
+        const calls = speechRequests();
+        expect(calls).toBeLessThanOrEqual(renditions.ready + killedClaims.size);
+        r.held(`${renditions.ready} voice renditions for ${facts.renditionsUsed} distinct voices (no duplicate rendition), no claim left behind`);
+        r.held(`speech provider calls ${calls} ≤ renditions ${renditions.ready} + attempts cut off by kills ${killedClaims.size}`);
+
+        // Every completed track's file decodes (nothing half-written was kept).
+        const tracks = await db.rows(`select attempts from audio_tracks where batch_id = $1`, [batchId]);
+        r.measure('kills', plan.length);
+        r.measure('kills during TTS', 2);
+        r.measure('kills during mixing', 2);
+        r.measure('tracks', expected);
+        r.measure('tracks completed', facts.completed);
+        r.measure('renditions', renditions.ready);
+        r.measure('speech calls', calls);
+        r.measure('speech attempts cut off', killedClaims.size);
+        r.measure('max track attempts', Math.max(...tracks.map((t) => t.attempts)));
+        r.measure('workers started', workers.length);
+      },
+    );
+  }, 300_000);
+
+  it('during analysis and during soundscape generation, several times in one book: the book ends ready with exact counts', async () => {
+    await log.scenario(
+      'SIGKILL ×2 during analysis and ×2 during soundscape generation in one book (8 spreads)',
+      'worker process SIGKILLed mid Gemini analysis (twice) and mid Replicate prediction (twice), a new worker started after each',
+      async (r) => {
+        const all = fourSettingBook();
+        // Forest then sea: two scenes over 8 spreads.
+        const pages = [...all.slice(0, 8), ...all.slice(PAGES_PER_SETTING, PAGES_PER_SETTING + 8)];
+        const firstWorker = workers.length;
+        let worker = await startWorker();
+        const analysesBefore = analysisRequests();
+        const predictionsBefore = predictionsCreated();
+        const created = await postBook(api, { title: 'Killed', pages });
+        expect(created.status).toBe(202);
+        const bookId = created.body.bookId as string;
+        const killedAnalyses = new Set<string>();
+        const killedSoundscapes = new Set<string>();
+        const plan = ['analysis', 'analysis', 'soundscape', 'soundscape'] as const;
+        for (const phase of plan) {
+          const analyses = analysisRequests();
+          const predictions = predictionsCreated();
+          await killWhen(worker, `${phase} in flight on ${worker.name}`, async () =>
+            phase === 'analysis' ? analysisRequests() > analyses : predictionsCreated() > predictions,
+          );
+          for (const s of await db.rows(`select index, attempts from book_spreads where book_id = $1 and status = 'analyzing'`, [bookId])) {
+            killedAnalyses.add(`${s.index}#${s.attempts}`);
+          }
+          for (const s of await db.rows(`select id, attempts from soundscapes where book_id = $1 and status = 'generating'`, [bookId])) {
+            killedSoundscapes.add(`${s.id}#${s.attempts}`);
+          }
+          worker = await startWorker();
+        }
+        const book = await waitForBook(api, bookId, 'reader', 240_000);
+        const facts = await expectBookSettled(db, env.databaseUrl, bookId);
+        expect(book.status).toBe('ready');
+        expect(facts.analyzed).toBe(8);
+        expect(facts.soundscapesCompleted).toBe(facts.scenes);
+        expect(facts.scenes).toBeGreaterThanOrEqual(2);
+        expect(book.errors).toBeUndefined();
+        r.held(`book ready: ${facts.analyzed}/${facts.spreads} spreads analysed, ${facts.soundscapesCompleted}/${facts.scenes} soundscapes, no errors, counters equal rows`);
+        r.held(`${facts.soundscapes} soundscape rows for ${facts.scenes} scenes (no duplicates)`);
+
+        const analyses = analysisRequests() - analysesBefore;
+        const predictions = predictionsCreated() - predictionsBefore;
+        expect(analyses).toBeLessThanOrEqual(facts.spreads + killedAnalyses.size);
+        expect(predictions).toBeLessThanOrEqual(facts.scenes + killedSoundscapes.size);
+        r.held(`analysis calls ${analyses} ≤ spreads ${facts.spreads} + attempts cut off ${killedAnalyses.size}`);
+        r.held(`soundscape predictions ${predictions} ≤ scenes ${facts.scenes} + attempts cut off ${killedSoundscapes.size}`);
+        r.measure('kills', plan.length);
+        r.measure('spreads', facts.spreads);
+        r.measure('scenes', facts.scenes);
+        r.measure('analysis calls', analyses);
+        r.measure('analysis attempts cut off', killedAnalyses.size);
+        r.measure('predictions', predictions);
+        r.measure('soundscape attempts cut off', killedSoundscapes.size);
+        r.measure('workers started', workers.length - firstWorker);
+      },
+    );
+  }, 300_000);
+});
