@@ -72,8 +72,10 @@ else
 fi
 
 # Chromium for tests/browser (Debian's package driven by playwright-core; never a browser
-# download). Only a warning: `npm start` does not need a browser.
-if [ -x /usr/bin/chromium ]; then
+# download), only with --tests: `npm start` does not need a browser.
+if [ "${1:-}" != "--tests" ]; then
+  :
+elif [ -x /usr/bin/chromium ]; then
   echo "chromium:   ok"
 elif as_root && command -v apt-get >/dev/null; then
   echo "chromium:   installing with apt-get (for tests/browser)"
