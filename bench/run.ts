@@ -1,3 +1,4 @@
+import { book } from './book';
 import { orchestration } from './orchestration';
 import {
   describeMachine, now, printTable, round, runCleanups, writeResult,
@@ -11,6 +12,7 @@ import {
 
 const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>> = {
   orchestration,
+  book,
 };
 
 const args = process.argv.slice(2);

@@ -2,6 +2,7 @@ import express, { type Express } from 'express';
 import type { ApiContext } from './context';
 import { errorHandler, unknownRoute } from './http-errors';
 import { adminBoardRoutes } from './routes/admin-board.routes';
+import { docsRoutes } from './routes/docs.routes';
 import { healthRoutes } from './routes/health.routes';
 import { metricsRoutes } from './routes/metrics.routes';
 import { statusPageRoutes } from './routes/status-page.routes';
@@ -19,6 +20,7 @@ export function createApp(ctx: ApiContext): Express {
   app.set('query parser', 'simple');
   app.use(healthRoutes(ctx));
   app.use(metricsRoutes());
+  app.use(docsRoutes());
   const board = adminBoardRoutes(ctx);
   if (board) app.use(board);
   app.use(statusPageRoutes());

@@ -58,28 +58,24 @@ function snapHz(hz: number, loop: number): number {
   return Math.max(1, Math.round(hz * loop)) / loop;
 }
 
-/** A gain expression in dB for ffmpeg's expression evaluator, in time `t`. */
-function envelopeDb(levelDb: number, loop: number, swell: readonly Swell[] = [], bursts?: Bursts): string {
-  const terms = [f6(levelDb)];
-  for (const s of swell) {
-    // 0 dB at the crest, -depth in the trough.
-    terms.push(`${f6(s.depthDb / 2)}*(sin(2*PI*${f6(snapHz(1 / s.periodSeconds, loop))}*t)-1)`);
-  }
+/** A linear gain expression in time `t` for ffmpeg's expression evaluator. */
+function envelope(levelDb: number, loop: number, swell: readonly Swell[] = [], bursts?: Bursts): string {
+  // Swells add in dB: 0 at the crest, -depth in the trough.
+  const db = [f6(levelDb), ...swell.map((s) => `${f6(s.depthDb / 2)}*(sin(2*PI*${f6(snapHz(1 / s.periodSeconds, loop))}*t)-1)`)];
+  let gain = `pow(10,(${db.join('+')})/20)`;
   if (bursts) {
-    const rate = snapHz(1 / bursts.periodSeconds, loop);
-    const period = 1 / rate;
+    const period = 1 / snapHz(1 / bursts.periodSeconds, loop);
     const age = `mod(t+${f6(period * (1 - (bursts.phase ?? 0)))},${f6(period)})`;
-    // A fast rise then an exponential fall, in linear gain, expressed back in dB.
-    const shape = `(1-exp(-${age}/0.2))*exp(-${age}/${f6(bursts.decaySeconds)})`;
     const floor = 10 ** (-bursts.depthDb / 20);
-    terms.push(`20*log10(${f6(floor)}+${f6(1 - floor)}*${shape})`);
+    // A fast rise then an exponential fall, over a floor.
+    gain += `*(${f6(floor)}+${f6(1 - floor)}*(1-exp(-${age}/0.2))*exp(-${age}/${f6(bursts.decaySeconds)}))`;
   }
-  return terms.join('+');
+  return gain;
 }
 
 function volume(levelDb: number, loop: number, swell?: readonly Swell[], bursts?: Bursts): string {
   if (!swell?.length && !bursts) return `volume=${f6(levelDb)}dB`;
-  return `volume='pow(10,(${envelopeDb(levelDb, loop, swell, bursts)})/20)':eval=frame`;
+  return `volume='${envelope(levelDb, loop, swell, bursts)}':eval=frame`;
 }
 
 function filters(layer: { highpassHz?: number; lowpassHz?: number }): string[] {

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { webhookEventTypes } from '@soundqueue/shared/webhooks';
+import { createBatchSchema } from './batches/batch-request';
+
+// The API described for /openapi.json and /docs. Request bodies come from the same zod
+// schemas the routes validate with, so the description cannot drift from the checks.
+
+const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
+const error = { $ref: '#/components/schemas/Error' };
+const errors = (...codes: number[]) =>
+  Object.fromEntries(codes.map((code) => [String(code), { description: describeStatus(code), ...json(error) }]));
+
+function describeStatus(code: number): string {
+  return (
+    { 400: 'invalid input', 401: 'missing or bad token', 402: 'monthly budget spent', 404: 'not found (or not yours)', 409: 'conflict with the current state', 413: 'too large', 415: 'unsupported content type', 416: 'range not satisfiable', 422: 'unprocessable book', 503: 'queue unavailable; nothing waits' } as Record<number, string>
+  )[code] ?? 'error';
+}
+
+const id = (name: string) => ({ name, in: 'path', required: true, schema: { type: 'string', format: 'uuid' } });
+const page = [
+  { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+  { name: 'cursor', in: 'query', schema: { type: 'string' } },
+];
+const audio = { description: 'MP3 (HTTP Range supported)', content: { 'audio/mpeg': { schema: { type: 'string', format: 'binary' } } } };
+const events = { description: 'Server-Sent Events: snapshot, then changes, ending after the terminal event', content: { 'text/event-stream': { schema: { type: 'string' } } } };
+
+export function openApiDocument() {
+  const bookJson = z.object({ title: z.string().min(1).max(300), author: z.string().max(300).optional(), pages: z.array(z.string()).min(1) });
+  const webhook = z.object({ url: z.url(), events: z.array(z.enum(webhookEventTypes)).min(1) });
+  return {
+    openapi: '3.1.0',
+    info: { title: 'soundqueue', version: '1.0.0', description: 'Voice-track batches and book soundscapes, made in the background with live progress.' },
+    servers: [{ url: '/' }],
+    security: [{ bearer: [] }],
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      schemas: {
+        Error: {
+          type: 'object',
+          required: ['error'],
+          properties: { error: { type: 'object', required: ['code', 'message', 'details'], properties: { code: { type: 'string' }, message: { type: 'string' }, details: {} } } },
+        },
+      },
+    },
+    paths: {
+      '/v1/audio/batches': {
+        post: {
+          summary: 'Create a batch and enqueue its flow',
+          parameters: [{ name: 'Idempotency-Key', in: 'header', schema: { type: 'string', maxLength: 200 } }],
+          requestBody: { required: true, ...json(z.toJSONSchema(createBatchSchema, { io: 'input', unrepresentable: 'any' })) },
+          responses: { 201: { description: 'created' }, 200: { description: 'idempotent repeat' }, ...errors(400, 401, 402, 409, 413, 415, 503) },
+        },
+        get: {
+          summary: "The user's batches, newest first",
+          parameters: [{ name: 'visionId', in: 'query', schema: { type: 'string' } }, { name: 'status', in: 'query', schema: { type: 'string', enum: ['active', 'pending', 'processing', 'completed', 'partial_success', 'failed', 'cancelled'] } }, ...page],
+          responses: { 200: { description: 'a page of batches with next_cursor' }, ...errors(400, 401) },
+        },
+      },
+      '/v1/audio/batches/{id}': { get: { summary: 'A batch with every track', parameters: [id('id')], responses: { 200: { description: 'the batch' }, ...errors(401, 404) } } },
+      '/v1/audio/batches/{id}/retry': { post: { summary: 'Re-run only the failed tracks', parameters: [id('id')], responses: { 202: { description: 'processing again' }, ...errors(401, 404, 409, 503) } } },
+      '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
+      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
+      '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
+      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
+      '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
+      '/v1/audio/voices': { get: { summary: 'The voice catalog', responses: { 200: { description: 'voices' } } } },
+      '/v1/books': {
+        post: {
+          summary: 'Upload a book and start processing',
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': { schema: z.toJSONSchema(bookJson) },
+              'multipart/form-data': { schema: { type: 'object', required: ['file'], properties: { file: { type: 'string', format: 'binary', description: '.txt or .pdf' }, title: { type: 'string' }, author: { type: 'string' } } } },
+            },
+          },
+          responses: { 202: { description: 'processing' }, ...errors(400, 401, 413, 415, 422, 503) },
+        },
+        get: { summary: "The user's books, newest first", parameters: [{ name: 'status', in: 'query', schema: { type: 'string', enum: ['pending', 'processing', 'ready', 'failed'] } }, ...page], responses: { 200: { description: 'books' } } },
+      },
+      '/v1/books/{id}': { get: { summary: "The book's state in the seed's response formats", parameters: [id('id')], responses: { 200: { description: 'the book' }, ...errors(401, 404) } } },
+      '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
+      '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 404, 409, 503) } } },
+      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
+      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id')], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
+      '/v1/stream-tokens': { post: { summary: 'A short-lived token for EventSource (?access_token=)', responses: { 201: { description: '{token, expires_in}' } } } },
+      '/v1/webhooks': {
+        post: { summary: 'Register an endpoint (returns its signing secret once)', requestBody: { required: true, ...json(z.toJSONSchema(webhook)) }, responses: { 201: { description: 'the endpoint with its secret' }, ...errors(400, 401) } },
+        get: { summary: 'List endpoints', responses: { 200: { description: 'endpoints' } } },
+      },
+      '/v1/webhooks/{id}': {
+        get: { summary: 'One endpoint', parameters: [id('id')], responses: { 200: { description: 'the endpoint' }, ...errors(404) } },
+        delete: { summary: 'Remove an endpoint', parameters: [id('id')], responses: { 204: { description: 'removed' }, ...errors(404) } },
+      },
+      '/v1/webhooks/{id}/deliveries': { get: { summary: 'Recorded delivery attempts', parameters: [id('id')], responses: { 200: { description: 'deliveries' } } } },
+      '/v1/admin/analytics': { get: { summary: 'Success rates, failures, timings, cost (admin)', parameters: [{ name: 'since', in: 'query', schema: { type: 'string', format: 'date-time' } }], responses: { 200: { description: 'figures' }, ...errors(401) } } },
+      '/v1/admin/batches': { get: { summary: 'Batches across all users (admin)', parameters: [{ name: 'status', in: 'query', schema: { type: 'string' } }], responses: { 200: { description: 'batches' } } } },
+      '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'ok' } } } },
+      '/readyz': { get: { summary: 'Readiness (Redis and PostgreSQL)', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'names what is unreachable', ...json(error) } } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { 200: { description: 'text exposition format' } } } },
+    },
+  };
+}
