@@ -22,7 +22,7 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     // The speech job ended without a voice and without recording why (its worker was lost
     // past the stall limit): say so on the track instead of leaving it pending.
     const failures = Object.values(await run.job.getIgnoredChildrenFailures());
-    const reason = failures[0] ?? 'the speech job ended without producing a voice';
+    const reason = failures[0] ?? 'the speech job stopped without a voice (its worker was lost or stalled past the limit); retry the failed tracks';
     const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: `Speech: ${reason}` });
     await ctx.publish(done.events);
     return { skipped: 'no voice rendition' };
