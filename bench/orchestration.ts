@@ -78,8 +78,8 @@ async function spawnCost(times: number) {
 
 export async function orchestration(options: BenchOptions): Promise<BenchResult> {
   // Each real track costs most of a CPU second of ffmpeg start-ups (see the notes), so the
-  // quick run sends 28 real tracks (two batches), not 200, to stay inside its minute.
-  const tracks = options.quick ? 28 : 2_000;
+  // quick run sends 14 real tracks (one batch), not 200, to stay inside its minute.
+  const tracks = options.quick ? 14 : 2_000;
   const rawTracks = options.quick ? 200 : 2_000;
   const timeoutMs = options.quick ? 60_000 : 3_600_000;
   countSpawns();
@@ -104,7 +104,7 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   // machine's load during the run affects both sides alike.
   const rawBefore = await metered(() => runRawFlow(env.config, { tracks: rawTracks, concurrency: CONCURRENCY, timeoutMs }));
   const real = await metered(() => runRealFlow(api, env.databaseUrl, { tracks, tag: 'run', timeoutMs }));
-  const spawnFloor = await spawnCost(options.quick ? 10 : 30);
+  const spawnFloor = await spawnCost(options.quick ? 5 : 30);
   await closeWorker();
   const rawAfter = await metered(() => runRawFlow(env.config, { tracks: rawTracks, concurrency: CONCURRENCY, timeoutMs }));
 

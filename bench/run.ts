@@ -1,5 +1,11 @@
+import { api } from './api';
 import { book } from './book';
+import { mixing } from './mixing';
+import { rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { orchestration } from './orchestration';
+import { scaling } from './scaling';
 import {
   describeMachine, now, printTable, round, runCleanups, writeResult,
   type BenchOptions, type BenchResult, type Headline,
@@ -13,6 +19,9 @@ import {
 const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>> = {
   orchestration,
   book,
+  mixing,
+  api,
+  scaling,
 };
 
 const args = process.argv.slice(2);
@@ -47,14 +56,15 @@ const notes: string[] = [];
 const failures: string[] = [];
 for (const name of selected) {
   const t0 = now();
+  const loadBefore = loadavg().map((v) => round(v, 2));
   process.stdout.write(`${name}… `);
   try {
     const result = await benchmarks[name]!(options);
     const seconds = (now() - t0) / 1000;
-    await writeResult(result, options, machine, seconds);
+    await writeResult(result, options, machine, seconds, { before: loadBefore, after: loadavg().map((v) => round(v, 2)) });
     headlines.push(...result.headlines);
     notes.push(...(result.notes ?? []).map((n) => `[${name}] ${n}`));
-    console.log(`${round(seconds, 1)} s`);
+    console.log(`${round(seconds, 1)} s (load average ${loadBefore[0]} → ${round(loadavg()[0]!, 2)})`);
   } catch (error) {
     failures.push(`${name}: ${(error as Error).stack ?? String(error)}`);
     headlines.push({ benchmark: name, measure: 'FAILED', value: (error as Error).message.slice(0, 80), target: '', met: false });
@@ -63,6 +73,9 @@ for (const name of selected) {
     await runCleanups();
   }
 }
+
+// The in-process workers' scratch directory (createWorkerContext: <tmp>/soundqueue-<pid>).
+await rm(join(tmpdir(), `soundqueue-${process.pid}`), { recursive: true, force: true });
 
 console.log('');
 printTable(headlines);

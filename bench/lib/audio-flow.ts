@@ -34,7 +34,7 @@ export function batchSizes(tracks: number, perBatch = SECTIONS_PER_BATCH): numbe
  * A batch request with `n` sections whose texts are unique to (tag, batch), so every track
  * needs its own voice rendition (no cache hits across batches or runs).
  */
-export function batchBody(tag: string, batchIndex: number, n: number, variants: string[] = ['voice_only']) {
+export function batchBody(tag: string, batchIndex: number, n: number, variants: string[] = ['voice_only'], options: { shortText?: boolean } = {}) {
   return {
     visionId: `bench-${tag}-${batchIndex}`,
     voice: 'nova',
@@ -42,7 +42,8 @@ export function batchBody(tag: string, batchIndex: number, n: number, variants: 
     sections: Array.from({ length: n }, (_, i) => ({
       key: `s${i}`,
       title: `Section ${i}`,
-      text: `Run ${tag}, batch ${batchIndex}, section ${i}: I wake up rested.`,
+      // Short texts are still unique; the OpenAI fake makes 1 s of audio per 15 characters.
+      text: options.shortText ? `${tag} ${batchIndex}.${i}` : `Run ${tag}, batch ${batchIndex}, section ${i}: I wake up rested.`,
     })),
   };
 }

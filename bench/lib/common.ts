@@ -68,38 +68,44 @@ export async function childCpuSeconds(): Promise<number> {
 }
 
 /**
- * CPU seconds used so far by the machine's PostgreSQL and Redis servers (processes named
- * `postgres` and `redis-server` that this user may read). For each program: the live
- * processes' own utime + stime, plus the cutime + cstime of the oldest one (the postmaster,
- * which reaps backends that exited, so their CPU is not lost). The difference of two
- * readings is the CPU those servers spent in between, whoever asked them; on this machine
- * the benchmark is their only client.
+ * CPU seconds used so far by the machine's PostgreSQL and Redis servers. Tests on this
+ * machine start and stop redis-server instances of their own, so each server is found as the
+ * oldest process of its name whose parent is not of that name (the postmaster, the main
+ * redis-server), and counted with its direct children: their own utime + stime, plus the
+ * server's cutime + cstime (children it has reaped: backends that exited, BGSAVE forks). The
+ * difference of two readings is the CPU those servers spent in between, for any client.
  */
 export async function serviceCpuSeconds(): Promise<{ postgres: number; redis: number }> {
-  const totals = { postgres: 0, redis: 0 };
-  const oldest: Record<'postgres' | 'redis', { pid: number; reaped: number } | undefined> = { postgres: undefined, redis: undefined };
   const { readdir } = await import('node:fs/promises');
+  const procs: Array<{ pid: number; ppid: number; comm: string; start: number; cpu: number; reaped: number }> = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    let comm: string;
     try {
-      comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
-    } catch {
-      continue;
-    }
-    const kind = comm === 'postgres' ? 'postgres' : comm === 'redis-server' ? 'redis' : undefined;
-    if (!kind) continue;
-    try {
-      const s = await readProcStat(pid);
-      totals[kind] += s.utime + s.stime;
-      const o = oldest[kind];
-      if (!o || pid < o.pid) oldest[kind] = { pid, reaped: s.cutime + s.cstime };
+      const text = await readFile(`/proc/${entry}/stat`, 'utf8');
+      const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
+      if (comm !== 'postgres' && comm !== 'redis-server') continue;
+      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      const tick = ticksPerSecond();
+      procs.push({
+        pid: Number(entry),
+        ppid: Number(fields[1]),
+        comm,
+        start: Number(fields[19]),
+        cpu: (Number(fields[11]) + Number(fields[12])) / tick,
+        reaped: (Number(fields[13]) + Number(fields[14])) / tick,
+      });
     } catch {
       // The process ended between readdir and read.
     }
   }
-  return { postgres: totals.postgres + (oldest.postgres?.reaped ?? 0), redis: totals.redis + (oldest.redis?.reaped ?? 0) };
+  const total = (comm: string) => {
+    const byPid = new Map(procs.map((p) => [p.pid, p]));
+    const roots = procs.filter((p) => p.comm === comm && byPid.get(p.ppid)?.comm !== comm).sort((a, b) => a.start - b.start || a.pid - b.pid);
+    const root = roots[0];
+    if (!root) return 0;
+    return root.cpu + root.reaped + procs.filter((p) => p.ppid === root.pid).reduce((a, p) => a + p.cpu, 0);
+  };
+  return { postgres: total('postgres'), redis: total('redis-server') };
 }
 
 /** A CPU meter over this process, its reaped children, PostgreSQL and Redis. */
@@ -253,7 +259,13 @@ export interface BenchResult {
   notes?: string[];
 }
 
-export async function writeResult(result: BenchResult, options: BenchOptions, machine: Machine, seconds: number): Promise<string> {
+export async function writeResult(
+  result: BenchResult,
+  options: BenchOptions,
+  machine: Machine,
+  seconds: number,
+  loadAverage: { before: number[]; after: number[] },
+): Promise<string> {
   await mkdir(RESULTS_DIR, { recursive: true });
   const path = join(RESULTS_DIR, `${result.name}.json`);
   const body = {
@@ -262,6 +274,8 @@ export async function writeResult(result: BenchResult, options: BenchOptions, ma
     finishedAt: new Date().toISOString(),
     durationSeconds: round(seconds, 1),
     machine,
+    // The machine is shared: 1-minute load averages before and after say how busy it was.
+    loadAverage,
     headlines: result.headlines,
     notes: result.notes ?? [],
     ...result.data,

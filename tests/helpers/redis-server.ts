@@ -27,6 +27,8 @@ export async function startOwnRedis(): Promise<OwnRedis> {
   let child: ChildProcess | null = null;
   const ping = async () => {
     const client = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+    // Refused while the server starts: that is the answer, not an unhandled error event.
+    client.on('error', () => {});
     try {
       await client.connect();
       return (await client.ping()) === 'PONG';

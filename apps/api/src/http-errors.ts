@@ -18,8 +18,36 @@ export class HttpError extends Error {
 
 export const notFound = (what = 'resource') => new HttpError(404, 'not_found', `${what} not found`);
 
+// PostgreSQL's text and jsonb cannot hold U+0000, and jsonb refuses an unpaired surrogate
+// ("\ud800" is valid JSON but not Unicode): strings carrying either were accepted and then
+// failed the insert with a 500. They are bad input, named as such.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** The path of the first string (or key) in `input` PostgreSQL cannot store; iterative, so any depth is fine. */
+function findUnstorable(input: unknown): { path: string[]; message: string } | null {
+  const stack: Array<{ value: unknown; path: string[] }> = [{ value: input, path: [] }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (typeof value === 'string') {
+      const match = UNSTORABLE.exec(value);
+      if (match) return { path, message: match[0] === '\u0000' ? 'must not contain the NUL character (\\u0000)' : 'must not contain an unpaired UTF-16 surrogate' };
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, child] of Object.entries(value)) {
+        if (UNSTORABLE.test(key)) return { path: [...path, key], message: 'field names must be valid text without NUL' };
+        stack.push({ value: child, path: [...path, key] });
+      }
+    }
+  }
+  return null;
+}
+
 /** Parses input with a zod schema, answering 400 with every problem listed. */
 export function validate<S extends z.ZodType>(schema: S, input: unknown, where = 'body'): z.infer<S> {
+  const unstorable = findUnstorable(input);
+  if (unstorable) {
+    const path = [where, ...unstorable.path].join('.');
+    throw new HttpError(400, 'validation_failed', `${path}: ${unstorable.message}`, [{ path, message: unstorable.message }]);
+  }
   const result = schema.safeParse(input);
   if (!result.success) {
     const details = result.error.issues.map((issue) => ({

@@ -107,6 +107,24 @@ export async function scheduleReconciler(ctx: WorkerContext): Promise<void> {
   await ctx.queues.maintenance.upsertJobScheduler('reconcile', { every: ctx.config.RECONCILE_INTERVAL_MS }, { name: 'reconcile', data: { task: 'reconcile' }, opts: { removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } } });
 }
 
+/**
+ * The schedule lives in Redis, so Redis restarted empty (or flushed) takes it away, and with
+ * it the one thing that would re-enqueue the lost work: nothing ran `reconcile` again until a
+ * worker restarted. The process that runs the maintenance queue checks every interval and
+ * puts a missing schedule back. Returns the function that stops checking.
+ */
+export function keepReconcilerScheduled(ctx: WorkerContext): () => void {
+  const timer = setInterval(() => {
+    void (async () => {
+      if (await ctx.queues.maintenance.getJobScheduler('reconcile')) return;
+      await scheduleReconciler(ctx);
+      ctx.logger.warn('the reconciler schedule was missing from Redis (restarted empty or flushed); scheduled it again');
+    })().catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not check the reconciler schedule'));
+  }, ctx.config.RECONCILE_INTERVAL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Jobs vanish when Redis evicts keys: warn when the policy allows it. */
 export async function warnIfEvicting(ctx: WorkerContext): Promise<void> {
   try {

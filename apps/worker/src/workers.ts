@@ -6,7 +6,7 @@ import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/r
 import type { WorkerContext } from './context';
 import { jobDuration } from '@soundqueue/shared/metrics';
 import { handlers } from './handlers';
-import { scheduleReconciler, warnIfEvicting } from './reconciler';
+import { keepReconcilerScheduled, scheduleReconciler, warnIfEvicting } from './reconciler';
 
 /** Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. */
 export function selectQueues(list: string | undefined): QueueName[] {
@@ -54,6 +54,7 @@ export interface RunningWorkers {
 export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Promise<RunningWorkers> {
   await warnIfEvicting(ctx);
   if (queues.includes('maintenance')) await scheduleReconciler(ctx);
+  const stopScheduling = queues.includes('maintenance') ? keepReconcilerScheduled(ctx) : () => {};
   const connections: Redis[] = [];
   const workers = queues.map((queue) => {
     const connection = createWorkerConnection(ctx.config.REDIS_URL);
@@ -87,6 +88,7 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
   return {
     workers,
     async close() {
+      stopScheduling();
       await Promise.all(workers.map((w) => w.close()));
       // BullMQ leaves a connection it was handed open; these are ours to close.
       for (const connection of connections) connection.disconnect();

@@ -1,4 +1,4 @@
-import type { Request } from 'express';
+import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
 import { splitTextIntoPages } from '@soundqueue/shared/pages';
@@ -26,9 +26,19 @@ const formFields = z.object({
   author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
 });
 
-/** Multer reading one file into memory, bounded by the upload limit. */
-export function uploadMiddleware(maxBytes: number) {
-  return multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBytes, files: 1, fields: 10, fieldSize: 10_000 } }).single('file');
+/**
+ * Multer reading one file into memory, bounded by the upload limit. A body busboy cannot
+ * parse ("Malformed part header", "Unexpected end of form", …) is the client's fault: 400,
+ * not the 500 an error without a status became; multer's own limit errors (LIMIT_*) keep
+ * their codes for the error handler (413 for the file size).
+ */
+export function uploadMiddleware(maxBytes: number): RequestHandler {
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBytes, files: 1, fields: 10, fieldSize: 10_000 } }).single('file');
+  return (req, res, next) =>
+    upload(req, res, (error?: unknown) => {
+      if (!error || (error as { code?: unknown }).code !== undefined) return next(error);
+      next(new HttpError(400, 'invalid_upload', `the multipart body could not be read: ${(error as Error).message ?? String(error)}`));
+    });
 }
 
 function checkPages(pages: string[], maxPages: number): string[] {

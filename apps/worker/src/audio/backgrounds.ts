@@ -13,6 +13,10 @@ import { parseEbur128Summary, runFfmpeg } from '../ffmpeg';
 //   are crossfaded (equal power, as the two ends are uncorrelated) into the first X.
 
 export const SAMPLE_RATE = 44_100;
+// Expressions cost per sample, so expression layers are computed at the lowest rate their
+// content needs and then resampled: chirps and drips stay under 7 kHz, crackle under 10 kHz.
+const TONAL_RATE = 16_000;
+const CRACKLE_RATE = 22_050;
 
 /** Sharp decaying swells on a noise layer: thunder rolling in now and then. */
 export interface Bursts {
@@ -91,7 +95,7 @@ const isNoiseLike = (layer: SynthLayer) => layer.kind === 'noise' || layer.kind 
  * One layer as filtergraph text ending in `[out]`, `seconds` long. Sources emit 512-sample
  * frames so per-frame gain changes (swells) stay finer than the ear can hear as steps.
  */
-function layerGraph(layer: SynthLayer, out: string, seconds: number, loop: number, channels: 1 | 2, seed: number): string {
+function layerGraph(layer: SynthLayer, out: string, seconds: number, loop: number, channels: 1 | 2, seed: number, startAt: number): string {
   const d = f6(seconds);
   const rate = `r=${SAMPLE_RATE}`;
   const tail = (chain: string[]) => chain.filter(Boolean).join(',');
@@ -104,11 +108,11 @@ function layerGraph(layer: SynthLayer, out: string, seconds: number, loop: numbe
       return `${source(seed)}[${out}l];${source(seed + 7919)}[${out}r];[${out}l][${out}r]join=inputs=2:channel_layout=stereo,${tail(chain)}[${out}]`;
     }
     case 'crackle': {
-      const p = f6(layer.perSecond / SAMPLE_RATE);
+      const p = f6(layer.perSecond / CRACKLE_RATE);
       // Each channel's expression keeps its own generator state; a different seed per side.
       const expr = (s: number) => `st(0,if(n,ld(0),${s}));if(lt(random(0),${p}),2*random(1)-1,0)`;
       const exprs = channels === 1 ? expr(seed) : `${expr(seed)}|${expr(seed + 7919)}`;
-      return `aevalsrc='${exprs}':s=${SAMPLE_RATE}:d=${d}:n=512,${tail([...filters(layer), volume(layer.levelDb, loop)])}[${out}]`;
+      return `aevalsrc='${exprs}':s=${CRACKLE_RATE}:d=${d}:n=512,${tail([...filters(layer), `aresample=${SAMPLE_RATE}`, volume(layer.levelDb, loop)])}[${out}]`;
     }
     case 'tones': {
       // ffmpeg's sine source (a lookup table) costs a fraction of an expression per sample.
@@ -122,18 +126,22 @@ function layerGraph(layer: SynthLayer, out: string, seconds: number, loop: numbe
       const gates = layer.pulses.map(
         (p) => `pow(max(0,sin(2*PI*${f6(snapHz(p.rateHz, loop))}*t+${f6(2 * Math.PI * (p.phase ?? 0))})),${f6(p.sharpness)})`,
       );
-      return `aevalsrc='0.25*${[tone, ...gates].join('*')}':s=${SAMPLE_RATE}:d=${d}:n=512,${tail([volume(layer.levelDb, loop), upmix(channels)])}[${out}]`;
+      return `aevalsrc='0.25*${[tone, ...gates].join('*')}':s=${TONAL_RATE}:d=${d}:n=512,${tail([`aresample=${SAMPLE_RATE}`, volume(layer.levelDb, loop), upmix(channels)])}[${out}]`;
     }
     case 'drips': {
       const drips = layer.periodsSeconds.map((period, i) => {
         const p = 1 / snapHz(1 / period, loop);
-        const hz = snapHz(layer.pitchesHz[i % layer.pitchesHz.length] ?? 1000, loop);
-        // The offset spreads the trains apart so they do not all land at t = 0.
-        const age = `mod(t+${f6((p * (i + 1)) / (layer.periodsSeconds.length + 1))},${f6(p)})`;
-        return `sin(2*PI*${f6(hz)}*t*(1+0.3*exp(-${age}*40)))*exp(-${age}*${f6(layer.decayPerSecond)})`;
+        const hz = layer.pitchesHz[i % layer.pitchesHz.length] ?? 1000;
+        // Trains are spread across their period and kept off the loop's first instant (the
+        // loop starts `startAt` into the render), so no drip is cut in two at the seam.
+        const offset = (((p * (i + 1)) / (layer.periodsSeconds.length + 1) - startAt) % p + p) % p;
+        const age = `mod(t+${f6(offset)},${f6(p)})`;
+        // Timed from each drip's start: a plink gliding up by a third over 50 ms, then ringing out.
+        const phase = `2*PI*${f6(hz)}*(1.3*${age}-0.0075*(1-exp(-40*${age})))`;
+        return `sin(${phase})*exp(-${age}*${f6(layer.decayPerSecond)})`;
       });
       const echo = layer.echo ? 'aecho=0.8:0.7:120|310:0.35|0.2' : '';
-      return `aevalsrc='0.3*(${drips.join('+')})':s=${SAMPLE_RATE}:d=${d}:n=512,${tail([echo, volume(layer.levelDb, loop), upmix(channels)])}[${out}]`;
+      return `aevalsrc='0.3*(${drips.join('+')})':s=${TONAL_RATE}:d=${d}:n=512,${tail([echo, `aresample=${SAMPLE_RATE}`, volume(layer.levelDb, loop), upmix(channels)])}[${out}]`;
     }
   }
 }
@@ -169,10 +177,10 @@ export function loopGraph(layers: readonly SynthLayer[], out: string, options: L
   layers.forEach((layer, i) => {
     const label = `${out}_l${i}`;
     if (isNoiseLike(layer)) {
-      parts.push(layerGraph(layer, label, loop + fade, loop, options.channels, seed + i * 101));
+      parts.push(layerGraph(layer, label, loop + fade, loop, options.channels, seed + i * 101, fade));
       noise.push(label);
     } else {
-      parts.push(layerGraph(layer, `${label}w`, warm + loop, loop, options.channels, seed + i * 101));
+      parts.push(layerGraph(layer, `${label}w`, warm + loop, loop, options.channels, seed + i * 101, warm));
       parts.push(`[${label}w]atrim=start=${f6(warm)}:end=${f6(warm + loop)},asetpts=PTS-STARTPTS[${label}]`);
       periodic.push(label);
     }

@@ -10,7 +10,7 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 // pass, rides the gain dynamically; here the gains are computed beforehand instead:
 //
 //   - the voice's loudness is measured once per rendition (measureVoiceLoudness, cached by
-//     the caller) and a bed recipe's once per process (measureBedLoudness);
+//     the caller) and a bed recipe's once per process (measureBed);
 //   - the voice and the bed are uncorrelated, so their energies add: a bed `r` LU under the
 //     voice adds 10·log10(1 + 10^(r/10)) LU, and the voice is set that much under the target;
 //   - the voice is mono and leaves as identical left and right channels, which R128 counts
@@ -221,9 +221,11 @@ export async function mixTrack(input: MixInput): Promise<{ durationMs: number }>
         '-filter_complex', mixGraph(variant, plan),
         '-map', '[out]',
         '-ar', String(SAMPLE_RATE),
-        // LAME's fastest setting (7 and above are the same speed); at 128 kb/s stereo the
-        // difference in quality from its default is not audible on speech over a soft bed.
-        '-c:a', 'libmp3lame', '-q:a', '4', '-compression_level', '7',
+        // The encoder is two thirds of the mix. LAME's fastest algorithm (7 and above run
+        // alike) at VBR quality 7: about 60 kb/s for speech over a soft bed (plenty for voice;
+        // LAME's own advice for speech), 6 % less CPU than quality 4, and unlike 128 kb/s CBR
+        // it keeps the loudness (CBR shaved 0.4 LU off flite's bright harmonics).
+        '-c:a', 'libmp3lame', '-q:a', '7', '-compression_level', '7',
         '-map_metadata', '-1',
         '-y', outPath,
       ],

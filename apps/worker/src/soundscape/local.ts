@@ -16,7 +16,7 @@ type Pad = 'pad_calm' | 'pad_bright' | 'pad_sad' | 'pad_dark' | 'pad_mystery';
 export type LayerName = AmbienceLayer | Pad;
 
 interface LayerEntry {
-  /** Words (singular; a trailing "s" is ignored) that call for this layer. */
+  /** Words that call for this layer (a plural matches its singular). */
   words: readonly string[];
   sound: readonly SynthLayer[];
   /** Loudness relative to the other chosen layers, in LU: thunder and the pad sit back. */
@@ -167,8 +167,9 @@ const PADS: Record<Pad, LayerEntry & { moods: readonly string[] }> = {
 
 const MAX_AMBIENCE_LAYERS = 4;
 
+/** The words of a text, each with its singular too ("waves" also reads as "wave"). */
 function words(text: string): string[] {
-  return (text.toLowerCase().match(/[a-z]+/g) ?? []).map((w) => (w.length > 3 && w.endsWith('s') && !w.endsWith('ss') ? w.slice(0, -1) : w));
+  return (text.toLowerCase().match(/[a-z]+/g) ?? []).flatMap((w) => (w.length > 3 && w.endsWith('s') && !w.endsWith('ss') ? [w, w.slice(0, -1)] : [w]));
 }
 
 function layersMatching(text: string): AmbienceLayer[] {
@@ -201,32 +202,36 @@ function entry(name: LayerName): LayerEntry {
   return name.startsWith('pad_') ? PADS[name as Pad] : AMBIENCE[name as AmbienceLayer];
 }
 
-// Loop length used to measure a layer; any length gives the same loudness to a few hundredths.
-const MEASURE_SECONDS = 12;
-const layerLoudness = new Map<LayerName, Promise<number>>();
+const layerLoudness = new Map<string, Promise<number>>();
 
-/** A layer's loudness at unity gain, measured once per process: the table's levels stay relative. */
-function measureLayer(name: LayerName, signal?: AbortSignal): Promise<number> {
-  let cached = layerLoudness.get(name);
+/**
+ * A layer's loudness at unity gain, so the table's levels stay relative whatever the raw
+ * generators put out. Measured once per process and length (rates are snapped to the loop's
+ * length, so an intermittent layer such as birdsong measures differently at 20 s and 60 s).
+ */
+function measureLayer(name: LayerName, seconds: number, signal?: AbortSignal): Promise<number> {
+  const key = `${name}/${seconds}`;
+  let cached = layerLoudness.get(key);
   if (!cached) {
     cached = runFfmpeg(
       [
         '-nostats', '-filter_complex',
-        `${loopGraph(entry(name).sound, 'm', { loopSeconds: MEASURE_SECONDS, channels: 2 })};[m]ebur128=framelog=verbose[o]`,
+        `${loopGraph(entry(name).sound, 'm', { loopSeconds: seconds, channels: 2 })};[m]ebur128=framelog=verbose[o]`,
         '-map', '[o]', '-f', 'null', '-',
       ],
       { signal },
     ).then(({ stderr }) => parseEbur128Summary(stderr).integratedLufs);
-    cached.catch(() => layerLoudness.delete(name));
-    layerLoudness.set(name, cached);
+    cached.catch(() => layerLoudness.delete(key));
+    layerLoudness.set(key, cached);
   }
   return cached;
 }
 
 /** Soundscapes sit under reading, not over it. */
 const TARGET_LUFS = -20;
-// Thunder and crackle are impulsive: a ceiling well under full scale, limited in the mix.
-const PEAK_CEILING_DB = -2;
+// Thunder and crackle are impulsive: a sample-peak ceiling low enough that their true peaks,
+// after MP3, stay under -1.5 dBTP like every other file this service makes.
+const PEAK_CEILING_DB = -3;
 
 const MAX_SECONDS = 600;
 
@@ -238,7 +243,7 @@ export function createLocalSoundscapeProvider(): SoundscapeProvider {
       const names = layersFor(request.ambience, request.prompt, request.mood);
       const scratch = await mkdtemp(join(tmpdir(), 'sq-soundscape-'));
       try {
-        const loudness = await Promise.all(names.map((name) => measureLayer(name, signal)));
+        const loudness = await Promise.all(names.map((name) => measureLayer(name, seconds, signal)));
         // Layers are uncorrelated, so their energies add: set each at its relative level and
         // move them all together so the sum lands on the target.
         const relative = names.map((name) => entry(name).levelLu);

@@ -42,8 +42,11 @@ function transliterate(char: string): string {
 
 /** The text as flite can read it: ASCII, accents removed, other scripts spelled or dropped. */
 export function speakableText(text: string): string {
+  // Letters first as written (й is "y", not an и with a mark), then again once accents are
+  // gone (Greek ά is an α with a mark), then compatibility forms (ﬁ, full-width, ²).
   const spelled = Array.from(text.normalize('NFC'), transliterate).join('');
-  return spelled
+  const unaccented = Array.from(spelled.normalize('NFD').replace(/\p{M}+/gu, ''), transliterate).join('');
+  return unaccented
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
     .replace(/[^\x20-\x7e\n\t]+/g, ' ')

@@ -20,8 +20,12 @@ export function renditionKey(provider: { name: string; usesInstructions: boolean
     .digest('hex');
 }
 
-// A claim older than this is presumed dead (its worker killed) and may be taken over.
-const CLAIM_LEASE_MS = 3 * 60_000;
+// A claim is a lease its holder renews while it works (every third of the lease); one not
+// renewed for a whole lease is presumed dead (its worker killed) and may be taken over. The
+// lease is the worker lock duration, the time after which BullMQ too presumes a silent job
+// stalled, so a killed worker's voice is free again by the time its job is retried (a fixed
+// 3-minute lease held every track needing that voice for 3 minutes after a crash).
+const claimLeaseMs = (ctx: WorkerContext) => Math.max(1_000, ctx.config.WORKER_LOCK_DURATION_MS);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -61,7 +65,7 @@ export async function obtainRendition(
         // Take over only a dead claim; a ready row or a live claim is left alone.
         setWhere: and(
           eq(voiceRenditions.status, 'generating'),
-          or(lt(voiceRenditions.claimedAt, new Date(Date.now() - CLAIM_LEASE_MS)), sql`${voiceRenditions.claimedAt} is null`),
+          or(lt(voiceRenditions.claimedAt, new Date(Date.now() - claimLeaseMs(ctx))), sql`${voiceRenditions.claimedAt} is null`),
         ),
       })
       .returning();
@@ -87,6 +91,13 @@ async function synthesize(
   const provider = ctx.providers.speech;
   const started = Date.now();
   const tmp = join(ctx.scratchDir, `${keyHash}.${randomUUID()}`);
+  const renew = setInterval(() => {
+    ctx.db
+      .update(voiceRenditions)
+      .set({ claimedAt: new Date() })
+      .where(and(eq(voiceRenditions.keyHash, keyHash), eq(voiceRenditions.claimToken, token), eq(voiceRenditions.status, 'generating')))
+      .catch(() => {});
+  }, claimLeaseMs(ctx) / 3);
   try {
     let result;
     try {
@@ -135,6 +146,7 @@ async function synthesize(
       .catch(() => {});
     throw error;
   } finally {
+    clearInterval(renew);
     await rm(`${tmp}.mp3`, { force: true });
     await rm(`${tmp}.wav`, { force: true });
   }

@@ -1,0 +1,406 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { variantIds } from '@soundqueue/shared/variants';
+import { voiceIds } from '@soundqueue/shared/voices';
+import { webhookEventTypes } from '@soundqueue/shared/webhooks';
+import { startTestApi, tokenFor, type TestApi } from '../helpers/app';
+import { openDb, type TestDb } from '../helpers/chaos';
+import { openReliabilityLog } from '../helpers/reliability-log';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+
+// Every POST route with bodies fast-check makes up (random JSON, near-valid requests with one
+// thing wrong, random uploads), plus the edges by hand: oversize bodies, wrong content types,
+// malformed ids, unicode and very long texts, duplicate keys, NUL and lone surrogates. The
+// API must never answer 5xx, and a 4xx must write nothing: rows and root jobs are counted
+// before and after every request.
+const log = openReliabilityLog('bad-input');
+
+const MAX_UPLOAD = 64 * 1024;
+const RUNS = Number(process.env.RELIABILITY_FUZZ_RUNS ?? 120);
+let env: TestEnv;
+let api: TestApi;
+let db: TestDb;
+let token: string;
+
+beforeAll(async () => {
+  env = await createTestEnv({ BOOK_MAX_UPLOAD_BYTES: String(MAX_UPLOAD), BOOK_MAX_PAGES: '40' });
+  api = await startTestApi(env.config);
+  db = openDb(env.databaseUrl);
+  token = await tokenFor('fuzzer');
+});
+
+afterAll(async () => {
+  await api?.close();
+  await db?.close();
+  await env?.cleanup();
+  log.end();
+});
+
+/** Every row the API could write, and the root jobs it could enqueue. */
+async function snapshot(): Promise<string> {
+  const rows = await db.one(`select
+    (select count(*) from audio_generation_batches) as batches, (select count(*) from audio_sets) as sets,
+    (select count(*) from audio_tracks) as tracks, (select count(*) from voice_renditions) as renditions,
+    (select count(*) from books) as books, (select count(*) from book_spreads) as spreads,
+    (select count(*) from scenes) as scenes, (select count(*) from soundscapes) as soundscapes,
+    (select count(*) from provider_calls) as calls, (select count(*) from webhook_endpoints) as webhooks,
+    (select count(*) from webhook_deliveries) as deliveries,
+    (select coalesce(sum(tracks_cancelled), 0) from audio_generation_batches) as cancelled,
+    (select coalesce(sum(run), 0) from audio_generation_batches) as runs`);
+  const jobs = await Promise.all(['audio-batch', 'book', 'webhooks'].map((q) => api.ctx.queues[q as 'book'].getJobCountByTypes('waiting', 'waiting-children', 'delayed', 'active', 'completed', 'failed')));
+  return JSON.stringify({ ...rows, jobs });
+}
+
+interface Outcome {
+  status: number;
+  body: any;
+}
+
+const stats = { requests: 0, byStatus: new Map<number, number>() };
+
+/** Sends one request and holds the contract: no 5xx, the error shape on 4xx, and no write on 4xx. */
+async function send(method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string> } = {}): Promise<Outcome> {
+  const before = await snapshot();
+  const res = await fetch(`${api.url}${path}`, { method, body: init.body, headers: { Authorization: `Bearer ${token}`, ...init.headers } });
+  const text = await res.text();
+  let body: any = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON; checked below for error answers
+  }
+  stats.requests++;
+  stats.byStatus.set(res.status, (stats.byStatus.get(res.status) ?? 0) + 1);
+  const where = `${method} ${path.slice(0, 120)} ${String(init.headers?.['Content-Type'] ?? '')} body=${typeof init.body === 'string' ? init.body.slice(0, 300) : '(binary)'} → ${res.status} ${text.slice(0, 300)}`;
+  expect(res.status, where).toBeLessThan(500);
+  if (res.status >= 400) {
+    expect(typeof body?.error?.code, where).toBe('string');
+    expect(typeof body?.error?.message, where).toBe('string');
+    expect(await snapshot(), `a ${res.status} wrote something: ${where}`).toBe(before);
+  }
+  return { status: res.status, body };
+}
+
+const postJson = (path: string, value: unknown, headers: Record<string, string> = {}) =>
+  send('POST', path, { body: typeof value === 'string' ? value : JSON.stringify(value), headers: { 'Content-Type': 'application/json', ...headers } });
+
+// Strings that have broken APIs before: NUL, lone surrogates, RTL and combining marks,
+// astral characters, traversal, SQL and very long runs.
+const nasty = fc.constantFrom(
+  '', ' ', '\u0000', 'a\u0000b', '\ud800', 'x\udfffy', '\u202eevil', 'e\u0301\u0301\u0301', '😀'.repeat(3), '𝕳𝖊𝖑𝖑𝖔',
+  '../../etc/passwd', "'; drop table books; --", '%00', '\\', 'null', 'ǅ', '\t\n\r', 'A'.repeat(300),
+);
+const anyText = fc.oneof(fc.string({ unit: 'binary', maxLength: 60 }), nasty, fc.string({ maxLength: 30 }));
+const anyJson = fc.oneof({ depthSize: 'small' }, fc.jsonValue({ maxDepth: 3 }), fc.anything({ maxDepth: 2 }).map((v) => JSON.parse(JSON.stringify(v ?? null) ?? 'null')));
+
+const sectionArb = fc.record(
+  {
+    key: fc.oneof(fc.constantFrom('forward', 'health', 'a', 'a', 'x.y-z_1'), anyText),
+    title: fc.oneof(anyText, fc.constant(undefined), fc.integer()),
+    text: fc.oneof(anyText, fc.constantFrom('I wake up rested.', 'Calm.'), fc.integer(), fc.constant(null)),
+  },
+  { requiredKeys: [] },
+);
+const batchArb = fc.oneof(
+  anyJson,
+  fc.record(
+    {
+      visionId: fc.oneof(anyText, fc.constant('vision'), fc.integer()),
+      sections: fc.oneof(fc.array(sectionArb, { maxLength: 16 }), anyJson),
+      variants: fc.oneof(fc.array(fc.oneof(fc.constantFrom(...variantIds, 'karaoke'), anyText), { maxLength: 6 }), anyJson),
+      voice: fc.oneof(fc.constantFrom(...voiceIds, 'robot'), anyText),
+      model: fc.oneof(fc.constant(undefined), fc.constantFrom('gpt-4o-mini-tts', 'tts-1', '../model'), anyText),
+      extra: fc.oneof(fc.constant(undefined), anyJson),
+    },
+    { requiredKeys: [] },
+  ),
+);
+
+describe('property-based bodies at every POST route', () => {
+  it('POST /v1/audio/batches: never 5xx, nothing written on 4xx', async () => {
+    await log.scenario(
+      `POST /v1/audio/batches × ${RUNS * 2} fast-check bodies (random JSON, near-valid batches, raw text)`,
+      'request bodies generated by fast-check: wrong types, missing and extra fields, nasty strings, duplicate keys, raw non-JSON',
+      async (r) => {
+        const seen = new Map<number, number>();
+        await fc.assert(
+          fc.asyncProperty(batchArb, fc.option(fc.string({ minLength: 1, maxLength: 20 }), { nil: undefined }), async (body, key) => {
+            const out = await postJson('/v1/audio/batches', body, key ? { 'Idempotency-Key': key } : {});
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        await fc.assert(
+          fc.asyncProperty(fc.oneof(fc.string({ unit: 'binary', maxLength: 200 }), fc.constantFrom('{', '{"visionId":', '[1,2', 'nul', '{"a":1}}', '\u0000')), async (raw) => {
+            const out = await postJson('/v1/audio/batches', raw);
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        r.held(`no 5xx; every 4xx wrote nothing; statuses ${JSON.stringify(Object.fromEntries(seen))}`);
+        r.measure('requests', RUNS * 2);
+      },
+    );
+  }, 240_000);
+
+  it('POST /v1/audio/batches/:id/retry and /cancel: never 5xx, nothing written on 4xx', async () => {
+    await log.scenario(
+      `POST /v1/audio/batches/:id/retry and /cancel × ${RUNS} fast-check ids and bodies`,
+      'ids that are random strings, traversal, uuids of nobody, and real batches; random bodies and content types',
+      async (r) => {
+        const real = await postJson('/v1/audio/batches', { visionId: 'fuzz-target', sections: [{ key: 'a', text: 'Hello there.' }], variants: ['voice_only'], voice: 'alloy' });
+        expect(real.status).toBe(201);
+        const seen = new Map<number, number>();
+        const idArb = fc.oneof(fc.uuid(), fc.constant(real.body.id as string), fc.string({ maxLength: 40 }), nasty);
+        await fc.assert(
+          fc.asyncProperty(idArb, fc.constantFrom('retry', 'cancel'), anyJson, fc.constantFrom('application/json', 'text/plain', 'application/xml', ''), async (id, action, body, type) => {
+            // A URL cannot carry an unpaired surrogate: it goes as U+FFFD (what a browser sends).
+            const inPath = encodeURIComponent(id.replace(/[\ud800-\udfff]/g, (c, i) => (/[\ud800-\udbff][\udc00-\udfff]/.test(id.slice(i - 1, i + 1)) || /[\ud800-\udbff][\udc00-\udfff]/.test(id.slice(i, i + 2)) ? c : '\ufffd')));
+            const out = await send('POST', `/v1/audio/batches/${inPath}/${action}`, {
+              body: JSON.stringify(body),
+              headers: type ? { 'Content-Type': type } : {},
+            });
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+            // An unknown or malformed id is 404; a JSON body the parser refuses is 400 first.
+            if (id !== real.body.id) expect(out.status === 404 || (out.status === 400 && type === 'application/json'), `${id} → ${out.status}`).toBe(true);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        r.held(`no 5xx; unknown or malformed ids always 404; every 4xx wrote nothing; statuses ${JSON.stringify(Object.fromEntries(seen))}`);
+        r.measure('requests', RUNS);
+      },
+    );
+  }, 240_000);
+
+  it('POST /v1/books (JSON and multipart): never 5xx, nothing written on 4xx', async () => {
+    await log.scenario(
+      `POST /v1/books × ${RUNS} JSON bodies and × ${RUNS} multipart uploads from fast-check`,
+      'random JSON books (pages of any type, nasty titles), random uploads (any bytes, names, types, fields, extra files, fake PDFs)',
+      async (r) => {
+        const seen = new Map<number, number>();
+        const bookArb = fc.oneof(
+          anyJson,
+          fc.record(
+            {
+              title: fc.oneof(anyText, fc.constant('A title'), fc.integer()),
+              author: fc.oneof(anyText, fc.constant(undefined), fc.constant(null)),
+              pages: fc.oneof(fc.array(fc.oneof(anyText, fc.constant('The forest was dark.'), fc.integer()), { maxLength: 6 }), anyJson),
+            },
+            { requiredKeys: [] },
+          ),
+        );
+        await fc.assert(
+          fc.asyncProperty(bookArb, async (body) => {
+            const out = await postJson('/v1/books', body);
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        const fileArb = fc.record({
+          field: fc.constantFrom('file', 'file', 'file', 'upload', 'files[]'),
+          name: fc.oneof(fc.constantFrom('book.txt', 'book.pdf', 'book.PDF', 'a.bin', '', '../../etc/passwd.txt', 'x.txt.exe', '😀.txt', 'nul\u0000.txt', '\ud800.txt'), fc.string({ maxLength: 30 })),
+          type: fc.constantFrom('text/plain', 'application/pdf', 'application/octet-stream', 'image/png', 'text/plain; charset=utf-16', ''),
+          data: fc.oneof(
+            fc.uint8Array({ maxLength: 3_000 }),
+            fc.string({ unit: 'binary', maxLength: 500 }).map((s) => new TextEncoder().encode(s)),
+            fc.uint8Array({ maxLength: 2_000 }).map((b) => new Uint8Array([...new TextEncoder().encode('%PDF-1.7\n'), ...b])),
+            fc.constant(new TextEncoder().encode('The sea was loud.\fThe city was quiet.')),
+          ),
+        });
+        const formArb = fc.record({
+          files: fc.array(fileArb, { maxLength: 2 }),
+          title: fc.option(anyText, { nil: undefined }),
+          author: fc.option(anyText, { nil: undefined }),
+          junk: fc.option(fc.string({ maxLength: 20 }), { nil: undefined }),
+        });
+        await fc.assert(
+          fc.asyncProperty(formArb, async ({ files, title, author, junk }) => {
+            const form = new FormData();
+            if (title !== undefined) form.set('title', title);
+            if (author !== undefined) form.set('author', author);
+            if (junk !== undefined) form.set(junk || 'junk', 'x');
+            for (const f of files) form.append(f.field, new Blob([Buffer.from(f.data)], { type: f.type }), f.name);
+            const out = await send('POST', '/v1/books', { body: form });
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        r.held(`no 5xx; every 4xx wrote nothing; statuses ${JSON.stringify(Object.fromEntries(seen))}`);
+        r.measure('requests', RUNS * 2);
+      },
+    );
+  }, 240_000);
+
+  it('POST /v1/webhooks and /v1/stream-tokens: never 5xx, nothing written on 4xx', async () => {
+    await log.scenario(
+      `POST /v1/webhooks × ${RUNS} and /v1/stream-tokens × ${Math.ceil(RUNS / 2)} fast-check bodies`,
+      'random endpoint registrations (private, loopback, credentialed, non-http and random URLs; unknown events) and random token requests',
+      async (r) => {
+        const seen = new Map<number, number>();
+        const urlArb = fc.oneof(
+          fc.constantFrom('http://127.0.0.1/x', 'http://10.1.2.3/', 'http://[::1]/', 'http://169.254.169.254/latest', 'ftp://93.184.216.34/',
+            'http://user:pw@93.184.216.34/', 'javascript:alert(1)', 'http://localhost:9/', 'https://93.184.216.34/hook', 'http://[fe80::1]/', 'http://0x7f000001/'),
+          fc.ipV4().map((ip) => `https://${ip}/hooks/${ip}`),
+          anyText,
+        );
+        const hookArb = fc.oneof(
+          anyJson,
+          fc.record(
+            { url: fc.oneof(urlArb, fc.integer()), events: fc.oneof(fc.array(fc.oneof(fc.constantFrom(...webhookEventTypes, 'batch.exploded'), anyText), { maxLength: 4 }), anyJson), secret: fc.option(anyText, { nil: undefined }) },
+            { requiredKeys: [] },
+          ),
+        );
+        await fc.assert(
+          fc.asyncProperty(hookArb, async (body) => {
+            const out = await postJson('/v1/webhooks', body);
+            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: RUNS, endOnFailure: true },
+        );
+        const tokenSeen = new Map<number, number>();
+        await fc.assert(
+          fc.asyncProperty(anyJson, fc.constantFrom('application/json', 'text/plain', ''), async (body, type) => {
+            const out = await send('POST', '/v1/stream-tokens', { body: JSON.stringify(body), headers: type ? { 'Content-Type': type } : {} });
+            tokenSeen.set(out.status, (tokenSeen.get(out.status) ?? 0) + 1);
+          }),
+          { numRuns: Math.ceil(RUNS / 2), endOnFailure: true },
+        );
+        r.held(`webhooks: no 5xx, every 4xx wrote nothing; statuses ${JSON.stringify(Object.fromEntries(seen))}`);
+        r.held(`stream tokens: no 5xx; statuses ${JSON.stringify(Object.fromEntries(tokenSeen))}`);
+        r.measure('requests', RUNS + Math.ceil(RUNS / 2));
+      },
+    );
+  }, 240_000);
+});
+
+describe('edges by hand', () => {
+  it('oversize bodies answer 413 and wrong content types 415, writing nothing', async () => {
+    await log.scenario(
+      'Oversize bodies and wrong content types at every POST route',
+      'bodies past the 1 MiB JSON limit and the book upload limit; text/plain, XML, form-encoded, no type, unknown charset and encoding',
+      async (r) => {
+        const big = JSON.stringify({ visionId: 'big', sections: [{ key: 'a', text: 'x'.repeat(1_100_000) }], variants: ['voice_only'], voice: 'alloy' });
+        expect((await postJson('/v1/audio/batches', big)).status).toBe(413);
+        expect((await postJson('/v1/webhooks', JSON.stringify({ url: 'https://93.184.216.34/', events: ['batch.completed'], pad: 'x'.repeat(1_100_000) }))).status).toBe(413);
+        expect((await postJson('/v1/books', JSON.stringify({ title: 'Big', pages: ['x'.repeat(MAX_UPLOAD)] }))).status).toBe(413);
+        const form = new FormData();
+        form.set('file', new Blob([Buffer.alloc(MAX_UPLOAD + 1, 'a')], { type: 'text/plain' }), 'big.txt');
+        expect((await send('POST', '/v1/books', { body: form })).status).toBe(413);
+        expect((await send('POST', `/v1/audio/batches/${crypto.randomUUID()}/retry`, { body: big, headers: { 'Content-Type': 'application/json' } })).status).toBe(413);
+        r.held('413 for a 1.1 MB batch, a 1.1 MB webhook, a JSON book and an upload one byte over BOOK_MAX_UPLOAD_BYTES, and a 1.1 MB retry body');
+
+        const valid = JSON.stringify({ visionId: 'v', sections: [{ key: 'a', text: 'Hi.' }], variants: ['voice_only'], voice: 'alloy' });
+        const types = ['text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1'];
+        for (const path of ['/v1/audio/batches', '/v1/webhooks']) {
+          for (const type of types) expect((await send('POST', path, { body: valid, headers: { 'Content-Type': type } })).status, `${path} ${type}`).toBe(415);
+          expect((await send('POST', path, { body: valid })).status, `${path} without a type`).toBe(415);
+          expect((await send('POST', path, { body: valid, headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'x-unknown' } })).status, `${path} unknown encoding`).toBe(415);
+          expect((await send('POST', path, { body: 'not gzip', headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' } })).status, `${path} broken gzip`).toBeLessThan(500);
+        }
+        for (const type of ['text/plain', 'application/xml', 'application/x-www-form-urlencoded']) {
+          expect((await send('POST', '/v1/books', { body: 'title=x', headers: { 'Content-Type': type } })).status, type).toBe(415);
+        }
+        expect((await send('POST', '/v1/books', { body: 'x' })).status).toBe(415);
+        r.held(`415 for ${types.length} wrong types, no type, and an unknown Content-Encoding at /v1/audio/batches and /v1/webhooks; 415 for non-JSON, non-multipart books`);
+      },
+    );
+  }, 120_000);
+
+  it('malformed ids answer 404 on every route that takes one, never 500', async () => {
+    await log.scenario(
+      'Malformed ids on every :id route (GET and POST)',
+      'ids: not-uuids, nil uuid, traversal, SQL, NUL, 5,000 characters, emoji, bad percent-encoding',
+      async (r) => {
+        const routes = [
+          ['GET', '/v1/audio/batches/:id'], ['GET', '/v1/audio/batches/:id/events'], ['POST', '/v1/audio/batches/:id/retry'], ['POST', '/v1/audio/batches/:id/cancel'],
+          ['GET', '/v1/audio/sets/:id'], ['GET', '/v1/audio/tracks/:id/audio'], ['GET', '/v1/books/:id'], ['GET', '/v1/books/:id/scenes'],
+          ['GET', '/v1/books/:id/events'], ['POST', '/v1/books/:id/soundscapes'], ['GET', '/v1/soundscapes/:id/audio'], ['GET', '/v1/webhooks/:id'],
+          ['GET', '/v1/webhooks/:id/deliveries'], ['DELETE', '/v1/webhooks/:id'],
+        ] as const;
+        const ids = ['not-a-uuid', '123', '00000000-0000-0000-0000-000000000000', crypto.randomUUID(), crypto.randomUUID().toUpperCase(), '%00', '..%2F..%2Fetc%2Fpasswd',
+          encodeURIComponent("'; drop table books; --"), encodeURIComponent('😀'), 'x'.repeat(5_000), '%20', encodeURIComponent('\ud800'.replace(/\ud800/, '\ufffd'))];
+        let checked = 0;
+        for (const [method, route] of routes) {
+          for (const id of ids) {
+            const out = await send(method, route.replace(':id', id), method === 'POST' ? { body: '{}', headers: { 'Content-Type': 'application/json' } } : {});
+            expect(out.status, `${method} ${route} ${id.slice(0, 40)}`).toBe(404);
+            checked++;
+          }
+          // A percent-encoding that does not decode is the client's fault too (400 or 404).
+          const broken = await send(method, route.replace(':id', '%E0%A4%A'), method === 'POST' ? { body: '{}', headers: { 'Content-Type': 'application/json' } } : {});
+          expect([400, 404], `${method} ${route} bad encoding`).toContain(broken.status);
+          checked++;
+        }
+        // Query strings reach the database too: NUL and unpaired surrogates are 400, not 500.
+        for (const query of ['visionId=%00', 'status=%00', 'cursor=%00', `cursor=${Buffer.from('2026-01-01T00:00:00Z|x').toString('base64url')}`, 'limit=1e999', 'limit=-1']) {
+          expect((await send('GET', `/v1/audio/batches?${query}`)).status, query).toBe(400);
+          checked++;
+        }
+        // Bytes that are not UTF-8 decode to U+FFFD: a harmless search, not an error.
+        expect((await send('GET', '/v1/audio/batches?visionId=%ED%A0%80')).status).toBe(200);
+        checked++;
+        expect((await send('GET', '/v1/books?status=%00')).status).toBe(400);
+        checked++;
+        r.held(`${checked} requests over ${routes.length} routes: every malformed or unknown id 404 (a broken percent-encoding 400/404), never 500; NUL or bad cursors in list queries 400`);
+        r.measure('requests', checked);
+      },
+    );
+  }, 120_000);
+
+  it('unicode, very long texts, NUL, lone surrogates and duplicate section keys', async () => {
+    await log.scenario(
+      'Unicode and very long texts, NUL and lone surrogates, duplicate section keys',
+      'sections of 20,000 multi-byte characters (14 of them), 20,001 characters, emoji/RTL/combining text, \\u0000 and unpaired surrogates in every string field, duplicate keys',
+      async (r) => {
+        const text = (n: number, ch: string) => ch.repeat(n);
+        // The documented maximum: 14 sections of 20,000 characters of 3-byte text fits the limit.
+        const longest = { visionId: 'longest', sections: Array.from({ length: 14 }, (_, i) => ({ key: `s${i}`, title: 'Ünïcödé ✓', text: text(20_000, '語') })), variants: ['voice_only'], voice: 'alloy' };
+        const accepted = await postJson('/v1/audio/batches', longest);
+        expect(accepted.status).toBe(201);
+        const stored = await db.one(`select sections_requested from audio_generation_batches where id = $1`, [accepted.body.id]);
+        expect(stored.sections_requested[13].text).toBe(longest.sections[13]!.text);
+        r.held(`14 sections × 20,000 three-byte characters (${Math.round(JSON.stringify(longest).length / 1024)} k characters of JSON) accepted, 201, stored exactly`);
+
+        const mixed = '😀 مرحبا 🇫🇷 e\u0301 𝕳 \u202e ok 語 ';
+        const unicode = await postJson('/v1/audio/batches', { visionId: 'ユニコード 😀', sections: [{ key: 'uni', title: mixed, text: mixed.repeat(100) }], variants: ['voice_only'], voice: 'alloy' });
+        expect(unicode.status).toBe(201);
+        const round = await db.one(`select vision_id, sections_requested from audio_generation_batches where id = $1`, [unicode.body.id]);
+        expect(round.vision_id).toBe('ユニコード 😀');
+        expect(round.sections_requested[0].title).toBe(mixed);
+        r.held('emoji, RTL, combining marks and astral characters round-trip exactly');
+
+        const tooLong = await postJson('/v1/audio/batches', { visionId: 'long', sections: [{ key: 'a', text: text(20_001, 'a') }], variants: ['voice_only'], voice: 'alloy' });
+        expect(tooLong.status).toBe(400);
+        expect(tooLong.body.error.message).toMatch(/at most 20000 characters/);
+        const duplicate = await postJson('/v1/audio/batches', { visionId: 'dup', sections: [{ key: 'a', text: 'One.' }, { key: 'a', text: 'Two.' }], variants: ['voice_only'], voice: 'alloy' });
+        expect(duplicate.status).toBe(400);
+        expect(duplicate.body.error.message).toBe('body.sections.1.key: duplicate section key "a"');
+        r.held(`20,001 characters → 400 "${tooLong.body.error.message}"; duplicate keys → 400 "${duplicate.body.error.message}"`);
+
+        const base = { visionId: 'v', sections: [{ key: 'a', title: 't', text: 'Fine text.' }], variants: ['voice_only'], voice: 'alloy' };
+        const poisons = { nul: 'a\u0000b', loneHigh: 'a\ud800b', loneLow: '\udc00' };
+        const results: string[] = [];
+        for (const [name, poison] of Object.entries(poisons)) {
+          for (const field of ['visionId', 'title', 'text'] as const) {
+            const body = structuredClone(base) as any;
+            if (field === 'visionId') body.visionId = poison;
+            else body.sections[0][field] = poison;
+            const out = await postJson('/v1/audio/batches', body);
+            expect(out.status, `${name} in ${field}`).toBe(400);
+            results.push(`${name}/${field}`);
+          }
+          const book = await postJson('/v1/books', { title: `T${poison}`, pages: [`page ${poison}`] });
+          expect(book.status, `${name} in a book`).toBe(400);
+          const hook = await postJson('/v1/webhooks', { url: `https://93.184.216.34/${poison}`, events: ['batch.completed'] });
+          expect(hook.status, `${name} in a webhook url`).toBeLessThan(500);
+        }
+        r.held(`NUL and unpaired surrogates in ${results.length} batch fields and in book titles and pages → 400, nothing written`);
+      },
+    );
+  }, 120_000);
+});
+
+afterAll(() => {
+  // eslint-disable-next-line no-console
+  console.log(`bad-input: ${stats.requests} requests, statuses ${JSON.stringify(Object.fromEntries([...stats.byStatus].sort((a, b) => a[0] - b[0])))}`);
+});
