@@ -63,14 +63,17 @@ describe('mixTrack', () => {
     expect(await level(plain, 0.05)).toBeLessThan(-80);
   });
 
-  it('measures the voice itself when no loudness is cached, to the same result', async () => {
+  it('measures the voice itself when nothing is cached, to the same result', async () => {
     const variant = getVariant('focus')!;
     const cached = join(dir(), 'cached.mp3');
+    const allCached = join(dir(), 'all-cached.mp3');
     const fresh = join(dir(), 'fresh.mp3');
     await mixTrack({ voicePath, variant, outPath: cached, voiceLoudness: await measureVoiceLoudness(voicePath) });
+    await mixTrack({ voicePath, variant, outPath: allCached, voiceLoudness: voice.loudnessLufs, voiceDurationMs: (await probeAudio(voicePath)).durationMs });
     await mixTrack({ voicePath, variant, outPath: fresh });
-    const [a, b] = await Promise.all([measureLoudness(cached), measureLoudness(fresh)]);
-    expect(Math.abs(a.integratedLufs - b.integratedLufs)).toBeLessThanOrEqual(0.1);
+    const [a, b, c] = await Promise.all([measureLoudness(cached), measureLoudness(allCached), measureLoudness(fresh)]);
+    expect(Math.abs(a.integratedLufs - c.integratedLufs)).toBeLessThanOrEqual(0.1);
+    expect(Math.abs(b.integratedLufs - c.integratedLufs)).toBeLessThanOrEqual(0.1);
   });
 
   it('mixes an MP3 voice at another sample rate (what OpenAI returns)', async () => {

@@ -153,23 +153,22 @@ describe('metrics, cost and analytics', () => {
 });
 
 describe('rate limits', () => {
-  it('hold across two worker processes', async () => {
+  it('hold across two worker processes', { timeout: 240_000 }, async () => {
     const limited = { ...process.env, ...env.env, TTS_RATE_LIMIT: '4/1s', WORKER_QUEUES: 'audio-tts' };
     const children: ChildProcess[] = [0, 1].map(() => spawn(process.execPath, ['--import', 'tsx', 'apps/worker/src/main.ts'], { env: limited, stdio: 'ignore' }));
-    const queue = new Queue('audio-tts', { connection: api.ctx.redis, prefix: env.prefix });
+    const queue = new Queue('audio-tts', { connection: { url: env.config.REDIS_URL }, prefix: env.prefix });
     try {
       // 16 speech jobs for tracks that do not exist: each finishes at once, so only the
       // limiter paces them.
       const ids = Array.from({ length: 16 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
-      const started = Date.now();
       await queue.addBulk(ids.map((trackId) => ({ name: 'speak-track', data: { batchId: trackId, trackId }, opts: { removeOnComplete: false } })));
-      await waitFor(async () => (await queue.getCompletedCount()) === 16, { timeoutMs: 60_000, what: '16 jobs' });
+      // Generous: two worker processes compile and start under whatever load the machine has.
+      await waitFor(async () => (await queue.getCompletedCount()) === 16, { timeoutMs: 180_000, what: '16 jobs' });
       const jobs = await queue.getCompleted(0, 100);
       const times = jobs.map((j) => j.processedOn!).sort((a, b) => a - b);
       // 4 per second across both processes: 16 jobs need at least 3 full windows.
       expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(2_900);
       for (let i = 0; i + 4 < times.length; i++) expect(times[i + 4]! - times[i]!).toBeGreaterThanOrEqual(950);
-      expect(Date.now() - started).toBeLessThan(60_000);
     } finally {
       await queue.close();
       for (const c of children) c.kill('SIGTERM');

@@ -16,7 +16,7 @@ import { createTestEnv, type TestEnv } from '../helpers/services';
 const log = openReliabilityLog('bad-input');
 
 const MAX_UPLOAD = 64 * 1024;
-const RUNS = Number(process.env.RELIABILITY_FUZZ_RUNS ?? 120);
+const RUNS = Number(process.env.RELIABILITY_FUZZ_RUNS ?? 200);
 let env: TestEnv;
 let api: TestApi;
 let db: TestDb;
@@ -59,7 +59,7 @@ interface Outcome {
 const stats = { requests: 0, byStatus: new Map<number, number>() };
 
 /** Sends one request and holds the contract: no 5xx, the error shape on 4xx, and no write on 4xx. */
-async function send(method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string> } = {}): Promise<Outcome> {
+async function send(method: string, path: string, init: { body?: RequestInit['body']; headers?: Record<string, string> } = {}): Promise<Outcome> {
   const before = await snapshot();
   const res = await fetch(`${api.url}${path}`, { method, body: init.body, headers: { Authorization: `Bearer ${token}`, ...init.headers } });
   const text = await res.text();

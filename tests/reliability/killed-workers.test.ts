@@ -85,7 +85,15 @@ async function startWorker(): Promise<ServiceProcess> {
 
 /** Waits until `condition` holds while this worker runs, then SIGKILLs it. */
 async function killWhen(worker: ServiceProcess, what: string, condition: () => Promise<boolean>): Promise<void> {
-  await waitFor(condition, { timeoutMs: 90_000, intervalMs: 50, what });
+  try {
+    await waitFor(condition, { timeoutMs: 90_000, intervalMs: 50, what });
+  } catch (error) {
+    // Say what the worker was doing, so a timeout here is diagnosable from the CI log.
+    const spreads = await db.rows(`select status, count(*)::int as n from book_spreads group by status`);
+    const tracks = await db.rows(`select status, count(*)::int as n from audio_tracks group by status`);
+    const tail = worker.logs.slice(-15).map((l) => JSON.stringify(l).slice(0, 400)).join('\n');
+    throw new Error(`${(error as Error).message}\nalive: ${worker.alive()}; spreads ${JSON.stringify(spreads)}; tracks ${JSON.stringify(tracks)}\n${worker.name} log tail:\n${tail}\nstderr: ${worker.stderr.join('').slice(-1_000)}`);
+  }
   expect(worker.alive()).toBe(true);
   const { signal } = await worker.kill('SIGKILL');
   expect(signal).toBe('SIGKILL');
@@ -105,14 +113,16 @@ describe('workers killed with SIGKILL', () => {
         const variants = ['voice_only', 'sleep'];
         const expected = sections.length * variants.length;
         let worker = await startWorker();
+        // Baselines are taken while exactly one worker lives (here, and right after each
+        // kill), so whatever happens next is that worker's doing.
+        let since = new Date();
+        let before = speechRequests();
         const created = await createBatch(api, { visionId: 'killed', sections, variants, voice: 'alloy' });
         expect(created.status).toBe(201);
         const batchId = created.body.id as string;
         const killedClaims = new Set<string>();
         const plan = ['tts', 'tts', 'mix', 'mix'] as const;
         for (const phase of plan) {
-          const since = new Date();
-          const before = speechRequests();
           await killWhen(worker, `a ${phase} step in flight on ${worker.name}`, async () => {
             if (phase === 'tts') return speechRequests() > before;
             // A mix this worker started: the track moved to mixing after the worker came up.
@@ -121,9 +131,13 @@ describe('workers killed with SIGKILL', () => {
           });
           // Every voice claim still "generating" now belongs to a dead worker: an attempt cut off.
           for (const c of await db.rows(`select claim_token from voice_renditions where status = 'generating'`)) killedClaims.add(c.claim_token);
+          since = new Date();
+          before = speechRequests();
           worker = await startWorker();
         }
         const batch = await waitForTerminal(api, batchId, { timeoutMs: 240_000 });
+        // The next scenario starts with no worker of this one alive.
+        expect((await worker.kill('SIGTERM')).code).toBe(0);
         const facts = await expectBatchSettled(db, env.databaseUrl, batchId, expected);
         expect(batch.status).toBe('completed');
         expect(facts.completed).toBe(expected);
@@ -164,9 +178,12 @@ describe('workers killed with SIGKILL', () => {
         // Forest then sea: two scenes over 8 spreads.
         const pages = [...all.slice(0, 8), ...all.slice(PAGES_PER_SETTING, PAGES_PER_SETTING + 8)];
         const firstWorker = workers.length;
+        expect(workers.filter((w) => w.alive())).toEqual([]);
         let worker = await startWorker();
         const analysesBefore = analysisRequests();
         const predictionsBefore = predictionsCreated();
+        let analyses = analysesBefore;
+        let predictions = predictionsBefore;
         const created = await postBook(api, { title: 'Killed', pages });
         expect(created.status).toBe(202);
         const bookId = created.body.bookId as string;
@@ -174,8 +191,6 @@ describe('workers killed with SIGKILL', () => {
         const killedSoundscapes = new Set<string>();
         const plan = ['analysis', 'analysis', 'soundscape', 'soundscape'] as const;
         for (const phase of plan) {
-          const analyses = analysisRequests();
-          const predictions = predictionsCreated();
           await killWhen(worker, `${phase} in flight on ${worker.name}`, async () =>
             phase === 'analysis' ? analysisRequests() > analyses : predictionsCreated() > predictions,
           );
@@ -185,9 +200,12 @@ describe('workers killed with SIGKILL', () => {
           for (const s of await db.rows(`select id, attempts from soundscapes where book_id = $1 and status = 'generating'`, [bookId])) {
             killedSoundscapes.add(`${s.id}#${s.attempts}`);
           }
+          analyses = analysisRequests();
+          predictions = predictionsCreated();
           worker = await startWorker();
         }
         const book = await waitForBook(api, bookId, 'reader', 240_000);
+        expect((await worker.kill('SIGTERM')).code).toBe(0);
         const facts = await expectBookSettled(db, env.databaseUrl, bookId);
         expect(book.status).toBe('ready');
         expect(facts.analyzed).toBe(8);
@@ -197,18 +215,18 @@ describe('workers killed with SIGKILL', () => {
         r.held(`book ready: ${facts.analyzed}/${facts.spreads} spreads analysed, ${facts.soundscapesCompleted}/${facts.scenes} soundscapes, no errors, counters equal rows`);
         r.held(`${facts.soundscapes} soundscape rows for ${facts.scenes} scenes (no duplicates)`);
 
-        const analyses = analysisRequests() - analysesBefore;
-        const predictions = predictionsCreated() - predictionsBefore;
-        expect(analyses).toBeLessThanOrEqual(facts.spreads + killedAnalyses.size);
-        expect(predictions).toBeLessThanOrEqual(facts.scenes + killedSoundscapes.size);
-        r.held(`analysis calls ${analyses} ≤ spreads ${facts.spreads} + attempts cut off ${killedAnalyses.size}`);
-        r.held(`soundscape predictions ${predictions} ≤ scenes ${facts.scenes} + attempts cut off ${killedSoundscapes.size}`);
+        const analysisCalls = analysisRequests() - analysesBefore;
+        const predictionCalls = predictionsCreated() - predictionsBefore;
+        expect(analysisCalls).toBeLessThanOrEqual(facts.spreads + killedAnalyses.size);
+        expect(predictionCalls).toBeLessThanOrEqual(facts.scenes + killedSoundscapes.size);
+        r.held(`analysis calls ${analysisCalls} ≤ spreads ${facts.spreads} + attempts cut off ${killedAnalyses.size}`);
+        r.held(`soundscape predictions ${predictionCalls} ≤ scenes ${facts.scenes} + attempts cut off ${killedSoundscapes.size}`);
         r.measure('kills', plan.length);
         r.measure('spreads', facts.spreads);
         r.measure('scenes', facts.scenes);
-        r.measure('analysis calls', analyses);
+        r.measure('analysis calls', analysisCalls);
         r.measure('analysis attempts cut off', killedAnalyses.size);
-        r.measure('predictions', predictions);
+        r.measure('predictions', predictionCalls);
         r.measure('soundscape attempts cut off', killedSoundscapes.size);
         r.measure('workers started', workers.length - firstWorker);
       },

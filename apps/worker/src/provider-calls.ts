@@ -10,3 +10,19 @@ export async function recordProviderCall(db: Db, call: ProviderCall): Promise<vo
   if (call.costUsd) providerCost.inc({ provider: call.provider, kind: call.kind }, call.costUsd);
   await db.insert(providerCalls).values(call);
 }
+
+export type CallMeta = Pick<ProviderCall, 'userId' | 'batchId' | 'bookId' | 'provider' | 'kind' | 'unitType'>;
+
+/** Makes one provider call and records it, whether it succeeds or fails. */
+export async function recordedCall<T>(db: Db, meta: CallMeta, call: () => Promise<T>, usage: (result: T) => { units: number; costUsd: number }): Promise<T> {
+  const started = Date.now();
+  let result: T;
+  try {
+    result = await call();
+  } catch (error) {
+    await recordProviderCall(db, { ...meta, units: 0, costUsd: 0, latencyMs: Date.now() - started, outcome: 'error' });
+    throw error;
+  }
+  await recordProviderCall(db, { ...meta, ...usage(result), latencyMs: Date.now() - started, outcome: 'ok' });
+  return result;
+}

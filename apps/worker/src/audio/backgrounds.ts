@@ -7,8 +7,8 @@ import { parseEbur128Summary, runFfmpeg } from '../ffmpeg';
 // 7 minutes), and a soundscape is exactly one loop that a player can repeat without a click.
 //
 // Seamless, by kind of sound:
-// - periodic layers (tones, chirps, drips) have every frequency and rate snapped to a whole
-//   number of cycles per loop, so the loop's end runs straight into its start;
+// - periodic layers (tones, chirps, drips) repeat a whole number of times per loop (their
+//   frequencies and rates are snapped to it), so the loop's end runs straight into its start;
 // - noise cannot be periodic, so noise layers render L + X seconds and the last X seconds
 //   are crossfaded (equal power, as the two ends are uncorrelated) into the first X.
 
@@ -224,14 +224,19 @@ export interface BedLevels {
   loudnessLufs: number;
   /** Its highest sample. */
   samplePeakDb: number;
+  /**
+   * Its momentary loudness (400 ms blocks) every 100 ms through the loop: what the mixer
+   * needs to predict how R128's gating will treat the bed where it plays alone.
+   */
+  blockLufs: number[];
 }
 
 const measured = new Map<string, Promise<BedLevels>>();
 
 /**
- * Loudness and peak of one loop of a recipe's bed. A recipe renders the same every time (fixed
- * seeds), so it is measured once per process (about 50 ms) and the mixer sets the bed's level
- * from it arithmetically.
+ * Loudness, peak and block loudness of one loop of a recipe's bed. A recipe renders the same
+ * every time (fixed seeds), so it is measured once per process (about 50 ms) and the mixer
+ * sets the bed's level from it arithmetically.
  */
 export function measureBed(recipe: BackgroundRecipe): Promise<BedLevels> {
   const key = JSON.stringify(recipe);
@@ -239,18 +244,12 @@ export function measureBed(recipe: BackgroundRecipe): Promise<BedLevels> {
   if (!cached) {
     cached = (async () => {
       const graph = loopGraph(recipe.layers, 'bed', { loopSeconds: BED_LOOP_SECONDS, channels: 1 });
-      const { stderr } = await runFfmpeg([
-        '-nostats',
-        '-filter_complex',
-        `${graph};[bed]ebur128=peak=sample:framelog=verbose[m]`,
-        '-map',
-        '[m]',
-        '-f',
-        'null',
-        '-',
-      ]);
+      const { stderr } = await runFfmpeg(['-nostats', '-filter_complex', `${graph};[bed]ebur128=peak=sample[m]`, '-map', '[m]', '-f', 'null', '-']);
       const summary = parseEbur128Summary(stderr);
-      return { loudnessLufs: summary.integratedLufs, samplePeakDb: summary.peakDb ?? 0 };
+      const blocks = [...stderr.matchAll(/\bt: *([\d.]+) .*?\bM: *(-?[\d.]+)/g)].map((m) => Number(m[2]));
+      // The first 300 ms hold partial blocks; the loop's own continuation stands in for them.
+      const blockLufs = blocks.length > 4 ? [...blocks.slice(3, 4), ...blocks.slice(3, 4), ...blocks.slice(3, 4), ...blocks.slice(3)] : [summary.integratedLufs];
+      return { loudnessLufs: summary.integratedLufs, samplePeakDb: summary.peakDb ?? 0, blockLufs };
     })();
     // A failed measurement (a killed process) must not stay cached for the life of the worker.
     cached.catch(() => measured.delete(key));

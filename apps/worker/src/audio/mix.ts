@@ -58,6 +58,8 @@ export interface MixInput {
   outPath: string;
   /** measureVoiceLoudness of this voice file, when the caller has it cached. */
   voiceLoudness?: number;
+  /** Its decoded duration (probeAudio), when cached too: saves probing the file again. */
+  voiceDurationMs?: number;
   signal?: AbortSignal;
 }
 
@@ -135,25 +137,65 @@ export interface MixPlan {
   /** The final limiter's ceiling (linear), or null when the worst case cannot reach it. */
   limitLinear: number | null;
   totalSeconds: number;
+  /** How far every gain sits above the plain arithmetic (gating of the bed alone, corrections). */
+  liftDb: number;
 }
+
+/** Tracks shorter than this have their loudness checked after mixing (see mixTrack). */
+const VERIFY_UNDER_SECONDS = 40;
+const VERIFY_TOLERANCE_LU = 0.5;
 
 /** Sample peaks may rise this much past the voice limiter when resampled to 44.1 kHz. */
 const RESAMPLE_OVERSHOOT_DB = 1;
 
 /** The gains and length of a mix, from measurements alone. Exported for tests and benchmarks. */
-export function planMix(variant: Variant, voice: { loudness: number; durationMs: number }, bed: BedLevels | null): MixPlan {
+export function planMix(variant: Variant, voice: { loudness: number; durationMs: number }, bed: BedLevels | null, correctionLu = 0): MixPlan {
   const bedShare = variant.background ? 10 * Math.log10(1 + 10 ** (variant.backgroundLevelLu / 10)) : 0;
-  const voiceTarget = variant.loudnessTargetLufs - bedShare;
+  const voiceSeconds = voice.durationMs / 1000 / variant.tempo;
+  const totalSeconds = (variant.leadInMs + variant.tailMs) / 1000 + voiceSeconds;
+  const designBedGain = (level: number) => (bed ? level + variant.backgroundLevelLu - STEREO_FROM_MONO_LU - bed.loudnessLufs : 0);
+  // Where the bed plays alone (lead-in, tail), R128 counts it too if it clears the relative
+  // gate, which pulls a short track under its target: lift everything by what that costs.
+  const designVoiceTarget = variant.loudnessTargetLufs - bedShare;
+  const predicted = bed ? predictIntegrated(variant, bed, designBedGain(designVoiceTarget), voiceSeconds, totalSeconds) : variant.loudnessTargetLufs;
+  const liftDb = variant.loudnessTargetLufs - predicted + correctionLu;
+  const voiceTarget = designVoiceTarget + liftDb;
   const voiceLevel = voiceTarget - STEREO_FROM_MONO_LU;
   const voiceGainDb = voiceLevel - voice.loudness;
-  const bedGainDb = bed ? voiceTarget + variant.backgroundLevelLu - STEREO_FROM_MONO_LU - bed.loudnessLufs : 0;
-  const totalSeconds = (variant.leadInMs + variant.tailMs) / 1000 + voice.durationMs / 1000 / variant.tempo;
+  const bedGainDb = designBedGain(voiceTarget);
   // The final limiter would cost about 5 % of the mix; it is left out when even a bed peak
   // landing on a voice peak stays a margin under the ceiling.
   const worstPeak = 10 ** ((voiceLevel + VOICE_PEAK_LU + RESAMPLE_OVERSHOOT_DB) / 20) + (bed ? 10 ** ((bed.samplePeakDb + bedGainDb) / 20) : 0);
   const ceilingDb = variant.truePeakDbtp - LIMITER_MARGIN_DB;
   const limitLinear = 20 * Math.log10(worstPeak) > ceilingDb ? 10 ** (ceilingDb / 20) : null;
-  return { voiceGainDb, voiceLevel, bedGainDb, limitLinear, totalSeconds };
+  return { voiceGainDb, voiceLevel, bedGainDb, limitLinear, totalSeconds, liftDb };
+}
+
+/**
+ * Integrated loudness (BS.1770 gating) the mix would have at the design gains: 400 ms blocks
+ * every 100 ms, those under the voice at the target, those in the lead-in and tail at the
+ * bed's own measured block loudness through the fades.
+ */
+function predictIntegrated(variant: Variant, bed: BedLevels, bedGainDb: number, voiceSeconds: number, totalSeconds: number): number {
+  const leadIn = variant.leadInMs / 1000;
+  const fadeIn = variant.fadeInMs / 1000;
+  const fadeOut = variant.fadeOutMs / 1000;
+  const energies: number[] = [];
+  for (let end = 0.4; end <= totalSeconds + 1e-9; end += 0.1) {
+    const middle = end - 0.2;
+    if (middle >= leadIn && middle < leadIn + voiceSeconds) {
+      energies.push(10 ** (variant.loudnessTargetLufs / 10));
+      continue;
+    }
+    const fade = Math.min(1, fadeIn > 0 ? middle / fadeIn : 1, fadeOut > 0 ? (totalSeconds - middle) / fadeOut : 1);
+    const block = bed.blockLufs[Math.round(end * 10 - 1) % bed.blockLufs.length]!;
+    if (fade > 0) energies.push(10 ** ((block + bedGainDb + STEREO_FROM_MONO_LU + 20 * Math.log10(fade)) / 10));
+  }
+  const gated = (floor: number) => energies.filter((e) => e > floor);
+  const mean = (list: number[]) => list.reduce((a, b) => a + b, 0) / list.length;
+  const absolute = gated(10 ** (-70 / 10));
+  if (absolute.length === 0) return variant.loudnessTargetLufs;
+  return 10 * Math.log10(mean(gated(mean(absolute) / 10)));
 }
 
 function mixGraph(variant: Variant, plan: MixPlan): string {
@@ -181,37 +223,7 @@ function mixGraph(variant: Variant, plan: MixPlan): string {
   ].join(';');
 }
 
-/**
- * Mixes one track: the voice (slowed when the variant says so) over the variant's bed, with
- * lead-in, tail and fades, at the variant's loudness, as a 44.1 kHz stereo MP3 at `outPath`.
- *
- * Throws MixingError: not retryable when the voice file itself is unusable (damaged, empty or
- * silent: the same bytes fail the same way every time; the rendition must be remade),
- * retryable when ffmpeg fails or is killed (a crash, a full disk, a timeout, shutdown).
- */
-export async function mixTrack(input: MixInput): Promise<{ durationMs: number }> {
-  const { voicePath, variant, outPath, signal } = input;
-  let voice: { loudness: number; durationMs: number };
-  try {
-    if (input.voiceLoudness !== undefined && Number.isFinite(input.voiceLoudness)) {
-      // The loudness was measured when the rendition was stored, which decoded the whole
-      // file then; the header's duration is enough now.
-      const info = await probeAudio(voicePath, { decode: false, signal });
-      voice = { loudness: input.voiceLoudness, durationMs: info.durationMs };
-    } else {
-      voice = await analyzeVoice(voicePath, signal);
-    }
-  } catch (error) {
-    if (error instanceof InvalidAudioError) {
-      throw new MixingError(`the voice audio is unusable: ${error.message}`, { retryable: false, cause: error });
-    }
-    throw new MixingError(`could not read the voice audio: ${(error as Error).message}`, { retryable: true, cause: error });
-  }
-  if (!(voice.loudness > SILENT_LUFS)) {
-    throw new MixingError('the voice audio is silent', { retryable: false });
-  }
-
-  const plan = planMix(variant, voice, variant.background ? await measureBed(variant.background) : null);
+async function encode(voicePath: string, variant: Variant, plan: MixPlan, outPath: string, signal?: AbortSignal): Promise<void> {
   try {
     await runFfmpeg(
       [
@@ -236,10 +248,69 @@ export async function mixTrack(input: MixInput): Promise<{ durationMs: number }>
     const detail = error instanceof FfmpegError ? `${error.message}\n${error.stderrTail}` : String(error);
     throw new MixingError(`ffmpeg could not mix the track: ${detail}`, { retryable: true, cause: error });
   }
+}
 
-  // Loudness is not re-measured here: a true-peak scan costs about 40 % of the mix itself,
-  // and the gains are arithmetic on measured inputs (tests/audio hold every variant to ±1 LU
-  // and the true-peak ceiling). What is checked is that the file is the file promised.
+async function integratedLoudness(path: string, signal?: AbortSignal): Promise<number> {
+  try {
+    const { stderr } = await runFfmpeg(['-nostats', '-i', path, '-af', LOUDNESS_PRECISELY, '-f', 'null', '-'], { signal });
+    return parseIntegratedLoudness(stderr);
+  } catch (error) {
+    throw new MixingError(`could not measure the mixed track: ${(error as Error).message}`, { retryable: true, cause: error });
+  }
+}
+
+/**
+ * Mixes one track: the voice (slowed when the variant says so) over the variant's bed, with
+ * lead-in, tail and fades, at the variant's loudness, as a 44.1 kHz stereo MP3 at `outPath`.
+ *
+ * Throws MixingError: not retryable when the voice file itself is unusable (damaged, empty or
+ * silent: the same bytes fail the same way every time; the rendition must be remade),
+ * retryable when ffmpeg fails or is killed (a crash, a full disk, a timeout, shutdown).
+ */
+export async function mixTrack(input: MixInput): Promise<{ durationMs: number }> {
+  const { voicePath, variant, outPath, signal } = input;
+  let voice: { loudness: number; durationMs: number };
+  try {
+    if (input.voiceLoudness !== undefined && Number.isFinite(input.voiceLoudness)) {
+      // The loudness was measured when the rendition was stored, which decoded and checked
+      // the whole file then; its duration is all that is missing, if that.
+      const durationMs = input.voiceDurationMs ?? (await probeAudio(voicePath, { decode: false, signal })).durationMs;
+      voice = { loudness: input.voiceLoudness, durationMs };
+    } else {
+      voice = await analyzeVoice(voicePath, signal);
+    }
+  } catch (error) {
+    if (error instanceof InvalidAudioError) {
+      throw new MixingError(`the voice audio is unusable: ${error.message}`, { retryable: false, cause: error });
+    }
+    throw new MixingError(`could not read the voice audio: ${(error as Error).message}`, { retryable: true, cause: error });
+  }
+  if (!(voice.loudness > SILENT_LUFS)) {
+    throw new MixingError('the voice audio is silent', { retryable: false });
+  }
+
+  const bed = variant.background ? await measureBed(variant.background) : null;
+  let plan = planMix(variant, voice, bed);
+  await encode(voicePath, variant, plan, outPath, signal);
+
+  // Loudness is not re-measured on a long track: the gains are arithmetic on measured inputs
+  // (tests/audio hold every variant to ±1 LU and the ceiling) and a scan would cost a fifth
+  // of the mix. A short one is different, and cheap to check: a few words hold few 400 ms
+  // blocks, most of them straddling silence, so its loudness strays from the arithmetic
+  // (by 2-3 LU for two words); it is measured and, if off, mixed again with the error
+  // taken out (twice at most: the final limiter is not linear).
+  if (plan.totalSeconds < VERIFY_UNDER_SECONDS) {
+    let correction = 0;
+    for (let pass = 0; pass < 2; pass += 1) {
+      const error = variant.loudnessTargetLufs - (await integratedLoudness(outPath, signal));
+      if (Math.abs(error) <= VERIFY_TOLERANCE_LU) break;
+      correction += error;
+      plan = planMix(variant, voice, bed, correction);
+      await encode(voicePath, variant, plan, outPath, signal);
+    }
+  }
+
+  // What is always checked is that the file is the file promised.
   let out;
   try {
     out = await probeAudio(outPath, { decode: false, signal });

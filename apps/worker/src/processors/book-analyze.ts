@@ -5,7 +5,7 @@ import { parsePayload } from '@soundqueue/shared/queues';
 import { completeSpread, failSpread, startSpread } from '@soundqueue/shared/rollup/books';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
-import { recordProviderCall } from '../provider-calls';
+import { recordedCall } from '../provider-calls';
 
 /** One spread's analysis: setting, mood, ambience and whether a new scene starts here. */
 export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promise<{ sceneChanged: boolean } | { skipped: string }> {
@@ -21,22 +21,12 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
   const provider = ctx.providers.analysis;
   const started = Date.now();
   try {
-    let result;
-    try {
-      result = await provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null });
-    } finally {
-      await recordProviderCall(ctx.db, {
-        userId: book.userId,
-        bookId,
-        provider: provider.name,
-        kind: 'analysis',
-        units: result?.usage.tokens ?? 0,
-        unitType: 'tokens',
-        costUsd: result?.costUsd ?? 0,
-        latencyMs: Date.now() - started,
-        outcome: result ? 'ok' : 'error',
-      });
-    }
+    const result = await recordedCall(
+      ctx.db,
+      { userId: book.userId, bookId, provider: provider.name, kind: 'analysis', unitType: 'tokens' },
+      () => provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null }),
+      (r) => ({ units: r.usage.tokens, costUsd: r.costUsd }),
+    );
     // Spread 0 opens scene 0 whatever the model says.
     const analysis = spreadIndex === 0 ? { ...result.analysis, sceneChanged: true } : result.analysis;
     await ctx.publish(await completeSpread(ctx.db, bookId, spreadIndex, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started }));

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { scenes, soundscapes } from '@soundqueue/shared/db/schema';
@@ -8,9 +8,9 @@ import { parsePayload } from '@soundqueue/shared/queues';
 import { completeSoundscape, failSoundscape, startSoundscape } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
-import { probeAudio } from '../ffmpeg';
 import { handleJobFailure, type JobRun } from '../job-failure';
-import { recordProviderCall } from '../provider-calls';
+import { recordedCall } from '../provider-calls';
+import { writeCheckedAudio } from '../audio/checked-audio';
 
 /** One scene's ambient soundscape, checked with ffprobe before it counts. */
 export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
@@ -25,37 +25,15 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (!(await startSoundscape(ctx.db, soundscapeId))) return { skipped: `soundscape is ${soundscape.status}` };
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
-  const started = Date.now();
   try {
-    let result;
-    try {
-      result = await provider.generate({
-        prompt: scene.prompt,
-        ambience: scene.ambience,
-        mood: scene.mood,
-        durationSeconds: ctx.config.SOUNDSCAPE_SECONDS,
-      });
-    } finally {
-      await recordProviderCall(ctx.db, {
-        userId: soundscape.userId,
-        bookId,
-        provider: provider.name,
-        kind: 'soundscape',
-        units: result?.usage.seconds ?? 0,
-        unitType: 'seconds',
-        costUsd: result?.costUsd ?? 0,
-        latencyMs: Date.now() - started,
-        outcome: result ? 'ok' : 'error',
-      });
-    }
+    const result = await recordedCall(
+      ctx.db,
+      { userId: soundscape.userId, bookId, provider: provider.name, kind: 'soundscape', unitType: 'seconds' },
+      () => provider.generate({ prompt: scene.prompt, ambience: scene.ambience, mood: scene.mood, durationSeconds: ctx.config.SOUNDSCAPE_SECONDS }),
+      (r) => ({ units: r.usage.seconds, costUsd: r.costUsd }),
+    );
     const path = `${tmp}.${result.format}`;
-    await writeFile(path, result.audio);
-    let probe;
-    try {
-      probe = await probeAudio(path);
-    } catch (error) {
-      throw new SoundscapeGenerationError(`The soundscape provider returned audio that cannot be decoded: ${(error as Error).message}`, { cause: error });
-    }
+    const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SoundscapeGenerationError(`The soundscape provider ${message}`, { cause }));
     const key = storageKeys.soundscape(bookId, soundscapeId);
     const stored = await ctx.storage.putFile(key, path, 'audio/mpeg');
     await ctx.publish(

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -252,7 +253,9 @@ export function createLocalSoundscapeProvider(): SoundscapeProvider {
           const gain = TARGET_LUFS - total + relative[i]! - loudness[i]!;
           return entry(name).sound.map((layer) => ({ ...layer, levelDb: layer.levelDb + gain }));
         });
-        const graph = loopGraph(layers, 'scape', { loopSeconds: seconds, channels: 2 });
+        // Seeded by the prompt: two rainy scenes get different rain, and a retry the same file.
+        const seed = createHash('sha256').update(request.prompt).digest().readUInt32BE(0) % 1_000_000;
+        const graph = loopGraph(layers, 'scape', { loopSeconds: seconds, channels: 2, seed: seed + 1 });
         const out = join(scratch, 'soundscape.mp3');
         await runFfmpeg(
           [

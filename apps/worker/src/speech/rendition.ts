@@ -1,14 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { writeFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { and, eq, lt, or, sql } from 'drizzle-orm';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
-import { probeAudio } from '../ffmpeg';
 import { measureVoiceLoudness } from '../audio/mix';
-import { recordProviderCall } from '../provider-calls';
+import { recordedCall } from '../provider-calls';
+import { writeCheckedAudio } from '../audio/checked-audio';
 import type { SpeechRequest } from './types';
 
 export type Rendition = typeof voiceRenditions.$inferSelect;
@@ -89,7 +89,6 @@ async function synthesize(
   signal?: AbortSignal,
 ): Promise<Rendition> {
   const provider = ctx.providers.speech;
-  const started = Date.now();
   const tmp = join(ctx.scratchDir, `${keyHash}.${randomUUID()}`);
   const renew = setInterval(() => {
     ctx.db
@@ -99,23 +98,14 @@ async function synthesize(
       .catch(() => {});
   }, claimLeaseMs(ctx) / 3);
   try {
-    let result;
-    try {
-      result = await provider.synthesize(request, signal);
-    } catch (error) {
-      await recordProviderCall(ctx.db, { ...owner, provider: provider.name, kind: 'speech', units: request.text.length, unitType: 'characters', costUsd: 0, latencyMs: Date.now() - started, outcome: 'error' });
-      throw error;
-    }
-    await recordProviderCall(ctx.db, { ...owner, provider: provider.name, kind: 'speech', units: result.usage.characters, unitType: 'characters', costUsd: result.costUsd, latencyMs: Date.now() - started, outcome: 'ok' });
+    const result = await recordedCall(
+      ctx.db,
+      { ...owner, provider: provider.name, kind: 'speech', unitType: 'characters' },
+      () => provider.synthesize(request, signal),
+      (r) => ({ units: r.usage.characters, costUsd: r.costUsd }),
+    );
     const path = `${tmp}.${result.format}`;
-    await writeFile(path, result.audio);
-    // Invalid audio (truncated, garbage, empty) is never stored as a usable rendition.
-    let probe;
-    try {
-      probe = await probeAudio(path);
-    } catch (error) {
-      throw new SpeechGenerationError(`The speech provider returned audio that cannot be decoded: ${(error as Error).message}`, { cause: error });
-    }
+    const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SpeechGenerationError(`The speech provider ${message}`, { cause }));
     const loudness = await measureVoiceLoudness(path);
     const storageKey = storageKeys.rendition(keyHash, result.format);
     await ctx.storage.putFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
