@@ -48,6 +48,21 @@ describe('mixTrack', () => {
     expect(Math.abs(result.durationMs - info.durationMs)).toBeLessThan(100);
   });
 
+  it('lands a longer track on target by arithmetic alone (no check pass), sleep and focus', async () => {
+    const longVoice = join(dir(), 'long.wav');
+    await runFfmpeg(['-v', 'error', '-stream_loop', '5', '-i', voicePath, '-c', 'copy', '-y', longVoice]);
+    const measured = await measureVoice(longVoice);
+    for (const id of ['sleep', 'focus']) {
+      const variant = getVariant(id)!;
+      const outPath = join(dir(), `${id}-long.mp3`);
+      const { durationMs } = await mixTrack({ voicePath: longVoice, variant, outPath, voiceLoudness: measured.loudnessLufs, voiceDurationMs: measured.durationMs });
+      expect(durationMs).toBeGreaterThan(45_000);
+      const loudness = await measureLoudness(outPath);
+      expect(Math.abs(loudness.integratedLufs - variant.loudnessTargetLufs)).toBeLessThanOrEqual(1);
+      expect(loudness.truePeakDbtp).toBeLessThanOrEqual(variant.truePeakDbtp);
+    }
+  });
+
   it('puts the bed under the voice, audible in the lead-in, and nothing in voice_only', async () => {
     const sleep = join(dir(), 'sleep.mp3');
     const plain = join(dir(), 'plain.mp3');

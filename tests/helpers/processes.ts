@@ -20,8 +20,10 @@ export interface ServiceProcess {
   readonly ready: Promise<void>;
   /** Resolves with how the process ended. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Every JSON log line so far (and any non-JSON output as { msg }). */
+  /** The latest JSON log lines (up to 5,000; non-JSON output as { msg }). */
   readonly logs: LogRecord[];
+  /** How many lines with this msg the process has logged since it started (never trimmed). */
+  count(msg: string): number;
   readonly stderr: string[];
   alive(): boolean;
   /** Sends a signal and waits for the process to end. */
@@ -43,6 +45,7 @@ function start(name: string, entry: string, env: Record<string, string>, readyMe
   });
   running.add(child);
   const logs: LogRecord[] = [];
+  const counts = new Map<string, number>();
   const stderr: string[] = [];
   let onReady: () => void = () => {};
   let buffer = '';
@@ -61,6 +64,7 @@ function start(name: string, entry: string, env: Record<string, string>, readyMe
         record = { msg: line };
       }
       logs.push(record);
+      if (typeof record.msg === 'string') counts.set(record.msg, (counts.get(record.msg) ?? 0) + 1);
       if (logs.length > 5_000) logs.splice(0, 1_000);
       if (record.msg === readyMessage) onReady();
     }
@@ -91,6 +95,7 @@ function start(name: string, entry: string, env: Record<string, string>, readyMe
     ready,
     exited,
     logs,
+    count: (msg) => counts.get(msg) ?? 0,
     stderr,
     alive: () => child.exitCode === null && child.signalCode === null,
     async kill(signal = 'SIGTERM') {

@@ -88,12 +88,16 @@ const predictionsCreated = () => replicate.requests.filter((r) => r.method === '
 /** Kills redis-server and starts it again on the same port with nothing in it. */
 async function restartRedisEmpty(): Promise<{ downMs: number; readyz503: string }> {
   const started = Date.now();
+  const seen = [generation.logs.length, mixing.logs.length];
   await redis.stop();
   // While it is away the API says so: 503 naming redis.
   const res = await fetch(`${api.url}/readyz`);
   const body = await readJson(res);
   expect(res.status).toBe(503);
   expect(body.error.message).toMatch(/redis/);
+  // Down until both worker processes have noticed (a warning naming Redis), not just a blip.
+  const noticed = (p: ServiceProcess, from: number) => p.logs.slice(from).some((l) => (l.level ?? 0) >= 40 && /redis/i.test(String(l.msg)));
+  await waitFor(() => noticed(generation, seen[0]!) && noticed(mixing, seen[1]!), { timeoutMs: 30_000, what: 'both workers to notice Redis is gone' });
   await redis.start();
   return { downMs: Date.now() - started, readyz503: body.error.message };
 }

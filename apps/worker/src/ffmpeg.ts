@@ -159,22 +159,23 @@ export async function probeAudio(path: string, options: ProbeOptions = {}): Prom
 
 /**
  * probeAudio's full check, with `filter` (e.g. a loudness scan) run over the decoded audio in
- * the same pass, and `extraOutput` (ffmpeg output arguments, e.g. to keep the decoded PCM),
- * so a caller that must read the whole file anyway reads and decodes it once. Returns the
- * info (duration as decoded) and ffmpeg's log, where filters such as ebur128 print results.
+ * the same pass, and `extraOutput` (ffmpeg output arguments; `pipe:1` comes back as
+ * `output`), so a caller that must read the whole file anyway reads and decodes it once.
+ * Returns the info (duration as decoded) and ffmpeg's log, where filters such as ebur128
+ * print their results.
  */
 export async function inspectAudio(
   path: string,
   pass: { filter?: string; extraOutput?: string[] } = {},
   options: Pick<RunOptions, 'signal' | 'timeoutMs'> = {},
-): Promise<{ info: AudioInfo; log: string }> {
+): Promise<{ info: AudioInfo; log: string; output: Buffer }> {
   const info = await probeHeader(path, options);
   const declaredSeconds = info.durationMs / 1000;
   let result: RunResult;
   try {
     result = await runFfmpeg(
       [
-        '-loglevel', 'level+info', '-nostats', '-progress', 'pipe:1', '-i', path,
+        '-loglevel', 'level+info', '-nostats', '-progress', 'pipe:2', '-i', path,
         '-map', '0:a:0', ...(pass.filter ? ['-af', pass.filter] : []), '-f', 'null', '-',
         ...(pass.extraOutput ?? []),
       ],
@@ -192,14 +193,14 @@ export async function inspectAudio(
   if (problems.length > 0) {
     throw new InvalidAudioError(`the audio is damaged: ${readable(problems.slice(0, 3), path)}`);
   }
-  const times = [...result.stdout.toString('utf8').matchAll(/^out_time_us=(\d+)$/gm)];
+  const times = [...result.stderr.matchAll(/^out_time_us=(\d+)$/gm)];
   const decodedSeconds = Number(times.at(-1)?.[1] ?? 0) / 1e6;
   if (decodedSeconds <= 0) throw new InvalidAudioError('the audio decodes to nothing');
   // Headers (a Xing frame, a WAV chunk size) declare the full length; a cut file decodes shorter.
   if (decodedSeconds < declaredSeconds - Math.max(0.25, declaredSeconds * 0.02)) {
     throw new InvalidAudioError(`the audio is truncated: ${decodedSeconds.toFixed(2)} s decoded of ${declaredSeconds.toFixed(2)} s declared`);
   }
-  return { info: { ...info, durationMs: Math.round(decodedSeconds * 1000) }, log: result.stderr };
+  return { info: { ...info, durationMs: Math.round(decodedSeconds * 1000) }, log: result.stderr, output: result.stdout };
 }
 
 /** ffprobe alone: what the container and stream headers say. */

@@ -1,9 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { MixingError } from '@soundqueue/shared/errors';
 import type { Variant } from '@soundqueue/shared/variants';
-import { FfmpegError, InvalidAudioError, inspectAudio, parseIntegratedLoudness, probeAudio, runFfmpeg } from '../ffmpeg';
+import { FfmpegError, InvalidAudioError, inspectAudio, parseEbur128Summary, parseIntegratedLoudness, probeAudio, runFfmpeg } from '../ffmpeg';
 import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds';
 
 // One pass of ffmpeg per track, no loudnorm. loudnorm resamples to 192 kHz and, in one
@@ -14,7 +12,10 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 //   - the voice and the bed are uncorrelated, so their energies add: a bed `r` LU under the
 //     voice adds 10·log10(1 + 10^(r/10)) LU, and the voice is set that much under the target;
 //   - the voice is mono and leaves as identical left and right channels, which R128 counts
-//     as +3.01 LU over the mono measurement.
+//     as +3.01 LU over the mono measurement;
+//   - where the bed plays alone (lead-in, tail) R128's gate may count it, pulling the track
+//     under target: planMix predicts the gating from the bed's measured 400 ms blocks and
+//     lifts every gain by the difference (tenths of an LU on 7 minutes, over 1 LU on 10 s).
 //
 // Peaks. Pushing a peaky voice (flite's peaks sit 22 dB over its loudness) up to -16 LUFS
 // puts its peaks over full scale, and a limiter that shaves them also takes loudness away:
@@ -30,6 +31,8 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 //
 // Everything up to the final channel copy runs in mono, and the bed is a 30 s loop repeated,
 // which keeps the graph to a small share of the cost; the MP3 encoder is most of the rest.
+// On a 7-minute voice this runs at about 170x realtime per CPU second for sleep (ocean bed,
+// slowed voice) and 190x for voice_only, where `loudnorm` alone manages about 50x.
 
 /** Voice peaks are held this far over the voice's integrated loudness (sample peak vs LUFS). */
 const VOICE_PEAK_LU = 15;
@@ -66,7 +69,7 @@ export interface MixInput {
 /**
  * Loudness (LUFS) of a voice file as mixTrack will use it: folded to mono and through the
  * voice's peak limiter (see above). Decodes the file once and then runs a few cheap passes
- * over the decoded samples (about 0.7 s of CPU per 7 minutes of speech in all), so callers
+ * over the decoded samples (about 1 s of CPU per 7 minutes of speech in all), so callers
  * cache it per rendition. Rejects damaged audio the same way probeAudio does.
  */
 export async function measureVoiceLoudness(path: string, options: { signal?: AbortSignal } = {}): Promise<number> {
@@ -84,49 +87,45 @@ const round3 = (value: number) => Math.round(value * 1000) / 1000;
 const LOUDNESS_PRECISELY = 'ebur128=metadata=1:framelog=verbose,ametadata=mode=print:key=lavfi.r128.I';
 
 async function analyzeVoice(path: string, signal?: AbortSignal): Promise<{ loudness: number; durationMs: number }> {
-  const scratch = await mkdtemp(join(tmpdir(), 'sq-voice-'));
-  try {
-    const pcm = join(scratch, 'voice.f32');
-    const { info, log } = await inspectAudio(
-      path,
-      { filter: `${VOICE_FOLD},${LOUDNESS_PRECISELY}`, extraOutput: ['-map', '0:a:0', '-af', VOICE_FOLD, '-f', 'f32le', pcm] },
-      { signal },
-    );
-    const raw = parseIntegratedLoudness(log);
-    if (!(raw > SILENT_LUFS)) return { loudness: raw, durationMs: info.durationMs };
+  // The decoded voice is kept in memory (16-bit mono at its own rate: 2.9 MB a minute at
+  // 24 kHz) for the passes below, not on disk, where a killed worker would leave it behind.
+  const { info, log, output: pcm } = await inspectAudio(
+    path,
+    { filter: `${VOICE_FOLD},ebur128=framelog=verbose`, extraOutput: ['-map', '0:a:0', '-af', VOICE_FOLD, '-f', 's16le', 'pipe:1'] },
+    { signal },
+  );
+  const raw = parseEbur128Summary(log).integratedLufs;
+  if (!(raw > SILENT_LUFS)) return { loudness: raw, durationMs: info.durationMs };
 
-    // The limit follows the loudness and the loudness falls with the limit: find the level L
-    // whose limiter (at L + VOICE_PEAK_LU) leaves the voice at exactly L. limited(L) - L has
-    // a slope between -1 and 0, so a secant search settles in two or three passes.
-    const limited = async (level: number) => {
-      const gain = MEASURE_AT_LUFS - level;
-      const { stderr } = await runFfmpeg(
-        [
-          '-nostats', '-f', 'f32le', '-ar', String(info.sampleRateHz), '-ac', '1', '-i', pcm,
-          '-af', `${voicePeakControl(gain, MEASURE_AT_LUFS)},${LOUDNESS_PRECISELY}`, '-f', 'null', '-',
-        ],
-        { signal },
-      );
-      return parseIntegratedLoudness(stderr) - gain;
-    };
-    let a = raw;
-    const la = await limited(a);
-    let ga = la - a;
-    if (Math.abs(ga) <= 0.05) return { loudness: round3(la), durationMs: info.durationMs };
-    // Flite's loudness falls about half as fast as its limit: a first guess at that slope.
-    let b = a + 2 * ga;
-    let lb = await limited(b);
-    for (let step = 0; step < 3 && Math.abs(lb - b) > 0.05; step += 1) {
-      const gb = lb - b;
-      const slope = (gb - ga) / (b - a);
-      const next = slope < -0.02 ? b - gb / slope : lb;
-      [a, ga, b] = [b, gb, next];
-      lb = await limited(b);
-    }
-    return { loudness: round3(lb), durationMs: info.durationMs };
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
+  // The limit follows the loudness and the loudness falls with the limit: find the level L
+  // whose limiter (at L + VOICE_PEAK_LU) leaves the voice at exactly L. limited(L) - L has
+  // a slope between -1 and 0, so a secant search settles in two or three passes.
+  const limited = async (level: number) => {
+    const gain = MEASURE_AT_LUFS - level;
+    const { stderr } = await runFfmpeg(
+      [
+        '-nostats', '-f', 's16le', '-ar', String(info.sampleRateHz), '-ac', '1', '-i', 'pipe:0',
+        '-af', `aformat=sample_fmts=flt,${voicePeakControl(gain, MEASURE_AT_LUFS)},${LOUDNESS_PRECISELY}`, '-f', 'null', '-',
+      ],
+      { signal, input: pcm },
+    );
+    return parseIntegratedLoudness(stderr) - gain;
+  };
+  let a = raw;
+  const la = await limited(a);
+  let ga = la - a;
+  if (Math.abs(ga) <= 0.05) return { loudness: round3(la), durationMs: info.durationMs };
+  // Flite's loudness falls about half as fast as its limit: a first guess at that slope.
+  let b = a + 2 * ga;
+  let lb = await limited(b);
+  for (let step = 0; step < 3 && Math.abs(lb - b) > 0.05; step += 1) {
+    const gb = lb - b;
+    const slope = (gb - ga) / (b - a);
+    const next = slope < -0.02 ? b - gb / slope : lb;
+    [a, ga, b] = [b, gb, next];
+    lb = await limited(b);
   }
+  return { loudness: round3(lb), durationMs: info.durationMs };
 }
 
 export interface MixPlan {
@@ -298,10 +297,10 @@ export async function mixTrack(input: MixInput): Promise<{ durationMs: number }>
   // of the mix. A short one is different, and cheap to check: a few words hold few 400 ms
   // blocks, most of them straddling silence, so its loudness strays from the arithmetic
   // (by 2-3 LU for two words); it is measured and, if off, mixed again with the error
-  // taken out (twice at most: the final limiter is not linear).
+  // taken out (a few times at most: the final limiter is not linear).
   if (plan.totalSeconds < VERIFY_UNDER_SECONDS) {
     let correction = 0;
-    for (let pass = 0; pass < 2; pass += 1) {
+    for (let pass = 0; pass < 4; pass += 1) {
       const error = variant.loudnessTargetLufs - (await integratedLoudness(outPath, signal));
       if (Math.abs(error) <= VERIFY_TOLERANCE_LU) break;
       correction += error;

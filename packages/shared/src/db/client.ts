@@ -17,6 +17,10 @@ export function createDb(url: string, options: { max?: number } = {}): DbHandle 
   // An idle client losing its server (PostgreSQL restarted) must not crash the process;
   // the pool drops it and the next query reconnects.
   pool.on('error', () => {});
+  // A checked-out client (inside a transaction) has no pool listener: losing its server then
+  // emitted an unhandled 'error' and killed the whole process. The transaction's query already
+  // rejects with the error, and the pool discards the broken client on release.
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = drizzle(pool, { schema });
   return { db, pool, close: () => pool.end() };
 }
