@@ -38,7 +38,7 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     const voicePath = `${scratch}-voice${extname(rendition.storageKey)}`;
     const outPath = `${scratch}-mix.mp3`;
     await ctx.storage.download(rendition.storageKey, voicePath);
-    const mixed = await mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined });
+    const mixed = await mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined, voiceDurationMs: rendition.durationMs ?? undefined });
     const key = storageKeys.track(batchId, trackId);
     const stored = await ctx.storage.putFile(key, outPath, 'audio/mpeg');
     const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs });
