@@ -66,8 +66,9 @@ export async function mixing(options: BenchOptions): Promise<BenchResult> {
   const voiceInfo = await probeAudio(voice);
 
   const variants = ['sleep', 'voice_only'].map((id) => getVariant(id)!);
-  // One-time costs the worker pays once per rendition (voice loudness, measured at TTS time
-  // and stored) or once per process (each bed's loudness), measured here, not in the mix.
+  // One-time costs the worker pays once per rendition (voice loudness and duration, measured
+  // at TTS time and stored, then passed to mixTrack as the worker does) or once per process
+  // (each bed's loudness): measured here, not in the mix.
   const once = await timed(async () => {
     await measureVoiceLoudness(voice);
     return 0;
@@ -94,7 +95,7 @@ export async function mixing(options: BenchOptions): Promise<BenchResult> {
     for (const v of variants) {
       const out = join(dir, `${v.id}.mp3`);
       outputs[v.id] = out;
-      runs[v.id]!.push(await timed(async () => (await mixTrack({ voicePath: voice, variant: v, outPath: out, voiceLoudness })).durationMs / 1000));
+      runs[v.id]!.push(await timed(async () => (await mixTrack({ voicePath: voice, variant: v, outPath: out, voiceLoudness, voiceDurationMs: voiceInfo.durationMs })).durationMs / 1000));
     }
     const out = join(dir, 'baseline.mp3');
     outputs.baseline = out;

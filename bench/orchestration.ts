@@ -6,7 +6,7 @@ import { startTestWorker } from '../tests/helpers/app';
 import { createTestEnv, TEST_REDIS_URL } from '../tests/helpers/services';
 import { runRawFlow, runRealFlow, type Concurrency, type FlowRun } from './lib/audio-flow';
 import {
-  childCpuSeconds, countSpawns, cpuMeter, onCleanup, round, selfCpuSeconds, spawnDelta, spawnSnapshot,
+  childCpuSeconds, clientCalls, countClientCalls, countSpawns, cpuMeter, onCleanup, round, selfCpuSeconds, spawnDelta, spawnSnapshot,
   type BenchOptions, type BenchResult,
 } from './lib/common';
 import { instantProviders } from './lib/instant-speech';
@@ -47,9 +47,11 @@ async function redisCommands(): Promise<number> {
 async function metered(runIt: () => Promise<FlowRun>) {
   const commands0 = await redisCommands();
   const spawns0 = spawnSnapshot();
+  const calls0 = clientCalls();
   const meter = await cpuMeter();
   const result = await runIt();
   const cpu = await meter();
+  const calls1 = clientCalls();
   const commands = (await redisCommands()) - commands0;
   const perTrack = (v: number) => round((v * 1000) / result.tracks, 3);
   return {
@@ -59,7 +61,11 @@ async function metered(runIt: () => Promise<FlowRun>) {
     tracksPerSecond: round(result.tracksPerSecond, 2),
     cpuSeconds: { node: round(cpu.node, 2), ffmpegChildren: round(cpu.children, 2), postgres: round(cpu.postgres, 2), redis: round(cpu.redis, 2) },
     cpuMsPerTrack: { node: perTrack(cpu.node), ffmpegChildren: perTrack(cpu.children), postgres: perTrack(cpu.postgres), redis: perTrack(cpu.redis) },
-    redisCommandsPerTrack: round(commands / result.tracks, 1),
+    // Counted in this process (client side), so other clients of the shared servers do not mix in.
+    postgresQueriesPerTrack: round((calls1.postgres - calls0.postgres) / result.tracks, 1),
+    redisCommandsPerTrack: round((calls1.redis - calls0.redis) / result.tracks, 1),
+    // Server-wide, for comparison: includes any other client of this Redis.
+    redisServerCommandsPerTrack: round(commands / result.tracks, 1),
     childProcesses: spawnDelta(spawns0),
   };
 }
@@ -83,6 +89,7 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   const rawTracks = options.quick ? 200 : 2_000;
   const timeoutMs = options.quick ? 60_000 : 3_600_000;
   countSpawns();
+  await countClientCalls();
 
   const env = await createTestEnv({
     LOG_LEVEL: 'error',
@@ -130,6 +137,13 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
       { benchmark: '1 orchestration', measure: 'raw BullMQ flow, no-op, tracks/s', value: String(round(rawTps, 0)), target: '', met: null },
       { benchmark: '1 orchestration', measure: 'ratio real / raw', value: String(round(ratio, 4)), target: '>= 0.5 (goal 0.8)', met: ratio >= 0.5 },
       { benchmark: '1 orchestration', measure: 'CPU ms/track: ffmpeg | node | pg | redis', value: `${round(cpu.ffmpegChildren, 0)} | ${round(cpu.node, 0)} | ${round(cpu.postgres, 1)} | ${round(cpu.redis, 1)}`, target: '', met: null },
+      {
+        benchmark: '1 orchestration',
+        measure: 'per track: PostgreSQL queries | Redis commands (raw)',
+        value: `${real.postgresQueriesPerTrack} | ${real.redisCommandsPerTrack} (${round((rawBefore.redisCommandsPerTrack + rawAfter.redisCommandsPerTrack) / 2, 1)})`,
+        target: '',
+        met: null,
+      },
       { benchmark: '1 orchestration', measure: 'est. ratio with a pass-through mixer', value: String(round(estimateTps / rawTps, 3)), target: '(estimate)', met: null },
     ],
     notes: [

@@ -11,7 +11,7 @@ import {
   type BenchOptions, type BenchResult, type Headline,
 } from './lib/common';
 
-// npm run bench [-- --quick] [-- --only=orchestration,mixing]
+// npm run bench [-- --quick] [--only=orchestration,mixing] [--scaling-steps=1,2,4,8]
 // Runs every benchmark one after another (never two at once: they share two cores), prints
 // one table and writes bench/results/<name>.json. Cleanup (databases, Redis prefixes,
 // servers, child processes) runs after each benchmark, and on failure or Ctrl-C.
@@ -25,7 +25,12 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
 };
 
 const args = process.argv.slice(2);
-const options: BenchOptions = { quick: args.includes('--quick') };
+const steps = args.find((a) => a.startsWith('--scaling-steps='))?.slice('--scaling-steps='.length).split(',').map(Number);
+if (steps && (steps.length === 0 || steps.some((n) => !Number.isInteger(n) || n < 1) || steps.some((n, i) => i > 0 && n <= steps[i - 1]!))) {
+  console.error('--scaling-steps wants increasing process counts, e.g. --scaling-steps=1,2,4,8');
+  process.exit(2);
+}
+const options: BenchOptions = { quick: args.includes('--quick'), ...(steps ? { scalingSteps: steps } : {}) };
 const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',').filter(Boolean);
 const selected = Object.keys(benchmarks).filter((name) => !only || only.includes(name));
 if (only) {
@@ -80,7 +85,7 @@ await rm(join(tmpdir(), `soundqueue-${process.pid}`), { recursive: true, force: 
 console.log('');
 printTable(headlines);
 if (notes.length > 0) console.log(`\n${notes.join('\n')}`);
-console.log(`\ntotal ${round((now() - started) / 1000, 1)} s; results in bench/results/`);
+console.log(`\ntotal ${round((now() - started) / 1000, 1)} s; results in bench/results/${options.quick ? 'quick/' : ''}`);
 if (failures.length > 0) {
   console.error(`\n${failures.join('\n\n')}`);
   process.exitCode = 1;

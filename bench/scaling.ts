@@ -102,7 +102,7 @@ async function processCpu(pid: number): Promise<number> {
 }
 
 export async function scaling(options: BenchOptions): Promise<BenchResult> {
-  const steps = [1, 2, 4];
+  const steps = options.scalingSteps ?? [1, 2, 4];
   // Settle: after a step, wait for the pipeline (speech, then mixing) to deliver tracks
   // again; window: at least this long and this many tracks (the quick run's windows are
   // short, so it also waits for a few tracks, which keeps its rate from being 0 or 1 track).

@@ -8,7 +8,7 @@ import { QUEUE, tuningFrom } from '@soundqueue/shared/queues';
 import type { Config } from '@soundqueue/shared/config';
 import { createBatch } from '../../apps/api/src/batches/batch-service';
 import { deleteRedisPrefix, TEST_REDIS_URL } from '../../tests/helpers/services';
-import { now, onCleanup, sleep } from './common';
+import { markUncounted, now, onCleanup, sleep } from './common';
 
 // The audio batch flow two ways: the real one (batches created by the API's own service
 // function, which writes the rows and enqueues buildAudioBatchFlow) and a raw BullMQ flow of
@@ -69,6 +69,7 @@ const TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
 export async function runRealFlow(api: ApiContext, databaseUrl: string, options: { tracks: number; tag: string; userId?: string; timeoutMs: number }): Promise<FlowRun> {
   const sizes = batchSizes(options.tracks);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  markUncounted(pool);
   try {
     const ids: string[] = [];
     const started = now();

@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 
 export interface BenchOptions {
   quick: boolean;
+  /** Worker process counts for the scaling benchmark (--scaling-steps=1,2,4,8); default 1,2,4. */
+  scalingSteps?: number[];
 }
 
 export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -166,6 +168,45 @@ export function spawnDelta(before: Record<string, number>): Record<string, numbe
 }
 
 // ---------------------------------------------------------------------------------------
+// Counting this process's PostgreSQL queries and Redis commands, client side: the servers
+// are shared with whatever else runs on the machine, so their own counters and CPU mix in
+// other clients' work; these counts are this process's alone. pg.Client#query and
+// ioredis's Redis#sendCommand (which pipelines and MULTI go through too) are wrapped; a
+// pg client marked with `markUncounted` (the benchmark's own polling) is left out.
+
+const calls = { postgres: 0, redis: 0 };
+let callsPatched = false;
+const UNCOUNTED = Symbol('bench-uncounted');
+
+export async function countClientCalls(): Promise<void> {
+  if (callsPatched) return;
+  callsPatched = true;
+  const pg = (await import('pg')).default;
+  const { Redis } = await import('ioredis');
+  const query = pg.Client.prototype.query;
+  pg.Client.prototype.query = function countedQuery(this: { [UNCOUNTED]?: boolean }, ...args: unknown[]) {
+    if (!this[UNCOUNTED]) calls.postgres += 1;
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  const sendCommand = Redis.prototype.sendCommand;
+  Redis.prototype.sendCommand = function countedSendCommand(this: InstanceType<typeof Redis>, ...args: Parameters<typeof sendCommand>) {
+    calls.redis += 1;
+    return sendCommand.apply(this, args);
+  };
+}
+
+/** Leaves a pool's queries out of the counts (for the benchmark's own bookkeeping). */
+export function markUncounted(pool: { on(event: 'connect', fn: (client: object) => void): unknown }): void {
+  pool.on('connect', (client) => {
+    (client as { [UNCOUNTED]?: boolean })[UNCOUNTED] = true;
+  });
+}
+
+export function clientCalls(): { postgres: number; redis: number } {
+  return { ...calls };
+}
+
+// ---------------------------------------------------------------------------------------
 // Cleanup that runs whatever happens: each benchmark registers what it created (databases,
 // Redis prefixes, servers, child processes) as soon as it exists.
 
@@ -266,8 +307,10 @@ export async function writeResult(
   seconds: number,
   loadAverage: { before: number[]; after: number[] },
 ): Promise<string> {
-  await mkdir(RESULTS_DIR, { recursive: true });
-  const path = join(RESULTS_DIR, `${result.name}.json`);
+  // A quick run (a smoke test) writes beside the full figures, never over them.
+  const dir = options.quick ? join(RESULTS_DIR, 'quick') : RESULTS_DIR;
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${result.name}.json`);
   const body = {
     name: result.name,
     mode: options.quick ? 'quick' : 'full',
