@@ -109,7 +109,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   const settle = options.quick ? { seconds: 0.5, tracks: 1 } : { seconds: 10, tracks: 14 };
   const window = options.quick ? { seconds: 1.5, tracks: 5 } : { seconds: 30, tracks: 14 };
   // Enough waiting work that no window runs dry: a few times the fastest rate seen here.
-  const backlog = options.quick ? 70 : 420;
+  const backlog = (options.quick ? 70 : 420) * Math.max(1, Math.max(...steps) / 4);
 
   const speech = await startOpenAiSpeechServer({ delayMs: 0 });
   onCleanup('openai speech fake', () => speech.close());
