@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 describe('a 14-section × 3-variant batch with the local providers', () => {
-  it('completes with 42 playable files on their loudness targets, counters exact throughout', async () => {
+  it('completes with 42 playable files on their loudness targets, counters exact throughout', { timeout: 600_000 }, async () => {
     const variants = ['voice_only', 'sleep', 'energy'];
     const created = await createBatch(api, { visionId: 'vision-1', sections: sampleSections(14), variants, voice: 'alloy' });
     expect(created.status).toBe(201);
@@ -35,7 +35,7 @@ describe('a 14-section × 3-variant batch with the local providers', () => {
 
     const seenStatuses = new Set<string>();
     const batch = await waitForTerminal(api, created.body.id, {
-      timeoutMs: 300_000,
+      timeoutMs: 540_000,
       onPoll: async (b) => {
         seenStatuses.add(b.status);
         expect(b.tracks_completed + b.tracks_failed + b.tracks_cancelled + b.tracks_pending).toBe(42);

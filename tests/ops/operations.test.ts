@@ -161,6 +161,8 @@ describe('rate limits', () => {
       // 16 speech jobs for tracks that do not exist: each finishes at once, so only the
       // limiter paces them.
       const ids = Array.from({ length: 16 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+      // Earlier tests in this file left completed speech jobs; count only these 16.
+      await queue.clean(0, 10_000, 'completed');
       await queue.addBulk(ids.map((trackId) => ({ name: 'speak-track', data: { batchId: trackId, trackId }, opts: { removeOnComplete: false } })));
       // Generous: two worker processes compile and start under whatever load the machine has.
       await waitFor(async () => (await queue.getCompletedCount()) === 16, { timeoutMs: 180_000, what: '16 jobs' });

@@ -160,12 +160,17 @@ describe('property-based bodies at every POST route', () => {
       async (r) => {
         const seen = new Map<number, number>();
         await fc.assert(
-          fc.asyncProperty(fc.oneof(batchArb, anyJson.map((body) => ({ body, mutation: { kind: 'extra' as const, value: null } }))), async ({ body, mutation }) => {
-            const out = await postJson('/v1/audio/batches', body);
-            seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
-            // A valid request is accepted (and only a 201 writes).
-            if (mutation.kind === 'none') expect(out.status, JSON.stringify(body).slice(0, 300)).toBe(201);
-          }),
+          fc.asyncProperty(
+            fc.oneof(batchArb, anyJson.map((body) => ({ body, mutation: { kind: 'extra' as const, value: null } as Mutation }))),
+            // A few keys, reused across runs: the same key with another body must be a 409 that writes nothing.
+            fc.option(fc.constantFrom('key-1', 'key-2', 'key-3'), { nil: undefined, freq: 3 }),
+            async ({ body, mutation }, key) => {
+              const out = await postJson('/v1/audio/batches', body, key ? { 'Idempotency-Key': key } : {});
+              seen.set(out.status, (seen.get(out.status) ?? 0) + 1);
+              // A valid request is accepted: created, or (same key) the earlier batch or a 409.
+              if (mutation.kind === 'none') expect(key ? [200, 201, 409] : [201], JSON.stringify(body).slice(0, 300)).toContain(out.status);
+            },
+          ),
           { numRuns: RUNS, endOnFailure: true },
         );
         await fc.assert(
