@@ -142,6 +142,8 @@ const envSchema = z.object({
   STUCK_AFTER_MS: positiveInt('STUCK_AFTER_MS', 6 * 3_600_000),
   EVENT_LOG_TTL_SECONDS: positiveInt('EVENT_LOG_TTL_SECONDS', 86_400),
   EVENT_LOG_FINISHED_TTL_SECONDS: positiveInt('EVENT_LOG_FINISHED_TTL_SECONDS', 300),
+  // Enqueueing a flow waits for Redis; past this the request gives up (503) instead of hanging.
+  ENQUEUE_TIMEOUT_MS: positiveInt('ENQUEUE_TIMEOUT_MS', 5_000),
   SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
 

@@ -4,6 +4,7 @@ import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { tuningFrom } from '@soundqueue/shared/queues';
 import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
 import type { ApiContext } from '../context';
+import { addFlowWithin } from '../enqueue';
 import { HttpError } from '../http-errors';
 import { requestHash, type CreateBatchRequest } from './batch-request';
 
@@ -28,7 +29,7 @@ async function findByIdempotencyKey(ctx: ApiContext, userId: string, key: string
  */
 async function enqueueRun(ctx: ApiContext, batchId: string, run: number, trackIds: string[]): Promise<void> {
   try {
-    await ctx.flows.add(buildAudioBatchFlow(batchId, run, trackIds, tuningFrom(ctx.config)));
+    await addFlowWithin(ctx.flows, buildAudioBatchFlow(batchId, run, trackIds, tuningFrom(ctx.config)), ctx.config.ENQUEUE_TIMEOUT_MS);
   } catch (error) {
     const reason = `Could not enqueue the batch's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, batchId }, 'enqueue failed');

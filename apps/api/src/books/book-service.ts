@@ -4,6 +4,7 @@ import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
 import type { ApiContext } from '../context';
+import { addFlowWithin } from '../enqueue';
 import { HttpError } from '../http-errors';
 import type { BookInput } from './book-input';
 
@@ -11,7 +12,7 @@ type Book = typeof books.$inferSelect;
 
 async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]): Promise<void> {
   try {
-    await ctx.flows.add(buildBookFlow(book.id, book.run, spreadIndexes, tuningFrom(ctx.config)));
+    await addFlowWithin(ctx.flows, buildBookFlow(book.id, book.run, spreadIndexes, tuningFrom(ctx.config)), ctx.config.ENQUEUE_TIMEOUT_MS);
   } catch (error) {
     const message = `Could not enqueue the book's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, bookId: book.id }, 'enqueue failed');
