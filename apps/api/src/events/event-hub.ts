@@ -27,6 +27,8 @@ export class EventHub {
   ) {
     this.subscriber.on('message', (_channel, message) => this.dispatch(message));
     this.ready = this.subscriber.subscribe(`${prefix}:${EVENTS_CHANNEL}`);
+    // Closed before the subscription was made (a short-lived process): nothing to report.
+    this.ready.catch(() => {});
   }
 
   private dispatch(message: string): void {
