@@ -83,6 +83,8 @@ async function startWorkerProcess(env: Record<string, string>, index: number): P
 
 interface Round {
   processes: number;
+  /** The first step measured again at the end. */
+  repeat: boolean;
   startSeconds: number;
   settleSeconds: number;
   windowSeconds: number;
@@ -171,13 +173,17 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
 
   const processes: WorkerProcess[] = [];
   const rounds: Round[] = [];
-  for (const target of steps) {
+  // Up the steps, then (full run) back to the first one: the first step measured twice shows
+  // how much the machine's load moved in between, and the baseline is their mean.
+  const plan = options.quick || steps.length < 2 ? steps : [...steps, steps[0]!];
+  for (const [index, target] of plan.entries()) {
     const startT = now();
     if (processes.length > 0) await pause();
     await topUp();
     const adding: Promise<WorkerProcess>[] = [];
     for (let i = processes.length; i < target; i += 1) adding.push(startWorkerProcess(env.env, i));
     processes.push(...(await Promise.all(adding)));
+    await Promise.all(processes.splice(target).map((p) => p.stop()));
     await resume();
     const startSeconds = (now() - startT) / 1000;
     const settleT = now();
@@ -198,6 +204,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
     const serviceCpu = svc1.postgres - svc0.postgres + (svc1.redis - svc0.redis);
     rounds.push({
       processes: target,
+      repeat: index >= steps.length,
       startSeconds: round(startSeconds, 2),
       settleSeconds: round(settleSeconds, 2),
       windowSeconds: round(seconds, 2),
@@ -214,13 +221,14 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   // Stop the workers now (not at cleanup) so their shutdown is part of this benchmark's time.
   await Promise.all(processes.map((p) => p.stop()));
 
-  const base = rounds[0]!.tracksPerSecond;
+  const firsts = rounds.filter((r) => r.processes === steps[0]);
+  const base = firsts.reduce((a, r) => a + r.tracksPerSecond, 0) / firsts.length;
   const scale = rounds.map((r) => ({ ...r, speedup: base > 0 ? round(r.tracksPerSecond / base, 2) : null }));
   return {
     name: 'scaling',
     headlines: scale.map((r) => ({
       benchmark: '5 scaling',
-      measure: `${r.processes} worker process${r.processes === 1 ? '' : 'es'}: tracks/s (× 1 process), CPU cores busy`,
+      measure: `${r.processes} worker process${r.processes === 1 ? '' : 'es'}${r.repeat ? ' (again)' : ''}: tracks/s (× first step), CPU cores busy`,
       value: `${r.tracksPerSecond} (${r.speedup}×), ${round(r.workerCpuCores + r.postgresRedisCpuCores, 2)}`,
       target: '',
       met: r.backlogHeld ? null : false,
