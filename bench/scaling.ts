@@ -21,7 +21,8 @@ import { CONCURRENCY, concurrencyEnv } from './orchestration';
 // step at a time (1, then 2, then 4), and after each step settles the tracks finished in a
 // fixed window are counted. Ramp-up and the last batch's tail never enter the figure. While
 // new processes start, the three queues are paused (jobs in progress finish, the backlog
-// stays), so a start-up is not slowed by running work, nor running work by a start-up.
+// stays), so a start-up is not slowed by running work, nor running work by a start-up. The
+// full run ends by measuring the first step again, to show how far the machine's load moved.
 
 interface WorkerProcess {
   child: ChildProcess;
@@ -178,7 +179,9 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   const plan = options.quick || steps.length < 2 ? steps : [...steps, steps[0]!];
   for (const [index, target] of plan.entries()) {
     const startT = now();
-    if (processes.length > 0) await pause();
+    // (The quick run skips the pause: draining the pipeline and refilling it costs more than
+    // the start-ups' competition for the CPU, and its figures are indicative anyway.)
+    if (processes.length > 0 && !options.quick) await pause();
     await topUp();
     const adding: Promise<WorkerProcess>[] = [];
     for (let i = processes.length; i < target; i += 1) adding.push(startWorkerProcess(env.env, i));

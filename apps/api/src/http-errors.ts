@@ -73,6 +73,18 @@ export const unknownRoute: RequestHandler = (req, _res, next) => {
   next(new HttpError(404, 'not_found', `no route for ${req.method} ${req.path}`));
 };
 
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006']);
+
+/** A store that is down (PostgreSQL restarting, Redis away) is a 503, not a bug: retry later. */
+function isStoreUnavailable(error: unknown): boolean {
+  for (let e = error as { code?: unknown; name?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && UNAVAILABLE_CODES.has(e.code)) return true;
+    if (e.name === 'MaxRetriesPerRequestError') return true;
+    if (typeof e.message === 'string' && /Connection terminated|timeout exceeded when trying to connect|Connection is closed/.test(e.message)) return true;
+  }
+  return false;
+}
+
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
     const e = error as { type?: string; status?: number; statusCode?: number; code?: string; message?: string; limit?: number };
@@ -88,7 +100,11 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       http = new HttpError(400, 'invalid_upload', e.message ?? 'invalid upload');
     else if ((e.status ?? e.statusCode ?? 500) < 500 && typeof e.message === 'string')
       http = new HttpError(e.status ?? e.statusCode ?? 400, 'bad_request', e.message);
-    else {
+    else if (isStoreUnavailable(error)) {
+      logger.warn({ err: (error as Error).message, method: req.method, path: req.path }, 'a store is unavailable');
+      res.setHeader('Retry-After', '5');
+      http = new HttpError(503, 'service_unavailable', 'a database or queue is temporarily unavailable; retry shortly');
+    } else {
       logger.error({ err: error, method: req.method, path: req.path }, 'request failed');
       http = new HttpError(500, 'internal_error', 'internal error; the failure was logged');
     }
