@@ -3,6 +3,7 @@ import { readJson, startTestApi, startTestWorker, tokenFor, type TestApi } from 
 import { createBatch, sampleSections } from '../helpers/batches';
 import { postBook } from '../helpers/books';
 import { createTestEnv, type TestEnv } from '../helpers/services';
+import { freePort, killAll, spawnApi } from '../helpers/processes';
 import { idLess, openSse } from '../helpers/sse';
 
 let env: TestEnv;
@@ -33,9 +34,11 @@ describe('batch event streams', () => {
     expect(stream.events[0]!.data.tracks).toHaveLength(2);
     await stream.waitFor(() => stream.comments.includes('heartbeat'));
 
-    // With two API replicas, a stream on the second sees the same events.
-    const second = await startTestApi(env.config);
-    const mirror = await openSse(`${second.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    // With two API processes, a stream on the second sees the same events.
+    const port = await freePort();
+    const second = spawnApi({ ...env.env, PORT: String(port) });
+    await second.ready;
+    const mirror = await openSse(`http://127.0.0.1:${port}/v1/audio/batches/${created.body.id}/events`, await auth());
     await mirror.waitFor((e) => e.length >= 1);
 
     const worker = await startTestWorker(env.config);
@@ -44,7 +47,7 @@ describe('batch event streams', () => {
       await mirror.ended;
     } finally {
       await worker.close();
-      await second.close();
+      await second.kill();
     }
     const changes = stream.events.slice(1);
     expectOrdered(changes.map((e) => e.id));
@@ -67,18 +70,23 @@ describe('batch event streams', () => {
 
   it('resume with Last-Event-ID across an API restart without a gap', async () => {
     const created = await createBatch(api, body(3));
-    const first = await startTestApi(env.config);
-    const stream = await openSse(`${first.url}/v1/audio/batches/${created.body.id}/events`, await auth());
+    const firstPort = await freePort();
+    const first = spawnApi({ ...env.env, PORT: String(firstPort) }, 'api-1');
+    await first.ready;
+    const stream = await openSse(`http://127.0.0.1:${firstPort}/v1/audio/batches/${created.body.id}/events`, await auth());
     await stream.waitFor((e) => e.length >= 1);
     const worker = await startTestWorker(env.config);
     try {
       await stream.waitFor((e) => e.length >= 4);
       stream.close();
-      await first.close();
+      // The API process restarts: the client reconnects to the new one with Last-Event-ID.
+      await first.kill('SIGTERM');
       const lastId = stream.events.at(-1)!.id;
-      const second = await startTestApi(env.config);
+      const secondPort = await freePort();
+      const second = spawnApi({ ...env.env, PORT: String(secondPort) }, 'api-2');
+      await second.ready;
       try {
-        const resumed = await openSse(`${second.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': lastId });
+        const resumed = await openSse(`http://127.0.0.1:${secondPort}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': lastId });
         await resumed.ended;
         expect(resumed.events[0]!.event).not.toBe('snapshot');
         const all = [...stream.events.slice(1), ...resumed.events];
@@ -87,10 +95,11 @@ describe('batch event streams', () => {
         expect(all.map((e) => e.id)).toEqual(logged.map(([id]) => id));
         expect(all.at(-1)!.event).toBe('batch.completed');
       } finally {
-        await second.close();
+        await second.kill();
       }
     } finally {
       await worker.close();
+      await killAll([first]);
     }
   });
 

@@ -151,8 +151,8 @@ const envSchema = z.object({
   ADMIN_PASSWORD: optionalString,
   ADMIN_READONLY: bool(true),
   WEBHOOK_ALLOW_PRIVATE: bool(false),
-  // 11 attempts doubling from 3 minutes: the last one is a little over 24 h after the first.
-  WEBHOOK_ATTEMPTS: positiveInt('WEBHOOK_ATTEMPTS', 11),
+  // 10 attempts doubling from 3 minutes: the last one comes about a day (20–26 h, with jitter) after the first.
+  WEBHOOK_ATTEMPTS: positiveInt('WEBHOOK_ATTEMPTS', 10),
   WEBHOOK_BACKOFF_MS: positiveInt('WEBHOOK_BACKOFF_MS', 180_000),
   WEBHOOK_TIMEOUT_MS: positiveInt('WEBHOOK_TIMEOUT_MS', 10_000),
 });
