@@ -6,6 +6,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { orchestration } from './orchestration';
 import { scaling } from './scaling';
+import { benchMemory } from './memory';
 import {
   describeMachine, now, printTable, round, runCleanups, writeResult,
   type BenchOptions, type BenchResult, type Headline,
@@ -22,6 +23,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   mixing,
   api,
   scaling,
+  memory: benchMemory,
 };
 
 const args = process.argv.slice(2);

@@ -110,7 +110,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   // again; window: at least this long and this many tracks (the quick run's windows are
   // short, so it also waits for a few tracks, which keeps its rate from being 0 or 1 track).
   const settle = options.quick ? { seconds: 0.5, tracks: 1 } : { seconds: 10, tracks: 14 };
-  const window = options.quick ? { seconds: 1.5, tracks: 5 } : { seconds: 30, tracks: 14 };
+  const window = options.quick ? { seconds: 1.5, tracks: 3 } : { seconds: 30, tracks: 14 };
   // Enough waiting work that no window runs dry: a few times the fastest rate seen here.
   const backlog = (options.quick ? 70 : 420) * Math.max(1, Math.max(...steps) / 4);
 
@@ -179,9 +179,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   const plan = options.quick || steps.length < 2 ? steps : [...steps, steps[0]!];
   for (const [index, target] of plan.entries()) {
     const startT = now();
-    // (The quick run skips the pause: draining the pipeline and refilling it costs more than
-    // the start-ups' competition for the CPU, and its figures are indicative anyway.)
-    if (processes.length > 0 && !options.quick) await pause();
+    if (processes.length > 0) await pause();
     await topUp();
     const adding: Promise<WorkerProcess>[] = [];
     for (let i = processes.length; i < target; i += 1) adding.push(startWorkerProcess(env.env, i));
