@@ -38,6 +38,11 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     Queue
   >;
   const flows = new FlowProducer({ connection: redis, prefix });
+  // BullMQ emits connection trouble as 'error' events; without a listener an event emitted
+  // while a context closes (its Redis client already gone) becomes an unhandled rejection.
+  const onError = (error: Error) => logger.debug({ err: error.message }, 'queue client error');
+  for (const queue of Object.values(queues)) queue.on('error', onError);
+  flows.on('error', onError);
   const subscriber = createWorkerConnection(config.REDIS_URL);
   logConnectionState(subscriber, logger, 'events subscriber');
   const events = new EventHub(redis, subscriber, prefix);

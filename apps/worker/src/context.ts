@@ -41,6 +41,8 @@ export async function createWorkerContext(
   const queues = Object.fromEntries(
     queueNames.map((name) => [name, new Queue(name, { connection: redis, prefix: config.QUEUE_PREFIX })]),
   ) as Record<QueueName, Queue>;
+  // See the API context: an 'error' with no listener would become an unhandled rejection.
+  for (const queue of Object.values(queues)) queue.on('error', (error) => logger.debug({ err: error.message }, 'queue client error'));
   return {
     config,
     db: dbHandle.db,

@@ -33,6 +33,7 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
   const stuckCutoff = new Date(Date.now() - ctx.config.STUCK_AFTER_MS);
   const tuning = tuningFrom(ctx.config);
   const flows = new FlowProducer({ connection: ctx.redis, prefix: ctx.config.QUEUE_PREFIX });
+  flows.on('error', (error) => ctx.logger.debug({ err: error.message }, 'flow producer error'));
   try {
     const batches = await ctx.db
       .select()
