@@ -10,6 +10,7 @@ import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 import { fourSettingBook, PAGES_PER_SETTING } from '../fixtures/books';
 import { startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
+import { fakeProviderEnv } from '../fakes/provider-env';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake } from '../fakes/openai-speech-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
 
@@ -42,15 +43,7 @@ beforeAll(async () => {
   });
   replicate = await startReplicateServer({ delayMs: 2_500 });
   env = await createTestEnv({
-    SPEECH_PROVIDER: 'openai',
-    OPENAI_API_KEY: 'sk-test',
-    OPENAI_BASE_URL: `${speech.url}/v1`,
-    ANALYSIS_PROVIDER: 'gemini',
-    GEMINI_API_KEY: 'g-test',
-    GEMINI_BASE_URL: gemini.url,
-    SOUNDSCAPE_PROVIDER: 'replicate',
-    REPLICATE_API_TOKEN: 'r-test',
-    REPLICATE_BASE_URL: `${replicate.url}/v1`,
+    ...fakeProviderEnv({ speech: speech, gemini: gemini, replicate: replicate }),
     REPLICATE_POLL_INTERVAL_MS: '200',
     SOUNDSCAPE_SECONDS: '3',
     PROVIDER_TIMEOUT_MS: '30000',

@@ -11,6 +11,7 @@ import { createTestEnv, type TestEnv } from '../helpers/services';
 import { fourSettingBook } from '../fixtures/books';
 import { defaultGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { probeAudio } from '../fakes/http-server';
+import { fakeProviderEnv } from '../fakes/provider-env';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake, type SpeechBehaviour } from '../fakes/openai-speech-server';
 import { startReplicateServer, type ReplicateBehaviour, type ReplicateFake } from '../fakes/replicate-server';
 
@@ -52,15 +53,7 @@ beforeAll(async () => {
   gemini = await startGeminiServer();
   replicate = await startReplicateServer({ decide: (method, path) => replicateDecide(method, path) });
   env = await createTestEnv({
-    SPEECH_PROVIDER: 'openai',
-    OPENAI_API_KEY: 'sk-test',
-    OPENAI_BASE_URL: `${speech.url}/v1`,
-    ANALYSIS_PROVIDER: 'gemini',
-    GEMINI_API_KEY: 'g-test',
-    GEMINI_BASE_URL: gemini.url,
-    SOUNDSCAPE_PROVIDER: 'replicate',
-    REPLICATE_API_TOKEN: 'r-test',
-    REPLICATE_BASE_URL: `${replicate.url}/v1`,
+    ...fakeProviderEnv({ speech: speech, gemini: gemini, replicate: replicate }),
     REPLICATE_POLL_INTERVAL_MS: '50',
     SOUNDSCAPE_SECONDS: '3',
     PROVIDER_TIMEOUT_MS: String(TIMEOUT_MS),

@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm';
-import { Router } from 'express';
+import { Router, type RequestHandler } from 'express';
 import { audioTracks } from '@soundqueue/shared/db/schema';
 import { getOwnedBatch } from '../batches/batch-service';
 import { batchView } from '../batches/batch.view';
@@ -22,34 +22,38 @@ export function eventRoutes(ctx: ApiContext): Router {
     res.status(201).json({ token, expires_in: ttl });
   });
 
-  router.get('/audio/batches/:id/events', async (req, res) => {
-    const userId = req.principal!.userId;
-    const batch = await getOwnedBatch(ctx, userId, parseId(req.params.id, 'batch'));
-    await streamEvents(req, res, {
-      hub: ctx.events,
-      subject: { kind: 'batch', id: batch.id },
-      heartbeatMs: ctx.config.SSE_HEARTBEAT_MS,
-      snapshot: async () => {
-        const current = await getOwnedBatch(ctx, userId, batch.id);
-        const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, batch.id));
-        return { data: batchView(current, tracks), terminal: BATCH_TERMINAL.includes(current.status) };
-      },
-    });
-  });
+  // One stream per batch or book: check ownership once, then snapshot the current state
+  // whenever the stream (re)starts.
+  const stream =
+    (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<{ data: Record<string, unknown>; terminal: boolean }>): RequestHandler =>
+    async (req, res) => {
+      const userId = req.principal!.userId;
+      const id = parseId(req.params.id, kind);
+      await state(userId, id); // 404 before the stream starts
+      await streamEvents(req, res, {
+        hub: ctx.events,
+        subject: { kind, id },
+        heartbeatMs: ctx.config.SSE_HEARTBEAT_MS,
+        snapshot: () => state(userId, id),
+      });
+    };
 
-  router.get('/books/:id/events', async (req, res) => {
-    const userId = req.principal!.userId;
-    const book = await getOwnedBook(ctx, userId, parseId(req.params.id, 'book'));
-    await streamEvents(req, res, {
-      hub: ctx.events,
-      subject: { kind: 'book', id: book.id },
-      heartbeatMs: ctx.config.SSE_HEARTBEAT_MS,
-      snapshot: async () => {
-        const current = await getOwnedBook(ctx, userId, book.id);
-        return { data: bookView(current), terminal: ['ready', 'failed'].includes(current.status) };
-      },
-    });
-  });
+  router.get(
+    '/audio/batches/:id/events',
+    stream('batch', async (userId, id) => {
+      const batch = await getOwnedBatch(ctx, userId, id);
+      const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, id));
+      return { data: batchView(batch, tracks), terminal: BATCH_TERMINAL.includes(batch.status) };
+    }),
+  );
+
+  router.get(
+    '/books/:id/events',
+    stream('book', async (userId, id) => {
+      const book = await getOwnedBook(ctx, userId, id);
+      return { data: bookView(book), terminal: ['ready', 'failed'].includes(book.status) };
+    }),
+  );
 
   return router;
 }
