@@ -1,28 +1,27 @@
-import { availableParallelism } from 'node:os';
+import { writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { createApiContext } from '@soundqueue/api';
-import { runFfprobe } from '../apps/worker/src/ffmpeg';
+import { ffmpegMixer } from '@soundqueue/worker';
 import { startTestWorker } from '../tests/helpers/app';
 import { createTestEnv, TEST_REDIS_URL } from '../tests/helpers/services';
 import { runRawFlow, runRealFlow, type Concurrency, type FlowRun } from './lib/audio-flow';
 import {
-  childCpuSeconds, clientCalls, countClientCalls, countSpawns, cpuMeter, onCleanup, round, selfCpuSeconds, spawnDelta, spawnSnapshot,
+  clientCalls, countClientCalls, countSpawns, cpuMeter, onCleanup, round, spawnDelta, spawnSnapshot,
   type BenchOptions, type BenchResult,
 } from './lib/common';
-import { instantProviders } from './lib/instant-speech';
+import { instantClip, instantProviders } from './lib/instant-speech';
+import { createPassThroughMixer } from './lib/pass-through-mixer';
 
 // Benchmark 1: orchestration overhead. N tracks through the real audio flow (rows written by
-// the API's own createBatch, the real three-level flow, the real processors, rollups and
-// progress events) with an instant speech provider, against raw BullMQ flows of the same
-// shape (buildAudioBatchFlow itself) with no-op processors, same concurrency, same Redis, in
-// the same run.
-//
-// No pass-through mixer is possible without changing application code: processAudioMix
-// imports mixTrack directly, and the rendition path (obtainRendition) probes and measures
-// every new voice with ffmpeg, with no seam to skip either. So the real flow does the cheapest
-// real work there is (a 0.7 s voice, the voice_only variant, no bed) plus the ffmpeg and
-// ffprobe runs that come with it, and the benchmark measures where the CPU goes (ffmpeg
-// children, this Node process, PostgreSQL, Redis) so the orchestration's own cost is visible.
+// the API's own createBatch, the real three-level flow, the real processors with their
+// rendition claim and cache, storage, rollups and progress events) with an instant speech
+// provider and a pass-through mixer, against raw BullMQ flows of the same shape
+// (buildAudioBatchFlow itself) with no-op processors, same concurrency, same Redis, in the
+// same run. The mixer is the worker context's seam (apps/worker/src/audio/mixer.ts): the
+// pass-through one copies the voice as the track and reports a fixed measurement, so no
+// ffmpeg runs and what is left is the orchestration's own cost.
 
 export const CONCURRENCY: Concurrency = { tts: 8, mix: 4, batch: 4 };
 
@@ -70,24 +69,20 @@ async function metered(runIt: () => Promise<FlowRun>) {
   };
 }
 
-/** What starting one ffmpeg-family process costs, in this process and in the child, doing nothing. */
-async function spawnCost(times: number) {
-  const self0 = selfCpuSeconds();
-  const child0 = await childCpuSeconds();
-  for (let i = 0; i < times; i += 1) await runFfprobe(['-version']);
-  return {
-    nodeMsPerSpawn: round(((selfCpuSeconds() - self0) * 1000) / times, 2),
-    childMsPerSpawn: round((((await childCpuSeconds()) - child0) * 1000) / times, 1),
-    rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
-  };
+/** The instant clip's real measurement, once, so the pass-through mixer reports true figures. */
+async function measuredClip(): Promise<{ durationMs: number; loudnessLufs: number }> {
+  const path = join(tmpdir(), `sq-bench-clip-measure-${process.pid}.wav`);
+  try {
+    await writeFile(path, await instantClip());
+    return await ffmpegMixer.measureVoice(path);
+  } finally {
+    await rm(path, { force: true });
+  }
 }
 
 export async function orchestration(options: BenchOptions): Promise<BenchResult> {
-  // Each real track costs most of a CPU second of ffmpeg start-ups (see the notes), so the
-  // quick run sends 14 real tracks (one batch), not 200, to stay inside its minute.
-  const tracks = options.quick ? 14 : 2_000;
-  const rawTracks = options.quick ? 200 : 2_000;
-  const timeoutMs = options.quick ? 60_000 : 3_600_000;
+  const tracks = options.quick ? Number(process.env.BENCH_TRACKS ?? 280) : 2_000;
+  const timeoutMs = options.quick ? 60_000 : 1_800_000;
   countSpawns();
   await countClientCalls();
 
@@ -100,77 +95,57 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   onCleanup(`orchestration env ${env.prefix}`, () => env.cleanup());
   const api = await createApiContext(env.config);
   onCleanup('orchestration api context', () => api.close());
-  const worker = await startTestWorker(env.config, await instantProviders());
-  const closeWorker = onCleanup('orchestration workers', () => worker.close());
+  const mixer = createPassThroughMixer(await measuredClip());
+  const worker = await startTestWorker(env.config, { providers: await instantProviders(), mixer });
+  onCleanup('orchestration workers', () => worker.close());
 
-  // Warm-up, not measured: connections, JIT, the first ffmpeg runs, on both sides.
-  await runRealFlow(api, env.databaseUrl, { tracks: options.quick ? 2 : 14, tag: 'warm', timeoutMs: 60_000 });
+  // Warm-up, not measured: connections, JIT, prepared plans, on both sides.
+  await runRealFlow(api, env.databaseUrl, { tracks: 140, tag: 'warm', timeoutMs: 60_000 });
   await runRawFlow(env.config, { tracks: 140, concurrency: CONCURRENCY, timeoutMs: 60_000 });
 
   // Raw before and after the real run: the baseline is their mean, so a change in the
   // machine's load during the run affects both sides alike.
-  const rawBefore = await metered(() => runRawFlow(env.config, { tracks: rawTracks, concurrency: CONCURRENCY, timeoutMs }));
+  const rawBefore = await metered(() => runRawFlow(env.config, { tracks, concurrency: CONCURRENCY, timeoutMs }));
   const real = await metered(() => runRealFlow(api, env.databaseUrl, { tracks, tag: 'run', timeoutMs }));
-  const spawnFloor = await spawnCost(options.quick ? 5 : 30);
-  await closeWorker();
-  const rawAfter = await metered(() => runRawFlow(env.config, { tracks: rawTracks, concurrency: CONCURRENCY, timeoutMs }));
+  const rawAfter = await metered(() => runRawFlow(env.config, { tracks, concurrency: CONCURRENCY, timeoutMs }));
 
   const rawTps = (rawBefore.tracksPerSecond + rawAfter.tracksPerSecond) / 2;
   const ratio = real.tracksPerSecond / rawTps;
-  const spawnsPerTrack = Object.values(real.childProcesses).reduce((a, b) => a + b, 0) / tracks;
-  const cores = availableParallelism();
-
-  // CPU per track, and what the flow would do with ffmpeg free (a mixer seam): all cores
-  // on the orchestration's own CPU (Node minus the cost of starting children, PostgreSQL,
-  // Redis). An estimate from measured costs, not a measurement.
+  const mean = (f: (r: typeof rawBefore) => number) => (f(rawBefore) + f(rawAfter)) / 2;
   const cpu = real.cpuMsPerTrack;
-  const nodeWithoutSpawns = Math.max(0, cpu.node - spawnsPerTrack * spawnFloor.nodeMsPerSpawn);
-  const orchestrationMs = nodeWithoutSpawns + cpu.postgres + cpu.redis;
-  const rawCpu = (rawBefore.cpuMsPerTrack.node + rawAfter.cpuMsPerTrack.node + rawBefore.cpuMsPerTrack.redis + rawAfter.cpuMsPerTrack.redis) / 2;
-  const estimateTps = (cores * 1000) / orchestrationMs;
-  const ffmpegStartupShare = (spawnsPerTrack * spawnFloor.childMsPerSpawn) / cpu.ffmpegChildren;
+  const rawCpu = { node: mean((r) => r.cpuMsPerTrack.node), redis: mean((r) => r.cpuMsPerTrack.redis) };
+  const fmtCpu = (c: { node: number; postgres?: number; redis: number }) =>
+    `${round(c.node, 2)} | ${c.postgres === undefined ? '-' : round(c.postgres, 2)} | ${round(c.redis, 2)}`;
 
   return {
     name: 'orchestration',
     headlines: [
-      { benchmark: '1 orchestration', measure: 'real flow (cheapest real mix), tracks/s', value: String(round(real.tracksPerSecond, 2)), target: '', met: null },
-      { benchmark: '1 orchestration', measure: 'raw BullMQ flow, no-op, tracks/s', value: String(round(rawTps, 0)), target: '', met: null },
-      { benchmark: '1 orchestration', measure: 'ratio real / raw', value: String(round(ratio, 4)), target: '>= 0.5 (goal 0.8)', met: ratio >= 0.5 },
-      { benchmark: '1 orchestration', measure: 'CPU ms/track: ffmpeg | node | pg | redis', value: `${round(cpu.ffmpegChildren, 0)} | ${round(cpu.node, 0)} | ${round(cpu.postgres, 1)} | ${round(cpu.redis, 1)}`, target: '', met: null },
+      { benchmark: '1 orchestration', measure: 'real flow (instant speech, pass-through mixer), tracks/s', value: String(round(real.tracksPerSecond, 1)), target: '', met: null },
+      { benchmark: '1 orchestration', measure: 'raw BullMQ flow, no-op processors, tracks/s', value: String(round(rawTps, 1)), target: '', met: null },
+      { benchmark: '1 orchestration', measure: 'ratio real / raw', value: String(round(ratio, 3)), target: '>= 0.5 (goal 0.8)', met: ratio >= 0.5 },
+      { benchmark: '1 orchestration', measure: 'CPU ms/track real: node | pg | redis', value: fmtCpu(cpu), target: '', met: null },
+      { benchmark: '1 orchestration', measure: 'CPU ms/track raw: node | pg | redis', value: fmtCpu(rawCpu), target: '', met: null },
       {
         benchmark: '1 orchestration',
         measure: 'per track: PostgreSQL queries | Redis commands (raw)',
-        value: `${real.postgresQueriesPerTrack} | ${real.redisCommandsPerTrack} (${round((rawBefore.redisCommandsPerTrack + rawAfter.redisCommandsPerTrack) / 2, 1)})`,
+        value: `${real.postgresQueriesPerTrack} | ${real.redisCommandsPerTrack} (${round(mean((r) => r.redisCommandsPerTrack), 1)})`,
         target: '',
         met: null,
       },
-      { benchmark: '1 orchestration', measure: 'est. ratio with a pass-through mixer', value: String(round(estimateTps / rawTps, 3)), target: '(estimate)', met: null },
     ],
     notes: [
-      `real: ${tracks} tracks in ${real.batches} batches of up to 14 (voice_only, 0.7 s voice, each track its own rendition), ${real.seconds} s, ${real.completedTracks} completed, ${real.failedTracks} failed; raw: ${rawTracks} tracks, ${rawBefore.seconds} s before and ${rawAfter.seconds} s after; concurrency tts ${CONCURRENCY.tts}, mix ${CONCURRENCY.mix}, batch ${CONCURRENCY.batch}.`,
-      `No mixer seam: each real track started ${round(spawnsPerTrack, 1)} ffmpeg/ffprobe processes (${JSON.stringify(real.childProcesses)}); one start of ffprobe doing nothing costs ${spawnFloor.childMsPerSpawn} ms CPU in the child and ${spawnFloor.nodeMsPerSpawn} ms in this ${spawnFloor.rssMiB} MiB Node process, so process start-up is ~${round(ffmpegStartupShare * 100, 0)} % of the ffmpeg CPU.`,
-      `Orchestration's own CPU per track (Node minus spawning, PostgreSQL, Redis): ${round(orchestrationMs, 1)} ms vs ${round(rawCpu, 2)} ms for raw BullMQ; with a free mixer and all ${cores} cores on it, ~${round(estimateTps, 0)} tracks/s (an estimate).`,
+      `${tracks} tracks each side, in batches of up to 14 (voice_only, each track its own voice rendition); real ${real.seconds} s (${real.completedTracks} completed, ${real.failedTracks} failed, ${Object.keys(real.childProcesses).length === 0 ? 'no child processes' : `child processes ${JSON.stringify(real.childProcesses)}`}); raw ${rawBefore.seconds} s before and ${rawAfter.seconds} s after; concurrency tts ${CONCURRENCY.tts}, mix ${CONCURRENCY.mix}, batch ${CONCURRENCY.batch}; all in this one Node process.`,
+      `CPU per track is this process (API service + workers + the benchmark's polling), and the PostgreSQL and Redis servers (any client of theirs, so other load on the machine shows there too).`,
     ],
     data: {
       tracks,
-      rawTracks,
       concurrency: CONCURRENCY,
       real,
       rawBefore,
       rawAfter,
       rawTracksPerSecond: round(rawTps, 1),
-      ratio: round(ratio, 5),
+      ratio: round(ratio, 4),
       target: { min: 0.5, goal: 0.8 },
-      spawnsPerTrack: round(spawnsPerTrack, 2),
-      spawnFloor,
-      cores,
-      estimateWithoutFfmpeg: {
-        orchestrationCpuMsPerTrack: round(orchestrationMs, 2),
-        rawCpuMsPerTrack: round(rawCpu, 3),
-        tracksPerSecond: round(estimateTps, 1),
-        ratio: round(estimateTps / rawTps, 4),
-        method: 'cores / (node CPU per track - spawns per track x node CPU per spawn + PostgreSQL CPU + Redis CPU per track); CPU-bound assumption',
-      },
     },
   };
 }

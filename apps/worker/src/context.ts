@@ -11,6 +11,7 @@ import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
+import { ffmpegMixer, type Mixer } from './audio/mixer';
 import { createProviders, type Providers } from './providers';
 
 /** What every processor gets: the stores, the providers and a scratch directory. */
@@ -20,6 +21,8 @@ export interface WorkerContext {
   redis: Redis;
   storage: Storage;
   providers: Providers;
+  /** Voice measurement and track mixing (ffmpeg; benchmarks pass a pass-through one). */
+  mixer: Mixer;
   publish: Publish;
   /** Producer handles, for processors that add jobs (the book job adds soundscapes). */
   queues: Record<QueueName, Queue>;
@@ -30,7 +33,7 @@ export interface WorkerContext {
 
 export async function createWorkerContext(
   config: Config,
-  options: { providers?: Providers; logger?: Logger } = {},
+  options: { providers?: Providers; mixer?: Mixer; logger?: Logger } = {},
 ): Promise<WorkerContext> {
   const logger = options.logger ?? createLogger('worker', config.LOG_LEVEL);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
@@ -49,6 +52,7 @@ export async function createWorkerContext(
     redis,
     storage: createStorage(config),
     providers: options.providers ?? createProviders(config),
+    mixer: options.mixer ?? ffmpegMixer,
     publish: createNotifier(dbHandle.db, redis, queues.webhooks, config, logger),
     queues,
     logger,

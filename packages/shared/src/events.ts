@@ -25,25 +25,50 @@ export function eventLogKey(prefix: string, subject: Subject): string {
 
 export type Publish = (events: ProgressEvent[]) => Promise<void>;
 
+// XADD, EXPIRE and PUBLISH for each of one subject's events, in one round trip. The
+// announcement carries the id XADD assigns, so a plain pipeline cannot build it: the script
+// joins `pre .. id .. post`, two halves of the announcement's JSON made by the caller.
+// Logs expire so Redis memory stays bounded: a day while work runs, minutes after the
+// terminal event (a client reconnecting later gets the final snapshot instead).
+const APPEND_AND_ANNOUNCE = `
+local key, channel, maxlen = KEYS[1], ARGV[1], ARGV[2]
+for i = 3, #ARGV, 4 do
+  local id = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[i])
+  redis.call('EXPIRE', key, ARGV[i + 1])
+  redis.call('PUBLISH', channel, ARGV[i + 2] .. id .. ARGV[i + 3])
+end
+return 1`;
+
+type EventRedis = Redis & { soundqueueAppendEvents?: (key: string, ...args: string[]) => Promise<unknown> };
+
 /** A publisher bound to one Redis connection and key prefix. Failures are logged, not thrown:
  * the database already holds the change, and a client that misses an event resyncs from a
- * snapshot. */
+ * snapshot. Events keep their order: one subject's events go in one script call. */
 export function createPublisher(
   redis: Redis,
   prefix: string,
   onError: (error: unknown) => void = () => {},
   ttl: { openSeconds: number; finishedSeconds: number } = { openSeconds: 86_400, finishedSeconds: 300 },
 ): Publish {
+  const client = redis as EventRedis;
+  // defineCommand sends EVALSHA and falls back to EVAL after a Redis restart (NOSCRIPT).
+  if (!client.soundqueueAppendEvents) client.defineCommand('soundqueueAppendEvents', { numberOfKeys: 1, lua: APPEND_AND_ANNOUNCE });
+  const channel = `${prefix}:${EVENTS_CHANNEL}`;
   return async (events) => {
+    const bySubject = new Map<string, { key: string; args: string[] }>();
     for (const event of events) {
+      const key = eventLogKey(prefix, event.subject);
+      const body = JSON.stringify({ type: event.type, data: event.data, terminal: event.terminal ?? false });
+      const entry = bySubject.get(key) ?? { key, args: [channel, String(EVENT_LOG_LENGTH)] };
+      bySubject.set(key, entry);
+      // The announcement is JSON {subject, id, body}; the id goes between the halves.
+      const pre = `{"subject":${JSON.stringify(event.subject)},"id":"`;
+      const post = `","body":${JSON.stringify(body)}}`;
+      entry.args.push(body, String(event.terminal ? ttl.finishedSeconds : ttl.openSeconds), pre, post);
+    }
+    for (const { key, args } of bySubject.values()) {
       try {
-        const body = JSON.stringify({ type: event.type, data: event.data, terminal: event.terminal ?? false });
-        const key = eventLogKey(prefix, event.subject);
-        const id = await redis.xadd(key, 'MAXLEN', '~', String(EVENT_LOG_LENGTH), '*', 'e', body);
-        // Logs expire so Redis memory stays bounded: a day while work runs, minutes after its
-        // terminal event (a client reconnecting later gets the final snapshot instead).
-        await redis.expire(key, event.terminal ? ttl.finishedSeconds : ttl.openSeconds);
-        await redis.publish(`${prefix}:${EVENTS_CHANNEL}`, JSON.stringify({ subject: event.subject, id, body }));
+        await client.soundqueueAppendEvents!(key, ...args);
       } catch (error) {
         onError(error);
       }

@@ -2,23 +2,25 @@ import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { audioTracks, voiceRenditions } from '@soundqueue/shared/db/schema';
+import { audioTracks } from '@soundqueue/shared/db/schema';
 import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
 import { finishTrack, markMixing } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
-import { mixTrack } from '../audio/mix';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 
 /** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
 export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
   const { trackId, batchId } = parsePayload('audio-mix', run.job.data);
-  const [track] = await ctx.db.select().from(audioTracks).where(eq(audioTracks.id, trackId));
-  if (!track) return { skipped: 'track no longer exists' };
-  if (['completed', 'failed', 'cancelled'].includes(track.status)) return { skipped: `track is ${track.status}` };
-  if (!track.renditionKey) {
+  const mixing = await markMixing(ctx.db, trackId);
+  if (!mixing) {
+    // Not waiting to be mixed: finished or cancelled already (a repeated delivery), gone, or
+    // without a voice.
+    const [track] = await ctx.db.select().from(audioTracks).where(eq(audioTracks.id, trackId));
+    if (!track) return { skipped: 'track no longer exists' };
+    if (track.renditionKey || !['pending', 'generating'].includes(track.status)) return { skipped: `track is ${track.status}` };
     // The speech job ended without a voice and without recording why (its worker was lost
     // past the stall limit): say so on the track instead of leaving it pending.
     const failures = Object.values(await run.job.getIgnoredChildrenFailures());
@@ -27,18 +29,17 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     await ctx.publish(done.events);
     return { skipped: 'no voice rendition' };
   }
-  const mixing = await markMixing(ctx.db, trackId);
+  const { track, rendition } = mixing;
   await ctx.publish(mixing.events);
   const scratch = join(ctx.scratchDir, randomUUID());
   try {
     const variant = getVariant(track.variantId);
     if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
-    const [rendition] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, track.renditionKey));
     if (!rendition?.storageKey || rendition.status !== 'ready') throw new MixingError('the voice rendition is not available yet');
     const voicePath = `${scratch}-voice${extname(rendition.storageKey)}`;
     const outPath = `${scratch}-mix.mp3`;
     await ctx.storage.download(rendition.storageKey, voicePath);
-    const mixed = await mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined, voiceDurationMs: rendition.durationMs ?? undefined });
+    const mixed = await ctx.mixer.mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined, voiceDurationMs: rendition.durationMs ?? undefined });
     const key = storageKeys.track(batchId, trackId);
     const stored = await ctx.storage.putFile(key, outPath, 'audio/mpeg');
     const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs });

@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm';
-import { audioGenerationBatches, audioTracks } from '@soundqueue/shared/db/schema';
+import { audioTracks } from '@soundqueue/shared/db/schema';
 import { describeError, ValidationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
 import { attachRendition, finishTrack, startTrack } from '@soundqueue/shared/rollup/tracks';
@@ -11,16 +11,13 @@ import { obtainRendition } from '../speech/rendition';
 /** One track's voice: find or synthesize the rendition its text, voice and variant need. */
 export async function processAudioTts(ctx: WorkerContext, run: JobRun): Promise<{ renditionKey: string } | { skipped: string }> {
   const { trackId } = parsePayload('audio-tts', run.job.data);
-  const [row] = await ctx.db
-    .select({ track: audioTracks, batch: audioGenerationBatches })
-    .from(audioTracks)
-    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
-    .where(eq(audioTracks.id, trackId));
-  if (!row) return { skipped: 'track no longer exists' };
-  const { track, batch } = row;
-  // Cancelled, or already finished by an earlier delivery of this job: nothing to do.
+  // Cancelled, gone, or already finished by an earlier delivery of this job: nothing to do.
   const started = await startTrack(ctx.db, trackId);
-  if (!started.started) return { skipped: `track is ${track.status}` };
+  if (!started.started) {
+    const [track] = await ctx.db.select({ status: audioTracks.status }).from(audioTracks).where(eq(audioTracks.id, trackId));
+    return { skipped: track ? `track is ${track.status}` : 'track no longer exists' };
+  }
+  const { track, batch } = started;
   await ctx.publish(started.events);
   try {
     const variant = getVariant(track.variantId);

@@ -1,14 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { and, eq, lt, or, sql } from 'drizzle-orm';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
-import { measureVoiceLoudness } from '../audio/mix';
+import { InvalidAudioError } from '../ffmpeg';
 import { recordedCall } from '../provider-calls';
-import { writeCheckedAudio } from '../audio/checked-audio';
 import type { SpeechRequest } from './types';
 
 export type Rendition = typeof voiceRenditions.$inferSelect;
@@ -105,8 +104,13 @@ async function synthesize(
       (r) => ({ units: r.usage.characters, costUsd: r.costUsd }),
     );
     const path = `${tmp}.${result.format}`;
-    const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SpeechGenerationError(`The speech provider ${message}`, { cause }));
-    const loudness = await measureVoiceLoudness(path);
+    await writeFile(path, result.audio);
+    // One decode checks the audio (damaged, cut short or empty audio is never stored) and
+    // measures the loudness and duration every mix of this voice reuses.
+    const measured = await ctx.mixer.measureVoice(path, { signal }).catch((error: unknown) => {
+      if (!(error instanceof InvalidAudioError)) throw error;
+      throw new SpeechGenerationError(`The speech provider returned audio that cannot be decoded: ${error.message}`, { cause: error });
+    });
     const storageKey = storageKeys.rendition(keyHash, result.format);
     await ctx.storage.putFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
     const [ready] = await ctx.db
@@ -115,8 +119,8 @@ async function synthesize(
         status: 'ready',
         storageKey,
         format: result.format,
-        durationMs: probe.durationMs,
-        loudnessLufs: loudness,
+        durationMs: measured.durationMs,
+        loudnessLufs: measured.loudnessLufs,
         costUsd: result.costUsd,
         claimToken: null,
         updatedAt: sql`now()`,

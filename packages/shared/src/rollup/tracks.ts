@@ -1,17 +1,19 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { audioGenerationBatches, audioTracks, type BatchStatus } from '../db/schema';
+import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 
-// State transitions of tracks and batches. Each transition is one transaction: a
-// conditional update of the track row (so a repeated or duplicated job changes nothing the
-// second time) and, only when that update hit a row, the batch counters. This is how
+// State transitions of tracks and batches. Each transition is one statement: a conditional
+// update of the track row (so a repeated or duplicated job changes nothing the second time)
+// and, in a data-modifying CTE of the same statement, only when that update hit a row, the
+// batch counters. One statement is as atomic as a transaction and costs one round trip. This is how
 // invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries.
 
 const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
 
 type TrackRow = typeof audioTracks.$inferSelect;
+type BatchRow = typeof audioGenerationBatches.$inferSelect;
 
 function trackEvent(track: TrackRow): ProgressEvent {
   return {
@@ -30,7 +32,7 @@ function trackEvent(track: TrackRow): ProgressEvent {
   };
 }
 
-function countersEvent(batch: typeof audioGenerationBatches.$inferSelect): ProgressEvent {
+function countersEvent(batch: BatchRow): ProgressEvent {
   return {
     subject: { kind: 'batch', id: batch.id },
     type: 'batch.updated',
@@ -45,24 +47,40 @@ function countersEvent(batch: typeof audioGenerationBatches.$inferSelect): Progr
   };
 }
 
-/** pending → generating, and the batch pending → processing on its first started track. */
-export async function startTrack(db: Db, trackId: string): Promise<{ started: boolean; events: ProgressEvent[] }> {
-  return db.transaction(async (tx) => {
-    const [track] = await tx
+/**
+ * pending → generating, and the batch pending → processing on its first started track, in
+ * one statement (data-modifying CTEs run in one snapshot, atomically, in one round trip; the
+ * batch is updated only if the track was). Returns the started track and its batch (as it
+ * was before this statement: the request fields the speech step needs).
+ */
+export async function startTrack(
+  db: Db,
+  trackId: string,
+): Promise<{ started: false; events: [] } | { started: true; track: TrackRow; batch: BatchRow; events: ProgressEvent[] }> {
+  const t = db.$with('t').as(
+    db
       .update(audioTracks)
       .set({ status: 'generating', startedAt: sql`coalesce(${audioTracks.startedAt}, now())`, attempts: sql`${audioTracks.attempts} + 1`, updatedAt: sql`now()` })
       .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['pending', 'generating'])))
-      .returning();
-    if (!track) return { started: false, events: [] };
-    const events = [trackEvent(track)];
-    const [batch] = await tx
+      .returning(),
+  );
+  const b = db.$with('b').as(
+    db
       .update(audioGenerationBatches)
       .set({ status: 'processing', startedAt: sql`coalesce(${audioGenerationBatches.startedAt}, now())`, updatedAt: sql`now()` })
-      .where(and(eq(audioGenerationBatches.id, track.batchId), eq(audioGenerationBatches.status, 'pending')))
-      .returning();
-    if (batch) events.push(countersEvent(batch));
-    return { started: true, events };
-  });
+      .where(and(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)), eq(audioGenerationBatches.status, 'pending')))
+      .returning(),
+  );
+  const [row] = await db
+    .with(t, b)
+    .select()
+    .from(t)
+    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, t.batchId))
+    .leftJoin(b, eq(b.id, t.batchId));
+  if (!row) return { started: false, events: [] };
+  const events = [trackEvent(row.t)];
+  if (row.b) events.push(countersEvent(row.b));
+  return { started: true, track: row.t, batch: row.audio_generation_batches, events };
 }
 
 /** Records the voice rendition a track uses (and the cost, when this track paid for it). */
@@ -71,33 +89,46 @@ export async function attachRendition(
   trackId: string,
   rendition: { keyHash: string; storageKey: string; costUsd: number },
 ): Promise<void> {
-  await db.transaction(async (tx) => {
-    const [track] = await tx
-      .update(audioTracks)
-      .set({
-        renditionKey: rendition.keyHash,
-        voiceFileKey: rendition.storageKey,
-        costUsd: sql`${audioTracks.costUsd} + ${rendition.costUsd}`,
-        updatedAt: sql`now()`,
-      })
-      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, NOT_TERMINAL)))
-      .returning({ batchId: audioTracks.batchId });
-    if (track && rendition.costUsd > 0) {
-      await tx
-        .update(audioGenerationBatches)
-        .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${rendition.costUsd}`, updatedAt: sql`now()` })
-        .where(eq(audioGenerationBatches.id, track.batchId));
-    }
-  });
+  const attach = db
+    .update(audioTracks)
+    .set({
+      renditionKey: rendition.keyHash,
+      voiceFileKey: rendition.storageKey,
+      costUsd: sql`${audioTracks.costUsd} + ${rendition.costUsd}`,
+      updatedAt: sql`now()`,
+    })
+    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, NOT_TERMINAL)));
+  if (rendition.costUsd <= 0) {
+    await attach;
+    return;
+  }
+  // The batch's cost grows only if the track row was updated, in the same statement.
+  const t = db.$with('t').as(attach.returning({ batchId: audioTracks.batchId }));
+  await db
+    .with(t)
+    .update(audioGenerationBatches)
+    .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${rendition.costUsd}`, updatedAt: sql`now()` })
+    .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)));
 }
 
-export async function markMixing(db: Db, trackId: string): Promise<{ mixing: boolean; events: ProgressEvent[] }> {
-  const [track] = await db
-    .update(audioTracks)
-    .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
-    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing'])))
-    .returning();
-  return track ? { mixing: true, events: [trackEvent(track)] } : { mixing: false, events: [] };
+/**
+ * generating → mixing, for a track whose voice is attached, returning the track and its
+ * rendition in the same round trip. Null when the track is not (or no longer) waiting to be
+ * mixed, or has no voice: the caller reads the track to say why.
+ */
+export async function markMixing(
+  db: Db,
+  trackId: string,
+): Promise<{ track: TrackRow; rendition: typeof voiceRenditions.$inferSelect | null; events: ProgressEvent[] } | null> {
+  const t = db.$with('t').as(
+    db
+      .update(audioTracks)
+      .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
+      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing']), isNotNull(audioTracks.renditionKey)))
+      .returning(),
+  );
+  const [row] = await db.with(t).select().from(t).leftJoin(voiceRenditions, eq(voiceRenditions.keyHash, t.renditionKey));
+  return row ? { track: row.t, rendition: row.voice_renditions, events: [trackEvent(row.t)] } : null;
 }
 
 type Terminal =
@@ -115,37 +146,41 @@ export async function finishTrack(
   outcome: Terminal,
   allowedFrom: readonly string[] = NOT_TERMINAL,
 ): Promise<{ changed: boolean; events: ProgressEvent[] }> {
-  return db.transaction(async (tx) => {
-    const set =
-      outcome.status === 'completed'
-        ? { status: 'completed' as const, mixStatus: 'completed' as const, mixedFileKey: outcome.mixedFileKey, mixedBytes: outcome.mixedBytes, durationMs: outcome.durationMs, errorType: null, errorMessage: null }
-        : outcome.status === 'failed'
-          ? { status: 'failed' as const, mixStatus: sql`case when ${audioTracks.mixStatus} = 'mixing' then 'failed' else 'skipped' end`, errorType: outcome.errorType, errorMessage: outcome.errorMessage }
-          : { status: 'cancelled' as const, mixStatus: 'skipped' as const };
-    const [track] = await tx
+  const set =
+    outcome.status === 'completed'
+      ? { status: 'completed' as const, mixStatus: 'completed' as const, mixedFileKey: outcome.mixedFileKey, mixedBytes: outcome.mixedBytes, durationMs: outcome.durationMs, errorType: null, errorMessage: null }
+      : outcome.status === 'failed'
+        ? { status: 'failed' as const, mixStatus: sql`case when ${audioTracks.mixStatus} = 'mixing' then 'failed' else 'skipped' end`, errorType: outcome.errorType, errorMessage: outcome.errorMessage }
+        : { status: 'cancelled' as const, mixStatus: 'skipped' as const };
+  const counter =
+    outcome.status === 'completed'
+      ? { tracksCompleted: sql`${audioGenerationBatches.tracksCompleted} + 1` }
+      : outcome.status === 'failed'
+        ? { tracksFailed: sql`${audioGenerationBatches.tracksFailed} + 1` }
+        : { tracksCancelled: sql`${audioGenerationBatches.tracksCancelled} + 1` };
+  // One statement: the guarded track update and, only if it hit a row, the batch counters.
+  const t = db.$with('t').as(
+    db
       .update(audioTracks)
       .set({ ...set, completedAt: sql`now()`, updatedAt: sql`now()` } as never)
       .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, allowedFrom as string[] as never)))
-      .returning();
-    if (!track) return { changed: false, events: [] };
-    const counter =
-      outcome.status === 'completed'
-        ? { tracksCompleted: sql`${audioGenerationBatches.tracksCompleted} + 1` }
-        : outcome.status === 'failed'
-          ? { tracksFailed: sql`${audioGenerationBatches.tracksFailed} + 1` }
-          : { tracksCancelled: sql`${audioGenerationBatches.tracksCancelled} + 1` };
-    const [batch] = await tx
+      .returning(),
+  );
+  const b = db.$with('b').as(
+    db
       .update(audioGenerationBatches)
       .set({ ...counter, tracksPending: sql`${audioGenerationBatches.tracksPending} - 1`, updatedAt: sql`now()` })
-      .where(eq(audioGenerationBatches.id, track.batchId))
-      .returning();
-    const events = [trackEvent(track)];
-    if (batch) events.push(countersEvent(batch));
-    if (outcome.status === 'failed') {
-      events.push({ subject: { kind: 'batch', id: track.batchId }, type: 'track.failed', data: trackEvent(track).data });
-    }
-    return { changed: true, events };
-  });
+      .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
+      .returning(),
+  );
+  const [row] = await db.with(t, b).select().from(t).leftJoin(b, eq(b.id, t.batchId));
+  if (!row) return { changed: false, events: [] };
+  const events = [trackEvent(row.t)];
+  if (row.b) events.push(countersEvent(row.b));
+  if (outcome.status === 'failed') {
+    events.push({ subject: { kind: 'batch', id: row.t.batchId }, type: 'track.failed', data: trackEvent(row.t).data });
+  }
+  return { changed: true, events };
 }
 
 /** The terminal status a batch's counts call for (DESIGN.md invariant 3). */
