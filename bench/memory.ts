@@ -60,7 +60,15 @@ export async function benchMemory(options: BenchOptions): Promise<BenchResult> {
   const growthSecondHalf = (atEnd.usedMemoryBytes - half.usedMemoryBytes) / Math.max(1, half.usedMemoryBytes);
   const headlines: Headline[] = [
     { benchmark: '6 memory', measure: `Redis memory after ${batches.toLocaleString('en')} batches (MiB above empty)`, value: String(round(atEnd.usedMemoryBytes / 1048576, 1)), target: 'bounded', met: null },
-    { benchmark: '6 memory', measure: 'growth over the second half of the run', value: `${round(growthSecondHalf * 100, 1)} %`, target: '≈ 0 once retention is reached', met: Math.abs(growthSecondHalf) < 0.1 },
+    // Judged on the full run only: each queue's BullMQ event stream (capped at 10,000 entries,
+    // a few per job) is still filling at 2,000 batches, so the quick run's second half grows.
+    {
+      benchmark: '6 memory',
+      measure: 'growth over the second half of the run',
+      value: `${round(growthSecondHalf * 100, 1)} %`,
+      target: options.quick ? '(judged on the full run)' : '≈ 0 once retention is reached',
+      met: options.quick ? null : Math.abs(growthSecondHalf) < 0.1,
+    },
     { benchmark: '6 memory', measure: `keys at ${atTenth.batches} vs ${atEnd.batches} batches`, value: `${atTenth.keys} vs ${atEnd.keys}`, target: '', met: null },
     { benchmark: '6 memory', measure: 'completed batch roots kept (JOB_KEEP_COMPLETED)', value: String(retained), target: `≤ ${tuning.removeOnComplete.count}`, met: retained <= tuning.removeOnComplete.count },
   ];

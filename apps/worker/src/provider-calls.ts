@@ -1,4 +1,6 @@
+import { sql } from 'drizzle-orm';
 import { providerCalls } from '@soundqueue/shared/db/schema';
+import { preparedFor } from '@soundqueue/shared/db/prepared';
 import type { Db } from '@soundqueue/shared/db/client';
 import { providerCallDuration, providerCost } from '@soundqueue/shared/metrics';
 
@@ -8,7 +10,25 @@ type ProviderCall = typeof providerCalls.$inferInsert;
 export async function recordProviderCall(db: Db, call: ProviderCall): Promise<void> {
   providerCallDuration.observe({ provider: call.provider, kind: call.kind, outcome: call.outcome }, call.latencyMs / 1000);
   if (call.costUsd) providerCost.inc({ provider: call.provider, kind: call.kind }, call.costUsd);
-  await db.insert(providerCalls).values(call);
+  // Prepared (one row per provider call, so at least one per track): see db/prepared.ts.
+  const insert = preparedFor(db, 'sq_record_provider_call', (db) =>
+    db
+      .insert(providerCalls)
+      .values({
+        userId: sql.placeholder('userId'),
+        batchId: sql.placeholder('batchId'),
+        bookId: sql.placeholder('bookId'),
+        provider: sql.placeholder('provider'),
+        kind: sql.placeholder('kind'),
+        units: sql.placeholder('units'),
+        unitType: sql.placeholder('unitType'),
+        costUsd: sql.placeholder('costUsd'),
+        latencyMs: sql.placeholder('latencyMs'),
+        outcome: sql.placeholder('outcome'),
+      })
+      .prepare('sq_record_provider_call'),
+  );
+  await insert.execute({ ...call, batchId: call.batchId ?? null, bookId: call.bookId ?? null, costUsd: call.costUsd ?? 0 });
 }
 
 export type CallMeta = Pick<ProviderCall, 'userId' | 'batchId' | 'bookId' | 'provider' | 'kind' | 'unitType'>;

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { audioTracks } from '@soundqueue/shared/db/schema';
@@ -10,6 +9,7 @@ import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
+import { removeScratchFiles } from '../scratch-files';
 
 /** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
 export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
@@ -52,6 +52,6 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
       await ctx.publish(done.events);
     });
   } finally {
-    await Promise.all(['-voice.mp3', '-voice.wav', '-mix.mp3'].map((s) => rm(`${scratch}${s}`, { force: true })));
+    await removeScratchFiles(`${scratch}-voice.mp3`, `${scratch}-voice.wav`, `${scratch}-mix.mp3`);
   }
 }

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { scenes, soundscapes } from '@soundqueue/shared/db/schema';
@@ -10,6 +9,7 @@ import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { recordedCall } from '../provider-calls';
+import { removeScratchFiles } from '../scratch-files';
 import { writeCheckedAudio } from '../audio/checked-audio';
 
 /** One scene's ambient soundscape, checked with ffprobe before it counts. */
@@ -53,7 +53,6 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       );
     });
   } finally {
-    await rm(`${tmp}.mp3`, { force: true });
-    await rm(`${tmp}.wav`, { force: true });
+    await removeScratchFiles(`${tmp}.mp3`, `${tmp}.wav`);
   }
 }

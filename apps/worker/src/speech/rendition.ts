@@ -1,13 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { and, eq, lt, or, sql } from 'drizzle-orm';
+import { preparedFor } from '@soundqueue/shared/db/prepared';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { InvalidAudioError } from '../ffmpeg';
 import { recordedCall } from '../provider-calls';
+import { removeScratchFiles } from '../scratch-files';
 import type { SpeechRequest } from './types';
 
 export type Rendition = typeof voiceRenditions.$inferSelect;
@@ -25,6 +27,34 @@ export function renditionKey(provider: { name: string; usesInstructions: boolean
 // stalled, so a killed worker's voice is free again by the time its job is retried (a fixed
 // 3-minute lease held every track needing that voice for 3 minutes after a crash).
 const claimLeaseMs = (ctx: WorkerContext) => Math.max(1_000, ctx.config.WORKER_LOCK_DURATION_MS);
+
+// Prepared: one claim per track (see db/prepared.ts).
+const claimStatement = (ctx: WorkerContext) =>
+  preparedFor(ctx.db, 'sq_claim_rendition', (db) =>
+    db
+      .insert(voiceRenditions)
+      .values({
+        keyHash: sql.placeholder('keyHash'),
+        status: 'generating',
+        claimToken: sql.placeholder('token'),
+        claimedAt: sql.placeholder('now'),
+        provider: sql.placeholder('provider'),
+        voiceId: sql.placeholder('voice'),
+        model: sql.placeholder('model'),
+        characters: sql.placeholder('characters'),
+      })
+      .onConflictDoUpdate({
+        target: voiceRenditions.keyHash,
+        set: { claimToken: sql`${sql.placeholder('token')}`, claimedAt: sql`${sql.placeholder('now')}`, updatedAt: sql`now()` },
+        // Take over only a dead claim; a ready row or a live claim is left alone.
+        setWhere: and(
+          eq(voiceRenditions.status, 'generating'),
+          or(lt(voiceRenditions.claimedAt, sql`${sql.placeholder('deadBefore')}`), sql`${voiceRenditions.claimedAt} is null`),
+        ),
+      })
+      .returning()
+      .prepare('sq_claim_rendition'),
+  );
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -46,28 +76,17 @@ export async function obtainRendition(
   for (;;) {
     signal?.throwIfAborted();
     const token = randomUUID();
-    const [claimed] = await ctx.db
-      .insert(voiceRenditions)
-      .values({
-        keyHash,
-        status: 'generating',
-        claimToken: token,
-        claimedAt: new Date(),
-        provider: provider.name,
-        voiceId: request.voice,
-        model: request.model,
-        characters: request.text.length,
-      })
-      .onConflictDoUpdate({
-        target: voiceRenditions.keyHash,
-        set: { claimToken: token, claimedAt: new Date(), updatedAt: sql`now()` },
-        // Take over only a dead claim; a ready row or a live claim is left alone.
-        setWhere: and(
-          eq(voiceRenditions.status, 'generating'),
-          or(lt(voiceRenditions.claimedAt, new Date(Date.now() - claimLeaseMs(ctx))), sql`${voiceRenditions.claimedAt} is null`),
-        ),
-      })
-      .returning();
+    const now = new Date();
+    const [claimed] = await claimStatement(ctx).execute({
+      keyHash,
+      token,
+      now,
+      deadBefore: new Date(now.getTime() - claimLeaseMs(ctx)),
+      provider: provider.name,
+      voice: request.voice,
+      model: request.model,
+      characters: request.text.length,
+    });
     if (claimed && claimed.claimToken === token) {
       const rendition = await synthesize(ctx, keyHash, token, request, owner, signal);
       return { rendition, paidUsd: rendition.costUsd };
@@ -141,7 +160,6 @@ async function synthesize(
     throw error;
   } finally {
     clearInterval(renew);
-    await rm(`${tmp}.mp3`, { force: true });
-    await rm(`${tmp}.wav`, { force: true });
+    await removeScratchFiles(`${tmp}.mp3`, `${tmp}.wav`);
   }
 }

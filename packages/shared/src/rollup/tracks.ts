@@ -1,5 +1,6 @@
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
+import { preparedFor } from '../db/prepared';
 import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
@@ -7,7 +8,8 @@ import { outcomes } from '../metrics';
 // State transitions of tracks and batches. Each transition is one statement: a conditional
 // update of the track row (so a repeated or duplicated job changes nothing the second time)
 // and, in a data-modifying CTE of the same statement, only when that update hit a row, the
-// batch counters. One statement is as atomic as a transaction and costs one round trip. This is how
+// batch counters. One statement is as atomic as a transaction and costs one round trip;
+// the hot ones are prepared once per database handle (db/prepared.ts). This is how
 // invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries.
 
 const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
@@ -47,6 +49,10 @@ function countersEvent(batch: BatchRow): ProgressEvent {
   };
 }
 
+const param = (name: string) => sql`${sql.placeholder(name)}`;
+/** `column = any($name)`: one prepared statement for any list of allowed statuses. */
+const statusIn = (name: string) => sql`${audioTracks.status} = any(${sql.placeholder(name)}::text[])`;
+
 /**
  * pending → generating, and the batch pending → processing on its first started track, in
  * one statement (data-modifying CTEs run in one snapshot, atomically, in one round trip; the
@@ -57,26 +63,30 @@ export async function startTrack(
   db: Db,
   trackId: string,
 ): Promise<{ started: false; events: [] } | { started: true; track: TrackRow; batch: BatchRow; events: ProgressEvent[] }> {
-  const t = db.$with('t').as(
-    db
-      .update(audioTracks)
-      .set({ status: 'generating', startedAt: sql`coalesce(${audioTracks.startedAt}, now())`, attempts: sql`${audioTracks.attempts} + 1`, updatedAt: sql`now()` })
-      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['pending', 'generating'])))
-      .returning(),
-  );
-  const b = db.$with('b').as(
-    db
-      .update(audioGenerationBatches)
-      .set({ status: 'processing', startedAt: sql`coalesce(${audioGenerationBatches.startedAt}, now())`, updatedAt: sql`now()` })
-      .where(and(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)), eq(audioGenerationBatches.status, 'pending')))
-      .returning(),
-  );
-  const [row] = await db
-    .with(t, b)
-    .select()
-    .from(t)
-    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, t.batchId))
-    .leftJoin(b, eq(b.id, t.batchId));
+  const statement = preparedFor(db, 'sq_start_track', (db) => {
+    const t = db.$with('t').as(
+      db
+        .update(audioTracks)
+        .set({ status: 'generating', startedAt: sql`coalesce(${audioTracks.startedAt}, now())`, attempts: sql`${audioTracks.attempts} + 1`, updatedAt: sql`now()` })
+        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['pending', 'generating'])))
+        .returning(),
+    );
+    const b = db.$with('b').as(
+      db
+        .update(audioGenerationBatches)
+        .set({ status: 'processing', startedAt: sql`coalesce(${audioGenerationBatches.startedAt}, now())`, updatedAt: sql`now()` })
+        .where(and(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)), eq(audioGenerationBatches.status, 'pending')))
+        .returning(),
+    );
+    return db
+      .with(t, b)
+      .select()
+      .from(t)
+      .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, t.batchId))
+      .leftJoin(b, eq(b.id, t.batchId))
+      .prepare('sq_start_track');
+  });
+  const [row] = await statement.execute({ trackId });
   if (!row) return { started: false, events: [] };
   const events = [trackEvent(row.t)];
   if (row.b) events.push(countersEvent(row.b));
@@ -89,26 +99,32 @@ export async function attachRendition(
   trackId: string,
   rendition: { keyHash: string; storageKey: string; costUsd: number },
 ): Promise<void> {
-  const attach = db
-    .update(audioTracks)
-    .set({
-      renditionKey: rendition.keyHash,
-      voiceFileKey: rendition.storageKey,
-      costUsd: sql`${audioTracks.costUsd} + ${rendition.costUsd}`,
-      updatedAt: sql`now()`,
-    })
-    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, NOT_TERMINAL)));
+  const attach = (db: Db) =>
+    db
+      .update(audioTracks)
+      .set({
+        renditionKey: param('keyHash'),
+        voiceFileKey: param('storageKey'),
+        costUsd: sql`${audioTracks.costUsd} + ${sql.placeholder('costUsd')}::numeric`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, NOT_TERMINAL)));
+  const values = { trackId, keyHash: rendition.keyHash, storageKey: rendition.storageKey, costUsd: rendition.costUsd };
   if (rendition.costUsd <= 0) {
-    await attach;
+    await preparedFor(db, 'sq_attach_rendition', (db) => attach(db).prepare('sq_attach_rendition')).execute(values);
     return;
   }
   // The batch's cost grows only if the track row was updated, in the same statement.
-  const t = db.$with('t').as(attach.returning({ batchId: audioTracks.batchId }));
-  await db
-    .with(t)
-    .update(audioGenerationBatches)
-    .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${rendition.costUsd}`, updatedAt: sql`now()` })
-    .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)));
+  const paying = preparedFor(db, 'sq_attach_paid_rendition', (db) => {
+    const t = db.$with('t').as(attach(db).returning({ batchId: audioTracks.batchId }));
+    return db
+      .with(t)
+      .update(audioGenerationBatches)
+      .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${sql.placeholder('costUsd')}::numeric`, updatedAt: sql`now()` })
+      .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
+      .prepare('sq_attach_paid_rendition');
+  });
+  await paying.execute(values);
 }
 
 /**
@@ -120,14 +136,17 @@ export async function markMixing(
   db: Db,
   trackId: string,
 ): Promise<{ track: TrackRow; rendition: typeof voiceRenditions.$inferSelect | null; events: ProgressEvent[] } | null> {
-  const t = db.$with('t').as(
-    db
-      .update(audioTracks)
-      .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
-      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing']), isNotNull(audioTracks.renditionKey)))
-      .returning(),
-  );
-  const [row] = await db.with(t).select().from(t).leftJoin(voiceRenditions, eq(voiceRenditions.keyHash, t.renditionKey));
+  const statement = preparedFor(db, 'sq_mark_mixing', (db) => {
+    const t = db.$with('t').as(
+      db
+        .update(audioTracks)
+        .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
+        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['generating', 'mixing']), isNotNull(audioTracks.renditionKey)))
+        .returning(),
+    );
+    return db.with(t).select().from(t).leftJoin(voiceRenditions, eq(voiceRenditions.keyHash, t.renditionKey)).prepare('sq_mark_mixing');
+  });
+  const [row] = await statement.execute({ trackId });
   return row ? { track: row.t, rendition: row.voice_renditions, events: [trackEvent(row.t)] } : null;
 }
 
@@ -135,6 +154,24 @@ type Terminal =
   | { status: 'completed'; mixedFileKey: string; mixedBytes: number; durationMs: number }
   | { status: 'failed'; errorType: string; errorMessage: string }
   | { status: 'cancelled' };
+
+/** The columns a terminal status writes, and the batch counter it moves. */
+function terminalChange(status: Terminal['status']) {
+  switch (status) {
+    case 'completed':
+      return {
+        set: { status, mixStatus: 'completed', mixedFileKey: param('mixedFileKey'), mixedBytes: sql`${sql.placeholder('mixedBytes')}::integer`, durationMs: sql`${sql.placeholder('durationMs')}::integer`, errorType: null, errorMessage: null },
+        counter: { tracksCompleted: sql`${audioGenerationBatches.tracksCompleted} + 1` },
+      };
+    case 'failed':
+      return {
+        set: { status, mixStatus: sql`case when ${audioTracks.mixStatus} = 'mixing' then 'failed' else 'skipped' end`, errorType: param('errorType'), errorMessage: param('errorMessage') },
+        counter: { tracksFailed: sql`${audioGenerationBatches.tracksFailed} + 1` },
+      };
+    case 'cancelled':
+      return { set: { status, mixStatus: 'skipped' }, counter: { tracksCancelled: sql`${audioGenerationBatches.tracksCancelled} + 1` } };
+  }
+}
 
 /**
  * Moves a track to a terminal status once. Returns whether this call did it; a second call
@@ -146,34 +183,28 @@ export async function finishTrack(
   outcome: Terminal,
   allowedFrom: readonly string[] = NOT_TERMINAL,
 ): Promise<{ changed: boolean; events: ProgressEvent[] }> {
-  const set =
-    outcome.status === 'completed'
-      ? { status: 'completed' as const, mixStatus: 'completed' as const, mixedFileKey: outcome.mixedFileKey, mixedBytes: outcome.mixedBytes, durationMs: outcome.durationMs, errorType: null, errorMessage: null }
-      : outcome.status === 'failed'
-        ? { status: 'failed' as const, mixStatus: sql`case when ${audioTracks.mixStatus} = 'mixing' then 'failed' else 'skipped' end`, errorType: outcome.errorType, errorMessage: outcome.errorMessage }
-        : { status: 'cancelled' as const, mixStatus: 'skipped' as const };
-  const counter =
-    outcome.status === 'completed'
-      ? { tracksCompleted: sql`${audioGenerationBatches.tracksCompleted} + 1` }
-      : outcome.status === 'failed'
-        ? { tracksFailed: sql`${audioGenerationBatches.tracksFailed} + 1` }
-        : { tracksCancelled: sql`${audioGenerationBatches.tracksCancelled} + 1` };
+  const name = `sq_finish_track_${outcome.status}`;
   // One statement: the guarded track update and, only if it hit a row, the batch counters.
-  const t = db.$with('t').as(
-    db
-      .update(audioTracks)
-      .set({ ...set, completedAt: sql`now()`, updatedAt: sql`now()` } as never)
-      .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, allowedFrom as string[] as never)))
-      .returning(),
-  );
-  const b = db.$with('b').as(
-    db
-      .update(audioGenerationBatches)
-      .set({ ...counter, tracksPending: sql`${audioGenerationBatches.tracksPending} - 1`, updatedAt: sql`now()` })
-      .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
-      .returning(),
-  );
-  const [row] = await db.with(t, b).select().from(t).leftJoin(b, eq(b.id, t.batchId));
+  const statement = preparedFor(db, name, (db) => {
+    const change = terminalChange(outcome.status);
+    const t = db.$with('t').as(
+      db
+        .update(audioTracks)
+        .set({ ...change.set, completedAt: sql`now()`, updatedAt: sql`now()` } as never)
+        .where(and(eq(audioTracks.id, param('trackId')), statusIn('allowedFrom')))
+        .returning(),
+    );
+    const b = db.$with('b').as(
+      db
+        .update(audioGenerationBatches)
+        .set({ ...change.counter, tracksPending: sql`${audioGenerationBatches.tracksPending} - 1`, updatedAt: sql`now()` })
+        .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
+        .returning(),
+    );
+    return db.with(t, b).select().from(t).leftJoin(b, eq(b.id, t.batchId)).prepare(name);
+  });
+  const { status: _status, ...values } = outcome;
+  const [row] = await statement.execute({ ...values, trackId, allowedFrom: [...allowedFrom] });
   if (!row) return { changed: false, events: [] };
   const events = [trackEvent(row.t)];
   if (row.b) events.push(countersEvent(row.b));
