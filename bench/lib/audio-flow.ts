@@ -42,8 +42,12 @@ export function batchBody(tag: string, batchIndex: number, n: number, variants: 
     sections: Array.from({ length: n }, (_, i) => ({
       key: `s${i}`,
       title: `Section ${i}`,
-      // Short texts are still unique; the OpenAI fake makes 1 s of audio per 15 characters.
-      text: options.shortText ? `${tag} ${batchIndex}.${i}` : `Run ${tag}, batch ${batchIndex}, section ${i}: I wake up rested.`,
+      // Short texts are still unique. Numbers are padded so every text has the same length:
+      // the OpenAI fake makes 1 s of audio per 15 characters, and a track's mixing cost
+      // depends on its length (a 0.6 s track and a 0.8 s one differ by half in CPU).
+      text: options.shortText
+        ? `${tag} ${String(batchIndex).padStart(5, '0')}.${String(i).padStart(2, '0')}`
+        : `Run ${tag}, batch ${String(batchIndex).padStart(5, '0')}, section ${String(i).padStart(2, '0')}: I wake up rested.`,
     })),
   };
 }

@@ -6,6 +6,7 @@ import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/r
 import type { WorkerContext } from './context';
 import { jobDuration } from '@soundqueue/shared/metrics';
 import { handlers } from './handlers';
+import { toJobError } from '@soundqueue/shared/errors';
 import { keepReconcilerScheduled, scheduleReconciler, warnIfEvicting } from './reconciler';
 
 /** Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. */
@@ -62,8 +63,15 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
     logConnectionState(connection, ctx.logger, queue);
     const worker: Worker = new Worker(
       queue,
-      async (job, token) =>
-        handlers[queue](ctx, { job, token, worker, maxRateLimitRestarts: ctx.config.RATE_LIMIT_MAX_RESTARTS }),
+      async (job, token) => {
+        try {
+          return await handlers[queue](ctx, { job, token, worker, maxRateLimitRestarts: ctx.config.RATE_LIMIT_MAX_RESTARTS });
+        } catch (error) {
+          // A failed query anywhere in a processor: the job's failure reason (Bull Board,
+          // logs) says what went wrong rather than showing the SQL.
+          throw toJobError(error);
+        }
+      },
       {
         connection,
         prefix: ctx.config.QUEUE_PREFIX,

@@ -1,4 +1,5 @@
 import { UnrecoverableError } from 'bullmq';
+import { DrizzleQueryError } from 'drizzle-orm/errors';
 
 // The named failures of soundqueue. `code` is stable (clients and dashboards key on it);
 // `retryable` says whether another attempt can help. Processors turn a non-retryable error
@@ -87,8 +88,21 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
   return Math.max(0, Math.ceil((date - now) / 1000));
 }
 
+/**
+ * drizzle wraps every failed query as "Failed query: <the SQL>\nparams: …", with the reason
+ * (connection refused, a lock timeout) only in `cause`: as a job's failure reason or a track's
+ * message that shows SQL instead of what went wrong. This says what went wrong; the SQL stays
+ * in `cause` for the logs.
+ */
+export function fromDatabaseError(error: unknown): unknown {
+  if (!(error instanceof DrizzleQueryError)) return error;
+  const reason = error.cause instanceof Error ? error.cause.message : 'unknown error';
+  return new DatabaseError(`a database query failed: ${reason}`, { cause: error });
+}
+
 /** What a processor throws: retryable errors as they are, the rest as UnrecoverableError. */
-export function toJobError(error: unknown): Error {
+export function toJobError(thrown: unknown): Error {
+  const error = fromDatabaseError(thrown);
   if (error instanceof SoundqueueError && !error.retryable) {
     const unrecoverable = new UnrecoverableError(`${error.name}: ${error.message}`);
     return unrecoverable;
@@ -97,7 +111,8 @@ export function toJobError(error: unknown): Error {
 }
 
 /** The type and a person-readable message for a failure row. */
-export function describeError(error: unknown, fallback: ErrorType): { errorType: ErrorType; message: string } {
+export function describeError(thrown: unknown, fallback: ErrorType): { errorType: ErrorType; message: string } {
+  const error = fromDatabaseError(thrown);
   if (error instanceof SoundqueueError) return { errorType: error.errorType, message: error.message };
   const message = error instanceof Error ? error.message : String(error);
   return { errorType: fallback, message };
