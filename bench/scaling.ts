@@ -17,12 +17,15 @@ import { CONCURRENCY, concurrencyEnv } from './orchestration';
 // process, so speech is the OpenAI provider against the local wire-format fake with no delay
 // and a short text per track (about 0.6 s of audio); mixing is real, as in benchmark 1.
 //
-// Throughput is measured in steady state: the queue is kept full, processes are added one
-// step at a time (1, then 2, then 4), and after each step settles the tracks finished in a
-// fixed window are counted. Ramp-up and the last batch's tail never enter the figure. While
-// new processes start, the three queues are paused (jobs in progress finish, the backlog
-// stays), so a start-up is not slowed by running work, nor running work by a start-up. The
-// full run ends by measuring the first step again, to show how far the machine's load moved.
+// Each step runs the same fixed workload from an empty pipeline: with the queues paused the
+// step's processes are started (a start-up neither slows running work nor is slowed by it),
+// the step's batches are created, the queues resumed, and the clock runs until the last of
+// those tracks has finished. tracks/s is tracks over that time, and CPU is counted over the
+// same time, so CPU per track covers exactly the tracks counted. (An earlier version counted
+// tracks finished in a window of a kept-full pipeline; speech ran ahead of mixing there, so
+// the CPU in a window paid for voices of tracks finished after it, and CPU per track halved
+// from the first steps to the last.) The full run ends by running the first step again, to
+// show how far the machine's load moved.
 
 interface WorkerProcess {
   child: ChildProcess;
@@ -87,15 +90,13 @@ interface Round {
   /** The first step measured again at the end. */
   repeat: boolean;
   startSeconds: number;
-  settleSeconds: number;
-  windowSeconds: number;
-  tracksFinished: number;
+  runSeconds: number;
+  tracks: number;
   tracksFailed: number;
   tracksPerSecond: number;
   workerCpuCores: number;
   postgresRedisCpuCores: number;
   cpuMsPerTrack: number;
-  backlogHeld: boolean;
 }
 
 /** CPU seconds of a worker process and of the ffmpeg children it has reaped. */
@@ -108,13 +109,9 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   // The quick run stops at 2 processes: each start of a worker process costs seconds of CPU
   // (tsx compiling the worker), which the quick run's minute cannot afford twice more.
   const steps = options.scalingSteps ?? (options.quick ? [1, 2] : [1, 2, 4]);
-  // Settle: after a step, wait for the pipeline (speech, then mixing) to deliver tracks
-  // again; window: at least this long and this many tracks (the quick run's windows are
-  // short, so it also waits for a few tracks, which keeps its rate from being 0 or 1 track).
-  const settle = options.quick ? { seconds: 0.5, tracks: 1 } : { seconds: 10, tracks: 14 };
-  const window = options.quick ? { seconds: 1.5, tracks: 3 } : { seconds: 30, tracks: 14 };
-  // Enough waiting work that no window runs dry: a few times the fastest rate seen here.
-  const backlog = (options.quick ? 70 : 420) * Math.max(1, Math.max(...steps) / 4);
+  // The same work in every step: long enough that ramp-up (mixing starts after the first
+  // voices) and the tail (the last few mixes) are a small share of it.
+  const batchesPerStep = options.quick ? 1 : 8;
 
   const speech = await startOpenAiSpeechServer({ delayMs: 0 });
   onCleanup('openai speech fake', () => speech.close());
@@ -134,33 +131,15 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   onCleanup('scaling pool', () => pool.end());
 
   let batchCounter = 0;
-  const counts = async () => {
-    const { rows } = await pool.query<{ pending: number; finished: number; failed: number }>(
-      `select count(*) filter (where status in ('pending', 'generating', 'mixing'))::int as pending,
-              count(*) filter (where status in ('completed', 'failed'))::int as finished,
+  /** Tracks of these batches not yet terminal, and failed. */
+  const counts = async (batchIds: string[]) => {
+    const { rows } = await pool.query<{ open: number; failed: number }>(
+      `select count(*) filter (where status in ('pending', 'generating', 'mixing'))::int as open,
               count(*) filter (where status = 'failed')::int as failed
-         from audio_tracks`,
+         from audio_tracks where batch_id = any($1)`,
+      [batchIds],
     );
     return rows[0]!;
-  };
-  const topUp = async () => {
-    let { pending } = await counts();
-    while (pending < backlog) {
-      await createBatch(api, 'bench-user', batchBody('scale', batchCounter++, SECTIONS_PER_BATCH, ['voice_only'], { shortText: true }), undefined);
-      pending += SECTIONS_PER_BATCH;
-    }
-  };
-
-  /** Waits until at least `seconds` have passed and `tracks` more have finished; returns the counts then. */
-  const until = async (goal: { seconds: number; tracks: number }, maxSeconds: number, from?: number) => {
-    const t0 = now();
-    const base = from ?? (await counts()).finished;
-    for (;;) {
-      const c = await counts();
-      const elapsed = (now() - t0) / 1000;
-      if ((elapsed >= goal.seconds && c.finished - base >= goal.tracks) || elapsed > maxSeconds) return c;
-      await sleep(50);
-    }
   };
   const flowQueues = [api.queues['audio-tts'], api.queues['audio-mix'], api.queues['audio-batch']];
   const pause = async () => {
@@ -181,44 +160,46 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   const plan = options.quick || steps.length < 2 ? steps : [...steps, steps[0]!];
   for (const [index, target] of plan.entries()) {
     const startT = now();
-    if (processes.length > 0) await pause();
-    await topUp();
+    await pause();
     const adding: Promise<WorkerProcess>[] = [];
     for (let i = processes.length; i < target; i += 1) adding.push(startWorkerProcess(env.env, i));
     processes.push(...(await Promise.all(adding)));
     await Promise.all(processes.splice(target).map((p) => p.stop()));
-    await resume();
+    const batchIds: string[] = [];
+    for (let i = 0; i < batchesPerStep; i += 1) {
+      const { batch } = await createBatch(api, 'bench-user', batchBody('scale', batchCounter++, SECTIONS_PER_BATCH, ['voice_only'], { shortText: true }), undefined);
+      batchIds.push(batch.id);
+    }
     const startSeconds = (now() - startT) / 1000;
-    const settleT = now();
-    await until(settle, 120);
-    const settleSeconds = (now() - settleT) / 1000;
 
-    const before = await counts();
     const cpu0 = await Promise.all(processes.map((p) => processCpu(p.pid)));
     const svc0 = await serviceCpuSeconds();
     const t0 = now();
-    const after = await until(window, 300, before.finished);
+    await resume();
+    let last = await counts(batchIds);
+    while (last.open > 0) {
+      if ((now() - t0) / 1000 > 600) throw new Error(`scaling: ${last.open} tracks still open after 600 s with ${target} processes`);
+      await sleep(50);
+      last = await counts(batchIds);
+    }
+    const seconds = (now() - t0) / 1000;
     const cpu1 = await Promise.all(processes.map((p) => processCpu(p.pid)));
     const svc1 = await serviceCpuSeconds();
-    const seconds = (now() - t0) / 1000;
 
-    const tracks = after.finished - before.finished;
+    const tracks = batchIds.length * SECTIONS_PER_BATCH;
     const workerCpu = cpu1.reduce((a, c, i) => a + c - cpu0[i]!, 0);
     const serviceCpu = svc1.postgres - svc0.postgres + (svc1.redis - svc0.redis);
     rounds.push({
       processes: target,
       repeat: index >= steps.length,
       startSeconds: round(startSeconds, 2),
-      settleSeconds: round(settleSeconds, 2),
-      windowSeconds: round(seconds, 2),
-      tracksFinished: tracks,
-      tracksFailed: after.failed - before.failed,
+      runSeconds: round(seconds, 2),
+      tracks,
+      tracksFailed: last.failed,
       tracksPerSecond: round(tracks / seconds, 2),
       workerCpuCores: round(workerCpu / seconds, 2),
       postgresRedisCpuCores: round(serviceCpu / seconds, 2),
-      cpuMsPerTrack: tracks > 0 ? round(((workerCpu + serviceCpu) * 1000) / tracks, 0) : 0,
-      // A window that ran out of waiting work would understate the rate.
-      backlogHeld: after.pending > 0,
+      cpuMsPerTrack: round(((workerCpu + serviceCpu) * 1000) / tracks, 0),
     });
   }
   // Stop the workers now (not at cleanup) so their shutdown is part of this benchmark's time.
@@ -234,17 +215,15 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
       measure: `${r.processes} worker process${r.processes === 1 ? '' : 'es'}${r.repeat ? ' (again)' : ''}: tracks/s (× first step), CPU cores busy`,
       value: `${r.tracksPerSecond} (${r.speedup}×), ${round(r.workerCpuCores + r.postgresRedisCpuCores, 2)}`,
       target: '',
-      met: r.backlogHeld ? null : false,
+      met: r.tracksFailed === 0 ? null : false,
     })),
     notes: [
-      `Steady state: per step, a window of at least ${window.seconds} s and ${window.tracks} tracks, after the step has settled (≥ ${settle.seconds} s and ${settle.tracks} tracks); backlog ≥ ${backlog} tracks; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, ~0.6 s of audio), real ffmpeg mixing (voice_only).`,
-      `CPU cores busy = worker processes with their ffmpeg children, plus PostgreSQL and Redis, over the window; this machine has ${(await import('node:os')).availableParallelism()}.`,
+      `Per step the same work from an empty pipeline: ${batchesPerStep} batch(es) of ${SECTIONS_PER_BATCH} tracks, timed from resuming the queues to the last track finished; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, ~0.6 s of audio), real ffmpeg mixing (voice_only).`,
+      `CPU cores busy = worker processes with their ffmpeg children, plus PostgreSQL and Redis, over that time; this machine has ${(await import('node:os')).availableParallelism()}.`,
     ],
     data: {
       steps,
-      window,
-      settle,
-      backlog,
+      tracksPerStep: batchesPerStep * SECTIONS_PER_BATCH,
       concurrencyPerProcess: CONCURRENCY,
       rounds: scale,
       batchesCreated: batchCounter,
