@@ -122,6 +122,27 @@ describe('batches through the OpenAI speech API', () => {
     expect(batch.tracks[0].attempts).toBe(4);
   });
 
+  it('stops waiting out 429s after RATE_LIMIT_MAX_RESTARTS, then spends attempts and fails with the reason', async () => {
+    // Two free restarts, then the job's 3 attempts: 5 requests, none answered but with a 429.
+    worker = await startTestWorker({ ...env.config, RATE_LIMIT_MAX_RESTARTS: 2 });
+    decide = (input) => (input.includes('Capped') ? { kind: 'rate-limited', retryAfterSeconds: 1 } : undefined);
+    const before = speechRequests().length;
+    const started = Date.now();
+    const created = await createBatch(api, { visionId: 'v-429-cap', sections: sampleSections(1, 'Capped'), variants: ['voice_only'], voice: 'echo' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch.status).toBe('failed');
+    // Each of the two restarts paused the queue for the Retry-After second.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+    expect(speechRequests().length - before).toBe(5);
+    const [track] = batch.tracks;
+    expect(track).toMatchObject({ status: 'failed', error_type: 'SpeechGenerationError', attempts: 5 });
+    expect(track.error_message).toMatch(/429|rate limit/i);
+    const job = await api.ctx.queues['audio-tts'].getJob(`tts.${track.id}.r1`);
+    expect(job?.attemptsMade).toBe(3);
+    expect(await job?.getState()).toBe('failed');
+    expect(job?.data.rateLimitRestarts).toBe(2);
+  });
+
   it('synthesizes a shared voice once for two concurrent batches on two worker processes', async () => {
     const slow = await startOpenAiSpeechServer({ delayMs: 400 });
     const workerEnv = { ...process.env, ...env.env, OPENAI_BASE_URL: `${slow.url}/v1`, WORKER_QUEUES: 'audio-tts,audio-mix,audio-batch' };
