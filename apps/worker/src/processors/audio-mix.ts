@@ -10,24 +10,27 @@ import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { removeScratchFiles } from '../scratch-files';
+import { voiceTrack } from './audio-tts';
 
 /** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
 export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
   const { trackId, batchId } = parsePayload('audio-mix', run.job.data);
-  const mixing = await markMixing(ctx.db, trackId);
+  let mixing = await markMixing(ctx.db, trackId);
   if (!mixing) {
     // Not waiting to be mixed: finished or cancelled already (a repeated delivery), gone, or
     // without a voice.
     const [track] = await ctx.db.select().from(audioTracks).where(eq(audioTracks.id, trackId));
     if (!track) return { skipped: 'track no longer exists' };
     if (track.renditionKey || !['pending', 'generating'].includes(track.status)) return { skipped: `track is ${track.status}` };
-    // The speech job ended without a voice and without recording why (its worker was lost
-    // past the stall limit): say so on the track instead of leaving it pending.
+    // The speech job ended without a voice and without recording a failure on the track: its
+    // worker was lost past the stall limit, or the job was removed. Nothing is lost: the
+    // voice is made here, by the same single-flight step, with this job's attempts.
     const failures = Object.values(await run.job.getIgnoredChildrenFailures());
-    const reason = failures[0] ?? 'the speech job stopped without a voice (its worker was lost or stalled past the limit); retry the failed tracks';
-    const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: `Speech: ${reason}` });
-    await ctx.publish(done.events);
-    return { skipped: 'no voice rendition' };
+    ctx.logger.warn({ trackId, reason: failures[0] ?? 'no failure recorded' }, 'speech job ended without a voice; voicing the track in its mix job');
+    const voiced = await voiceTrack(ctx, run, trackId);
+    if ('skipped' in voiced) return voiced;
+    mixing = await markMixing(ctx.db, trackId);
+    if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   }
   const { track, rendition } = mixing;
   await ctx.publish(mixing.events);

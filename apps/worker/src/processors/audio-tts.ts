@@ -11,6 +11,15 @@ import { obtainRendition } from '../speech/rendition';
 /** One track's voice: find or synthesize the rendition its text, voice and variant need. */
 export async function processAudioTts(ctx: WorkerContext, run: JobRun): Promise<{ renditionKey: string } | { skipped: string }> {
   const { trackId } = parsePayload('audio-tts', run.job.data);
+  return voiceTrack(ctx, run, trackId);
+}
+
+/**
+ * The speech step for one track, on behalf of `run`'s job: the speech job's own, or the mix
+ * job's when the speech job was lost without a voice (see processAudioMix). On the job's last
+ * attempt a failure ends the track with the reason.
+ */
+export async function voiceTrack(ctx: WorkerContext, run: JobRun, trackId: string): Promise<{ renditionKey: string } | { skipped: string }> {
   // Cancelled, gone, or already finished by an earlier delivery of this job: nothing to do.
   const started = await startTrack(ctx.db, trackId);
   if (!started.started) {
