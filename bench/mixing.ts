@@ -135,12 +135,16 @@ export async function mixing(options: BenchOptions): Promise<BenchResult> {
   const headlines: Headline[] = variants.map((v) => {
     const s = summary[v.id]!;
     const l = loudness[v.id]!;
-    const met = s.realtimePerCpu >= 150 && l.onSpec;
+    // The target is for a 7-minute track: the quick run's 1-minute voice carries the per-mix
+    // fixed costs over a seventh of the audio, so its speed is reported but not judged; its
+    // loudness is (a miss there is a miss at any length).
+    const target = `>= 150× on spec (${v.loudnessTargetLufs} ±1, <= ${v.truePeakDbtp})${options.quick ? '; speed judged on the full run' : ''}`;
+    const met = options.quick ? (l.onSpec ? null : false) : s.realtimePerCpu >= 150 && l.onSpec;
     return {
       benchmark: '3 mixing',
       measure: `${v.id}: × realtime per CPU s (vs loudnorm)`,
       value: `${s.realtimePerCpu}× (${round(s.realtimePerCpu / base, 1)}×), ${round(l.integratedLufs, 1)} LUFS ${round(l.truePeakDbtp, 1)} dBTP`,
-      target: `>= 150× on spec (${v.loudnessTargetLufs} ±1, <= ${v.truePeakDbtp})`,
+      target,
       met,
     };
   });

@@ -81,7 +81,7 @@ async function measuredClip(): Promise<{ durationMs: number; loudnessLufs: numbe
 }
 
 export async function orchestration(options: BenchOptions): Promise<BenchResult> {
-  const tracks = options.quick ? Number(process.env.BENCH_TRACKS ?? 280) : 2_000;
+  const tracks = options.quick ? 280 : 2_000;
   const timeoutMs = options.quick ? 60_000 : 1_800_000;
   countSpawns();
   await countClientCalls();

@@ -15,7 +15,7 @@ import { CONCURRENCY, concurrencyEnv } from './orchestration';
 // `node --import tsx apps/worker/src/main.ts`, as deployed), each with benchmark 1's
 // per-queue concurrency. There is no env switch for an instant speech provider in a worker
 // process, so speech is the OpenAI provider against the local wire-format fake with no delay
-// and a short text per track (about 0.6 s of audio); mixing is real, as in benchmark 1.
+// and a short text per track (0.9 s of audio); mixing is real (ffmpeg).
 //
 // Each step runs the same fixed workload from an empty pipeline: with the queues paused the
 // step's processes are started (a start-up neither slows running work nor is slowed by it),
@@ -218,7 +218,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
       met: r.tracksFailed === 0 ? null : false,
     })),
     notes: [
-      `Per step the same work from an empty pipeline: ${batchesPerStep} batch(es) of ${SECTIONS_PER_BATCH} tracks, timed from resuming the queues to the last track finished; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, ~0.6 s of audio), real ffmpeg mixing (voice_only).`,
+      `Per step the same work from an empty pipeline: ${batchesPerStep} batch(es) of ${SECTIONS_PER_BATCH} tracks, timed from resuming the queues to the last track finished; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, 0.9 s of audio), real ffmpeg mixing (voice_only).`,
       `CPU cores busy = worker processes with their ffmpeg children, plus PostgreSQL and Redis, over that time; this machine has ${(await import('node:os')).availableParallelism()}.`,
     ],
     data: {
