@@ -59,7 +59,9 @@ function onSpec(l: Loudness, target: number, ceiling: number): boolean {
 
 export async function mixing(options: BenchOptions): Promise<BenchResult> {
   const seconds = options.quick ? 60 : 420;
-  const repeats = options.quick ? 1 : 3;
+  // Five in the full run: the same mix has been seen to cost up to 37 % more CPU in two runs
+  // of three while the host's other tenants were busy, which moved a median of three.
+  const repeats = options.quick ? 1 : 5;
   const dir = await mkdtemp(join(tmpdir(), 'sq-bench-mix-'));
   onCleanup('mixing scratch', () => rm(dir, { recursive: true, force: true }));
   const voice = await renderVoice(dir, seconds);
@@ -128,7 +130,10 @@ export async function mixing(options: BenchOptions): Promise<BenchResult> {
       const cpu = median(list.map((x) => x.cpuSeconds));
       const wall = median(list.map((x) => x.wallSeconds));
       const audio = list[0]!.audioSeconds;
-      return [id, { audioSeconds: round(audio, 1), cpuSeconds: round(cpu, 3), wallSeconds: round(wall, 3), realtimePerCpu: round(audio / cpu, 1), realtimePerWall: round(audio / wall, 1), runs: list }];
+      // The headline is the median; the fastest run (interference only ever adds CPU) is kept
+      // alongside, to show the spread.
+      const fastest = Math.min(...list.map((x) => x.cpuSeconds));
+      return [id, { audioSeconds: round(audio, 1), cpuSeconds: round(cpu, 3), wallSeconds: round(wall, 3), realtimePerCpu: round(audio / cpu, 1), fastestRealtimePerCpu: round(audio / fastest, 1), realtimePerWall: round(audio / wall, 1), runs: list }];
     }),
   );
   const base = summary.baseline!.realtimePerCpu;
