@@ -63,6 +63,12 @@ export interface FlowRun {
   failedTracks: number;
 }
 
+/** A finished run's figures; `clock` holds now() readings at the start and after the last enqueue. */
+function flowRun(tracks: number, batches: number, clock: { started: number; enqueued: number }, completedTracks: number, failedTracks: number): FlowRun {
+  const seconds = (now() - clock.started) / 1000;
+  return { tracks, batches, seconds, tracksPerSecond: tracks / seconds, enqueueSeconds: (clock.enqueued - clock.started) / 1000, completedTracks, failedTracks };
+}
+
 const TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
 
 /**
@@ -99,16 +105,7 @@ export async function runRealFlow(api: ApiContext, databaseUrl: string, options:
       }
       await sleep(25);
     }
-    const seconds = (now() - started) / 1000;
-    return {
-      tracks: options.tracks,
-      batches: sizes.length,
-      seconds,
-      tracksPerSecond: options.tracks / seconds,
-      enqueueSeconds: (enqueued - started) / 1000,
-      completedTracks: row.completed,
-      failedTracks: row.failed,
-    };
+    return flowRun(options.tracks, sizes.length, { started, enqueued }, row.completed, row.failed);
   } finally {
     await pool.end();
   }
@@ -169,16 +166,7 @@ export async function runRawFlow(config: Config, options: { tracks: number; conc
         timer = setTimeout(() => reject(new Error(`raw flow: ${roots} of ${sizes.length} roots within ${options.timeoutMs} ms`)), options.timeoutMs);
       }),
     ]).finally(() => clearTimeout(timer));
-    const seconds = (now() - started) / 1000;
-    return {
-      tracks: options.tracks,
-      batches: sizes.length,
-      seconds,
-      tracksPerSecond: options.tracks / seconds,
-      enqueueSeconds: (enqueued - started) / 1000,
-      completedTracks: options.tracks,
-      failedTracks: 0,
-    };
+    return flowRun(options.tracks, sizes.length, { started, enqueued }, options.tracks, 0);
   } finally {
     await release();
   }
