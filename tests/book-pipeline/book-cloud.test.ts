@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { analyzeSpreadLocally } from '../../apps/worker/src/analysis/local';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { fourSettingBook } from '../fixtures/books';
-import { startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
+import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
 
 // The book pipeline with the real @google/genai and replicate SDKs against local servers
@@ -17,14 +16,8 @@ let gemini: GeminiFake;
 let replicate: ReplicateFake;
 let failCreates = false;
 
-function answerFromPrompt(prompt: string) {
-  const current = /Current spread \(number (\d+)\):\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-  const previous = /Previous spread:\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-  return analyzeSpreadLocally({ spreadIndex: Number(current?.[1] ?? 0), text: current?.[2] ?? '', previousText: previous?.[1] ?? null });
-}
-
 beforeAll(async () => {
-  gemini = await startGeminiServer({ answer: answerFromPrompt });
+  gemini = await startGeminiServer({ answer: readingGeminiAnswer });
   replicate = await startReplicateServer({
     decide: (method, path) => (failCreates && method === 'POST' && path.endsWith('/predictions') ? { kind: 'prediction-failed', error: 'CUDA out of memory' } : undefined),
   });

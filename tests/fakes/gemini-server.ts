@@ -1,3 +1,4 @@
+import { analyzeSpreadLocally } from '../../apps/worker/src/analysis/local';
 import {
   BehaviourQueue, ConcurrencyCap, hang, pause, sendJson, startHttpServer, type FakeServer, type FakeServerOptions,
 } from './http-server';
@@ -27,6 +28,16 @@ export interface GeminiFake extends FakeServer<GeminiBehaviour> {
   /** Replaceable at any time; default: defaultGeminiAnswer. */
   answer: GeminiAnswer;
 }
+
+/**
+ * An answer that reads the spreads in the prompt, as a model would: the local keyword
+ * analyzer's reading of them, so a book gets scene changes where its text changes.
+ */
+export const readingGeminiAnswer: GeminiAnswer = (prompt) => {
+  const current = /Current spread \(number (\d+)\):\n"""\n([\s\S]*?)\n"""/.exec(prompt);
+  const previous = /Previous spread:\n"""\n([\s\S]*?)\n"""/.exec(prompt);
+  return analyzeSpreadLocally({ spreadIndex: Number(current?.[1] ?? 0), text: current?.[2] ?? '', previousText: previous?.[1] ?? null });
+};
 
 /** A plausible analysis: a new scene when the prompt says there is no previous spread. */
 export const defaultGeminiAnswer: GeminiAnswer = (prompt) => ({

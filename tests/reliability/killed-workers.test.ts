@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { analyzeSpreadLocally } from '../../apps/worker/src/analysis/local';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { postBook, waitForBook } from '../helpers/books';
@@ -8,8 +7,8 @@ import { spawnWorker, killAll, type ServiceProcess } from '../helpers/processes'
 import { openReliabilityLog } from '../helpers/reliability-log';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
-import { fourSettingBook, PAGES_PER_SETTING } from '../fixtures/books';
-import { startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
+import { twoSceneBook } from '../fixtures/books';
+import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { fakeProviderEnv } from '../fakes/provider-env';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake } from '../fakes/openai-speech-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
@@ -35,11 +34,7 @@ beforeAll(async () => {
   // Answers like a model reading the spreads, so the book has more than one scene.
   gemini = await startGeminiServer({
     delayMs: 1_500,
-    answer: (prompt) => {
-      const current = /Current spread \(number (\d+)\):\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-      const previous = /Previous spread:\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-      return analyzeSpreadLocally({ spreadIndex: Number(current?.[1] ?? 0), text: current?.[2] ?? '', previousText: previous?.[1] ?? null });
-    },
+    answer: readingGeminiAnswer,
   });
   replicate = await startReplicateServer({ delayMs: 2_500 });
   env = await createTestEnv({
@@ -167,9 +162,7 @@ describe('workers killed with SIGKILL', () => {
       'SIGKILL ×2 during analysis and ×2 during soundscape generation in one book (8 spreads)',
       'worker process SIGKILLed mid Gemini analysis (twice) and mid Replicate prediction (twice), a new worker started after each',
       async (r) => {
-        const all = fourSettingBook();
-        // Forest then sea: two scenes over 8 spreads.
-        const pages = [...all.slice(0, 8), ...all.slice(PAGES_PER_SETTING, PAGES_PER_SETTING + 8)];
+        const pages = twoSceneBook();
         const firstWorker = workers.length;
         expect(workers.filter((w) => w.alive())).toEqual([]);
         let worker = await startWorker();

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { analyzeSpreadLocally } from '../../apps/worker/src/analysis/local';
 import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { postBook, waitForBook } from '../helpers/books';
@@ -10,8 +9,8 @@ import { openReliabilityLog } from '../helpers/reliability-log';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { openSse } from '../helpers/sse';
 import { waitFor } from '../helpers/wait';
-import { fourSettingBook, PAGES_PER_SETTING } from '../fixtures/books';
-import { startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
+import { twoSceneBook } from '../fixtures/books';
+import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { fakeProviderEnv } from '../fakes/provider-env';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake } from '../fakes/openai-speech-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
@@ -38,11 +37,7 @@ beforeAll(async () => {
   speech = await startOpenAiSpeechServer({ delayMs: 1_500 });
   gemini = await startGeminiServer({
     delayMs: 1_500,
-    answer: (prompt) => {
-      const current = /Current spread \(number (\d+)\):\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-      const previous = /Previous spread:\n"""\n([\s\S]*?)\n"""/.exec(prompt);
-      return analyzeSpreadLocally({ spreadIndex: Number(current?.[1] ?? 0), text: current?.[2] ?? '', previousText: previous?.[1] ?? null });
-    },
+    answer: readingGeminiAnswer,
   });
   replicate = await startReplicateServer({ delayMs: 2_500 });
   env = await createTestEnv({
@@ -164,8 +159,7 @@ describe('Redis restarted empty', () => {
       'Redis killed and restarted empty twice mid-book (8 spreads): during analysis, then during soundscape generation',
       'redis-server SIGKILLed while spreads were being analysed, and again while soundscapes were being generated; started empty each time',
       async (r) => {
-        const all = fourSettingBook();
-        const pages = [...all.slice(0, 8), ...all.slice(PAGES_PER_SETTING, PAGES_PER_SETTING + 8)];
+        const pages = twoSceneBook();
         const analysesBefore = analysisRequests();
         const predictionsBefore = predictionsCreated();
         const created = await postBook(api, { title: 'Lost in Redis', pages });
