@@ -143,12 +143,12 @@ const FINDINGS = [
   '**A malformed multipart body answered 500** (bad input): busboy\'s parse errors ("Malformed part header") carry no status. Uploads that cannot be parsed now answer 400 `invalid_upload` (`apps/api/src/books/book-input.ts`).',
   '**A PostgreSQL restart could kill a worker or API process** (PostgreSQL restarted): a pooled client checked out inside a transaction has no pool listener, so when the server went away `pg` emitted an unhandled `error` event and the process exited (a worker vanished mid-outage in one suite run; the transaction scenario reproduces it every time). `createDb` now gives every client a listener; the transaction still fails and its job is retried (`packages/shared/src/db/client.ts`).',
   '**A burst of requests answered 500 after 5 s in the pool\'s queue** (load): pg-pool used `connectionTimeoutMillis` (5 s) both to open a connection and to wait for a free one, so on a busy machine the tail of 200 concurrent creations got "timeout exceeded when trying to connect" → 500 (70 of 200 in one run). Opening a connection still fails after 5 s; waiting for a pooled one now allows 30 s (`packages/shared/src/db/client.ts`). The "slow database" scenario reproduces it every time.',
+  '**A job that failed on a database outage showed SQL as its reason** (PostgreSQL restarted): drizzle reports a failed query as "Failed query: <SQL> params: …" with the cause (`connect ECONNREFUSED`, "terminating connection due to administrator command") only in `error.cause`, so Bull Board showed SQL. A failed query is now a retryable `DatabaseError` saying "a database query failed: <cause>" in the job\'s failure reason and any track message (`packages/shared/src/errors.ts`, `apps/worker/src/workers.ts`; `tests/foundation/database-errors.test.ts`).',
   '**Routes answered 500 while PostgreSQL was down** (PostgreSQL restarted): only `/readyz` said 503. A store that is unreachable (connection refused or reset, the server shutting down, the pool unable to connect) now answers `503 service_unavailable` with `Retry-After: 5` on every route (`apps/api/src/http-errors.ts`).',
 ];
 
 // Also kept by hand: what the suite showed that was left as it is, for a later decision.
 const OBSERVATIONS = [
-  'A job attempt that fails on a database outage records drizzle\'s "Failed query: <SQL> params: …" as its reason; the cause (`connect ECONNREFUSED`, "terminating connection due to administrator command") is only in `error.cause`, so Bull Board shows SQL rather than the reason. Final track messages are unaffected (the attempts outlast the outage).',
   'A failed transaction\'s rejection can read "Failed query: rollback" (drizzle\'s rollback failed on the dead connection and replaced the original error).',
 ];
 
