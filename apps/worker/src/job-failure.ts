@@ -1,5 +1,5 @@
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
-import { SoundqueueError, toJobError } from '@soundqueue/shared/errors';
+import { SoundqueueError } from '@soundqueue/shared/errors';
 
 export interface JobRun {
   job: Job;
@@ -20,8 +20,9 @@ export function isLastAttempt(job: Job, error: unknown): boolean {
  * - a provider's 429 with Retry-After pauses the whole queue for that long (global across
  *   replicas) and puts the job back without using an attempt, up to a cap of restarts;
  * - on the last attempt, `onFinal` records the failure in the database first, so the row
- *   says why before the job is marked failed;
- * - errors retrying cannot fix become UnrecoverableError.
+ *   says why before the job is marked failed.
+ * The error is rethrown as it is: the worker (workers.ts) turns every processor's failure into
+ * the job's error in one place (toJobError: UnrecoverableError when retrying cannot help).
  */
 export async function handleJobFailure(run: JobRun, error: unknown, onFinal: (error: unknown) => Promise<void>): Promise<never> {
   const { job, worker } = run;
@@ -34,5 +35,5 @@ export async function handleJobFailure(run: JobRun, error: unknown, onFinal: (er
     }
   }
   if (isLastAttempt(job, error)) await onFinal(error);
-  throw toJobError(error);
+  throw error;
 }

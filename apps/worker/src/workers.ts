@@ -67,8 +67,8 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
         try {
           return await handlers[queue](ctx, { job, token, worker, maxRateLimitRestarts: ctx.config.RATE_LIMIT_MAX_RESTARTS });
         } catch (error) {
-          // A failed query anywhere in a processor: the job's failure reason (Bull Board,
-          // logs) says what went wrong rather than showing the SQL.
+          // The one place a processor's failure becomes the job's: UnrecoverableError when
+          // retrying cannot help, and a failed query's reason rather than its SQL (Bull Board).
           throw toJobError(error);
         }
       },

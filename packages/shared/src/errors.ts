@@ -2,8 +2,9 @@ import { UnrecoverableError } from 'bullmq';
 import { DrizzleQueryError } from 'drizzle-orm/errors';
 
 // The named failures of soundqueue. `code` is stable (clients and dashboards key on it);
-// `retryable` says whether another attempt can help. Processors turn a non-retryable error
-// into BullMQ's UnrecoverableError so the queue stops at once instead of burning attempts.
+// `retryable` says whether another attempt can help. The worker turns a non-retryable error
+// into BullMQ's UnrecoverableError (toJobError) so the queue stops at once instead of
+// burning attempts.
 
 export type ErrorType =
   | 'ValidationError'
