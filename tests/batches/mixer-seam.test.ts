@@ -1,4 +1,5 @@
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readdir, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MixingError } from '@soundqueue/shared/errors';
 import type { Mixer } from '@soundqueue/worker';
@@ -25,7 +26,11 @@ const recordingMixer: Mixer = {
   },
   async mixTrack(input) {
     mixes.push(input);
-    if (input.variant.id === 'energy') throw new MixingError('the test mixer refuses energy', { retryable: false });
+    if (input.variant.id === 'energy') {
+      // A mixer that fails half way leaves a partial output behind, as ffmpeg can.
+      await writeFile(input.outPath, 'half a mix');
+      throw new MixingError('the test mixer refuses energy', { retryable: false });
+    }
     await copyFile(input.voicePath, input.outPath);
     return { durationMs: 1234 };
   },
@@ -59,6 +64,11 @@ describe('the mixer seam', () => {
     ]);
     expect(mixes).toHaveLength(6);
     for (const mix of mixes) expect(mix).toMatchObject({ voiceLoudness: -23.5, voiceDurationMs: 4321 });
+    // With local storage the mixer reads the stored voice in place: no copy per mix.
+    for (const mix of mixes) expect(mix.voicePath.startsWith(`${resolve(env.config.STORAGE_DIR)}/renditions/`)).toBe(true);
+    // Nothing is left in the worker's scratch directory: outputs were moved into storage,
+    // the failed mixes' partial outputs removed, the voices' scratch files moved too.
+    expect(await readdir(worker.ctx.scratchDir)).toEqual([]);
 
     const completed = batch.tracks.filter((t: any) => t.status === 'completed');
     expect(completed.map((t: any) => t.duration_ms)).toEqual([1234, 1234, 1234, 1234]);

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -173,10 +174,51 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     expect((await readFile(target)).equals(sample)).toBe(true);
   });
 
-  it('stat of a missing key is null; reading or downloading it fails with ENOENT', async () => {
+  it('stat of a missing key is null; reading, downloading or asking for its local file fails with ENOENT', async () => {
     expect(await storage.stat(key('missing.mp3'))).toBeNull();
     await expect((async () => readAll(await storage.read(key('missing.mp3'))))()).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(storage.download(key('missing.mp3'), join(scratch, `${driver.name}-missing.bin`))).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(storage.localFile(key('missing.mp3'), join(scratch, `${driver.name}-missing-local.bin`))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('moveFile stores a file into a new directory and takes it away from the caller', async () => {
+    const source = join(scratch, `${driver.name}-moved.bin`);
+    await writeFile(source, sample);
+    const stored = await storage.moveFile(key('fresh-dir/moved.bin'), source, 'audio/mpeg');
+    expect(stored.size).toBe(sample.length);
+    expect(await storage.stat(key('fresh-dir/moved.bin'))).toEqual(stored);
+    expect((await readAll(await storage.read(key('fresh-dir/moved.bin')))).equals(sample)).toBe(true);
+    await expect(stat(source)).rejects.toMatchObject({ code: 'ENOENT' });
+    // A missing source is an error, not an empty object.
+    await expect(storage.moveFile(key('fresh-dir/never.bin'), source, 'audio/mpeg')).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await storage.stat(key('fresh-dir/never.bin'))).toBeNull();
+  });
+
+  it('moveFile replaces an object whole, and a reader of the old file keeps the old bytes', async () => {
+    await storage.put(key('replaced.bin'), Buffer.from('old bytes'), 'audio/mpeg');
+    const old = await storage.localFile(key('replaced.bin'), join(scratch, `${driver.name}-replaced-old.bin`));
+    const reading = await open(old, 'r');
+    try {
+      const source = join(scratch, `${driver.name}-replacement.bin`);
+      await writeFile(source, 'the new bytes');
+      await storage.moveFile(key('replaced.bin'), source, 'audio/mpeg');
+      expect((await readAll(await storage.read(key('replaced.bin')))).toString()).toBe('the new bytes');
+      expect((await reading.readFile()).toString()).toBe('old bytes');
+    } finally {
+      await reading.close();
+    }
+  });
+
+  it('localFile is a local file with the object\'s bytes: the stored file (local) or a download to the scratch path (S3)', async () => {
+    const scratchPath = join(scratch, `${driver.name}-local-file.bin`);
+    const path = await storage.localFile(key('sample.bin'), scratchPath);
+    expect((await readFile(path)).equals(sample)).toBe(true);
+    if (driver.name === 'local') {
+      expect(path).not.toBe(scratchPath);
+      await expect(stat(scratchPath)).rejects.toMatchObject({ code: 'ENOENT' });
+    } else {
+      expect(path).toBe(scratchPath);
+    }
   });
 
   it('deletes an object; deleting a missing one is fine', async () => {
@@ -197,6 +239,8 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
       () => storage.read(bad),
       () => storage.read(bad, { start: 0, end: 0 }),
       () => storage.download(bad, join(scratch, 'unsafe-out.bin')),
+      () => storage.localFile(bad, join(scratch, 'unsafe-out.bin')),
+      () => storage.moveFile(bad, source, 'audio/mpeg'),
       () => storage.delete(bad),
     ];
     for (const attempt of attempts) {
@@ -220,6 +264,32 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     const tail = await readAll(await storage.read(key('big.bin'), { start: big.length - 100, end: big.length - 1 }));
     expect(tail.equals(big.subarray(big.length - 100))).toBe(true);
     await storage.delete(key('big.bin'));
+  });
+});
+
+// Scratch on tmpfs, storage on the disk: rename cannot cross them (EXDEV), so moveFile copies.
+const sharedMemory = '/dev/shm';
+const crossDevice = existsSync(sharedMemory) && statSync(sharedMemory).dev !== statSync(tmpdir()).dev;
+
+describe('local driver specifics', () => {
+  it.skipIf(!crossDevice)('moveFile across file systems copies the file into place and removes the source', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'sq-storage-xdev-'));
+    const otherScratch = await mkdtemp(join(sharedMemory, 'sq-storage-xdev-'));
+    try {
+      const storage = createLocalStorage(root);
+      const source = join(otherScratch, 'voice.bin');
+      const bytes = patterned(70_000);
+      await writeFile(source, bytes);
+      const stored = await storage.moveFile('renditions/ab/voice.bin', source, 'audio/wav');
+      expect(stored.size).toBe(bytes.length);
+      expect((await readFile(join(root, 'renditions/ab/voice.bin'))).equals(bytes)).toBe(true);
+      await expect(stat(source)).rejects.toMatchObject({ code: 'ENOENT' });
+      // No temp file is left beside the object.
+      expect(await readdir(join(root, 'renditions/ab'))).toEqual(['voice.bin']);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+      await rm(otherScratch, { recursive: true, force: true });
+    }
   });
 });
 

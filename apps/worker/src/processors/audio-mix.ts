@@ -35,16 +35,22 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
   const { track, rendition } = mixing;
   await ctx.publish(mixing.events);
   const scratch = join(ctx.scratchDir, randomUUID());
+  // The scratch files this attempt made and has not handed over to storage.
+  const scratchFiles = new Set<string>();
   try {
     const variant = getVariant(track.variantId);
     if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
     if (!rendition?.storageKey || rendition.status !== 'ready') throw new MixingError('the voice rendition is not available yet');
-    const voicePath = `${scratch}-voice${extname(rendition.storageKey)}`;
+    // With local storage ffmpeg reads the stored voice itself; other drivers download it.
+    const voiceScratch = `${scratch}-voice${extname(rendition.storageKey)}`;
+    const voicePath = await ctx.storage.localFile(rendition.storageKey, voiceScratch);
+    if (voicePath === voiceScratch) scratchFiles.add(voiceScratch);
     const outPath = `${scratch}-mix.mp3`;
-    await ctx.storage.download(rendition.storageKey, voicePath);
+    scratchFiles.add(outPath);
     const mixed = await ctx.mixer.mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined, voiceDurationMs: rendition.durationMs ?? undefined });
     const key = storageKeys.track(batchId, trackId);
-    const stored = await ctx.storage.putFile(key, outPath, 'audio/mpeg');
+    const stored = await ctx.storage.moveFile(key, outPath, 'audio/mpeg');
+    scratchFiles.delete(outPath);
     const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs });
     await ctx.publish(done.events);
     return { durationMs: mixed.durationMs };
@@ -55,6 +61,6 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
       await ctx.publish(done.events);
     });
   } finally {
-    await removeScratchFiles(`${scratch}-voice.mp3`, `${scratch}-voice.wav`, `${scratch}-mix.mp3`);
+    await removeScratchFiles(...scratchFiles);
   }
 }

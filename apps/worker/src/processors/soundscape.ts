@@ -35,7 +35,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     const path = `${tmp}.${result.format}`;
     const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SoundscapeGenerationError(`The soundscape provider ${message}`, { cause }));
     const key = storageKeys.soundscape(bookId, soundscapeId);
-    const stored = await ctx.storage.putFile(key, path, 'audio/mpeg');
+    const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
     await ctx.publish(
       await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name }),
     );

@@ -108,6 +108,8 @@ async function synthesize(
 ): Promise<Rendition> {
   const provider = ctx.providers.speech;
   const tmp = join(ctx.scratchDir, `${keyHash}.${randomUUID()}`);
+  // The scratch file of the provider's audio until storage takes it over.
+  let scratchFile: string | undefined;
   const renew = setInterval(() => {
     ctx.db
       .update(voiceRenditions)
@@ -123,6 +125,7 @@ async function synthesize(
       (r) => ({ units: r.usage.characters, costUsd: r.costUsd }),
     );
     const path = `${tmp}.${result.format}`;
+    scratchFile = path;
     await writeFile(path, result.audio);
     // One decode checks the audio (damaged, cut short or empty audio is never stored) and
     // measures the loudness and duration every mix of this voice reuses.
@@ -131,7 +134,8 @@ async function synthesize(
       throw new SpeechGenerationError(`The speech provider returned audio that cannot be decoded: ${error.message}`, { cause: error });
     });
     const storageKey = storageKeys.rendition(keyHash, result.format);
-    await ctx.storage.putFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
+    await ctx.storage.moveFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
+    scratchFile = undefined;
     const [ready] = await ctx.db
       .update(voiceRenditions)
       .set({
@@ -160,6 +164,6 @@ async function synthesize(
     throw error;
   } finally {
     clearInterval(renew);
-    await removeScratchFiles(`${tmp}.mp3`, `${tmp}.wav`);
+    if (scratchFile) await removeScratchFiles(scratchFile);
   }
 }

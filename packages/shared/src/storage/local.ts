@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { assertSafeKey, type Storage, type StoredObject } from './types';
@@ -22,14 +22,25 @@ export function createLocalStorage(root: string): Storage {
       throw error;
     }
   };
+  // A directory is made only when an operation finds it missing (ENOENT), not before every
+  // write: most writes land in a directory that exists, and each system call counts here.
+  // ENOENT for a missing source file comes back from the second try unchanged.
+  const inParentOf = async <T>(path: string, op: () => Promise<T>): Promise<T> => {
+    try {
+      return await op();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      await mkdir(dirname(path), { recursive: true });
+      return await op();
+    }
+  };
   // Write to a temp name and rename: a reader never sees a half-written file, and a worker
   // killed mid-write leaves no object behind.
   const atomically = async (key: string, write: (tmp: string) => Promise<void>) => {
     const path = pathOf(key);
-    await mkdir(dirname(path), { recursive: true });
     const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
     try {
-      await write(tmp);
+      await inParentOf(path, () => write(tmp));
       await rename(tmp, path);
     } catch (error) {
       await rm(tmp, { force: true });
@@ -37,10 +48,24 @@ export function createLocalStorage(root: string): Storage {
     }
     return (await describe(path)) as StoredObject;
   };
+  // The caller's file becomes the object in one rename, atomic like the temp-name path above,
+  // without copying; across file systems (EXDEV) it is copied that way and then removed.
+  const move = async (key: string, source: string) => {
+    const path = pathOf(key);
+    try {
+      await inParentOf(path, () => rename(source, path));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      await atomically(key, (tmp) => copyFile(source, tmp));
+      await rm(source, { force: true });
+    }
+    return (await describe(path)) as StoredObject;
+  };
 
   return {
     driver: 'local',
     putFile: (key, source) => atomically(key, (tmp) => copyFile(source, tmp)),
+    moveFile: (key, source) => move(key, source),
     put: (key, data) => atomically(key, (tmp) => writeFile(tmp, data)),
     stat: (key) => describe(pathOf(key)),
     async read(key, range): Promise<Readable> {
@@ -48,6 +73,12 @@ export function createLocalStorage(root: string): Storage {
     },
     async download(key, path) {
       await copyFile(pathOf(key), path);
+    },
+    async localFile(key) {
+      // Fails with ENOENT for a missing object here, as a download would, not later in ffmpeg.
+      const path = pathOf(key);
+      await access(path);
+      return path;
     },
     async delete(key) {
       await rm(pathOf(key), { force: true });

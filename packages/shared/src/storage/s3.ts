@@ -100,19 +100,36 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     return toReadable(out.Body, key);
   };
 
+  const putFile = async (key: string, path: string, contentType: string): Promise<StoredObject> => {
+    // Upload streams the file in 5 MiB parts (multipart above one part, a single PutObject
+    // otherwise) and keeps each part in memory, so a failed request can be retried.
+    // S3 objects appear whole or not at all, like the local driver's rename.
+    await new Upload({
+      client,
+      params: { Bucket: bucket, Key: objectKey(key), Body: createReadStream(path), ContentType: contentType },
+    }).done();
+    return described(key);
+  };
+
+  const download = async (key: string, path: string): Promise<void> => {
+    const body = await get(key);
+    try {
+      await pipeline(body, createWriteStream(path));
+    } catch (error) {
+      await rm(path, { force: true });
+      throw error;
+    }
+  };
+
   return {
     driver: 's3',
     bucket,
     client,
-    async putFile(key, path, contentType) {
-      // Upload streams the file in 5 MiB parts (multipart above one part, a single PutObject
-      // otherwise) and keeps each part in memory, so a failed request can be retried.
-      // S3 objects appear whole or not at all, like the local driver's rename.
-      await new Upload({
-        client,
-        params: { Bucket: bucket, Key: objectKey(key), Body: createReadStream(path), ContentType: contentType },
-      }).done();
-      return described(key);
+    putFile,
+    async moveFile(key, path, contentType) {
+      const stored = await putFile(key, path, contentType);
+      await rm(path, { force: true });
+      return stored;
     },
     async put(key, data, contentType) {
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey(key), Body: data, ContentType: contentType, ContentLength: data.length }));
@@ -120,14 +137,10 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     },
     stat: head,
     read: get,
-    async download(key, path) {
-      const body = await get(key);
-      try {
-        await pipeline(body, createWriteStream(path));
-      } catch (error) {
-        await rm(path, { force: true });
-        throw error;
-      }
+    download,
+    async localFile(key, scratchPath) {
+      await download(key, scratchPath);
+      return scratchPath;
     },
     async delete(key) {
       // DeleteObject succeeds for a missing key, like the local driver's rm --force.
