@@ -13,6 +13,7 @@ import {
 } from './lib/common';
 import { instantClip, instantProviders } from './lib/instant-speech';
 import { createPassThroughMixer } from './lib/pass-through-mixer';
+import { roundTripCosts } from './lib/round-trips';
 
 // Benchmark 1: orchestration overhead. N tracks through the real audio flow (rows written by
 // the API's own createBatch, the real three-level flow, the real processors with their
@@ -109,6 +110,13 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   const real = await metered(() => runRealFlow(api, env.databaseUrl, { tracks, tag: 'run', timeoutMs }));
   const rawAfter = await metered(() => runRawFlow(env.config, { tracks, concurrency: CONCURRENCY, timeoutMs }));
 
+  // After the measured runs, so its own calls fall outside them.
+  const trips = await roundTripCosts(TEST_REDIS_URL, env.databaseUrl, options.quick ? 1_000 : 4_000);
+  // The real flow's round trips priced at those costs: the least and the most of its Node CPU
+  // per track that talking to the servers at all accounts for.
+  const tripsMs = (key: 'oneAtATimeUs' | 'tenAtOnceUs') =>
+    (real.postgresQueriesPerTrack * trips.postgres[key] + real.redisCommandsPerTrack * trips.redis[key]) / 1000;
+
   const rawTps = (rawBefore.tracksPerSecond + rawAfter.tracksPerSecond) / 2;
   const ratio = real.tracksPerSecond / rawTps;
   const mean = (f: (r: typeof rawBefore) => number) => (f(rawBefore) + f(rawAfter)) / 2;
@@ -132,6 +140,20 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
         target: '',
         met: null,
       },
+      {
+        benchmark: '1 orchestration',
+        measure: 'Node CPU per round trip, one at a time / ten at once: Redis | PostgreSQL',
+        value: `${Math.round(trips.redis.oneAtATimeUs)} / ${Math.round(trips.redis.tenAtOnceUs)} µs | ${Math.round(trips.postgres.oneAtATimeUs)} / ${Math.round(trips.postgres.tenAtOnceUs)} µs`,
+        target: '',
+        met: null,
+      },
+      {
+        benchmark: '1 orchestration',
+        measure: "real flow's round trips at those costs, Node CPU ms/track",
+        value: `${round(tripsMs('tenAtOnceUs'), 2)}–${round(tripsMs('oneAtATimeUs'), 2)} of ${round(cpu.node, 2)}`,
+        target: '',
+        met: null,
+      },
     ],
     notes: [
       `${tracks} tracks each side, in batches of up to 14 (voice_only, each track its own voice rendition); real ${real.seconds} s (${real.completedTracks} completed, ${real.failedTracks} failed, ${Object.keys(real.childProcesses).length === 0 ? 'no child processes' : `child processes ${JSON.stringify(real.childProcesses)}`}); raw ${rawBefore.seconds} s before and ${rawAfter.seconds} s after; concurrency tts ${CONCURRENCY.tts}, mix ${CONCURRENCY.mix}, batch ${CONCURRENCY.batch}; all in this one Node process.`,
@@ -145,6 +167,8 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
       rawAfter,
       rawTracksPerSecond: round(rawTps, 1),
       ratio: round(ratio, 4),
+      roundTripCpuUs: trips,
+      roundTripsNodeCpuMsPerTrack: { tenAtOnce: round(tripsMs('tenAtOnceUs'), 3), oneAtATime: round(tripsMs('oneAtATimeUs'), 3) },
       target: { min: 0.5, goal: 0.8 },
     },
   };
