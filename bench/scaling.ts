@@ -212,7 +212,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
     name: 'scaling',
     headlines: scale.map((r) => ({
       benchmark: '5 scaling',
-      measure: `${r.processes} worker process${r.processes === 1 ? '' : 'es'}${r.repeat ? ' (again)' : ''}: tracks/s (× first step), CPU cores busy`,
+      measure: `${r.processes} worker process${r.processes === 1 ? '' : 'es'}${r.repeat ? ' (again)' : ''}: tracks/s (× ${firsts.length > 1 ? 'mean of the first step\'s runs' : 'first step'}), CPU cores busy`,
       value: `${r.tracksPerSecond} (${r.speedup}×), ${round(r.workerCpuCores + r.postgresRedisCpuCores, 2)}`,
       target: '',
       met: r.tracksFailed === 0 ? null : false,

@@ -31,8 +31,8 @@ import { bedGraph, type BedLevels, measureBed, SAMPLE_RATE } from './backgrounds
 //
 // Everything up to the final channel copy runs in mono, and the bed is a 30 s loop repeated,
 // which keeps the graph to a small share of the cost; the MP3 encoder is most of the rest.
-// On a 7-minute voice this runs at about 170x realtime per CPU second for sleep (ocean bed,
-// slowed voice) and 190x for voice_only, where `loudnorm` alone manages about 50x.
+// On a 7-minute voice this costs about a third of a single-pass `loudnorm` (BENCHMARKS.md,
+// benchmark 3: 3.2-3.8x its speed, 130-200x realtime per CPU second depending on the host).
 
 /** Voice peaks are held this far over the voice's integrated loudness (sample peak vs LUFS). */
 const VOICE_PEAK_LU = 15;
