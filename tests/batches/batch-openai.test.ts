@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake, type SpeechBehaviour } from '../fakes/openai-speech-server';
 
@@ -31,6 +32,17 @@ afterAll(async () => {
 });
 
 const speechRequests = () => fake.requests.filter((r) => r.path.startsWith('/v1/audio/speech'));
+
+/**
+ * Whether a queue is paused: BullMQ's rateLimit (what a 429 calls) sets the limiter key to
+ * MAX_SAFE_INTEGER for the pause; the limiter's own job count in that key stays far below.
+ */
+async function isPaused(queue: 'audio-tts' | 'audio-mix'): Promise<boolean> {
+  const q = api.ctx.queues[queue];
+  const client = (await q.client) as unknown as Redis;
+  const [value, ttl] = await Promise.all([client.get(q.keys.limiter!), client.pttl(q.keys.limiter!)]);
+  return Number(value) >= Number.MAX_SAFE_INTEGER && ttl > 0;
+}
 
 describe('batches through the OpenAI speech API', () => {
   it('synthesizes one voice once for 3 variants that share delivery instructions', async () => {
@@ -143,6 +155,61 @@ describe('batches through the OpenAI speech API', () => {
     expect(job?.attemptsMade).toBe(3);
     expect(await job?.getState()).toBe('failed');
     expect(job?.data.rateLimitRestarts).toBe(2);
+  });
+
+  it('a 429 pauses the speech queue for every worker, not only the one that was told', async () => {
+    // Two workers (each with its own BullMQ worker per queue, as two replicas have) share
+    // the queue; whichever gets the 429, neither may call the provider until Retry-After.
+    worker = await startTestWorker(env.config);
+    const replica = await startTestWorker(env.config);
+    try {
+      const calls: { input: string; at: number }[] = [];
+      let limited = false;
+      decide = (input) => {
+        calls.push({ input, at: Date.now() });
+        if (input.includes('Paused') && !limited) {
+          limited = true;
+          return { kind: 'rate-limited', retryAfterSeconds: 3 };
+        }
+        return undefined;
+      };
+      const first = await createBatch(api, { visionId: 'v-429-replicas', sections: sampleSections(1, 'Paused'), variants: ['voice_only'], voice: 'onyx' });
+      await waitFor(() => isPaused('audio-tts'), { timeoutMs: 20_000, what: 'the speech queue to be paused' });
+      // Work that arrives during the pause waits too, whichever worker is free.
+      const during = await createBatch(api, { visionId: 'v-429-replicas', sections: sampleSections(1, 'During'), variants: ['voice_only'], voice: 'onyx' });
+      const batches = await Promise.all([waitForTerminal(api, first.body.id), waitForTerminal(api, during.body.id)]);
+      expect(batches.map((b) => b.status)).toEqual(['completed', 'completed']);
+      expect(calls.map((c) => c.input.includes('Paused') ? 'paused' : 'during').sort()).toEqual(['during', 'paused', 'paused']);
+      const told = calls[0]!.at;
+      for (const call of calls.slice(1)) expect(call.at - told).toBeGreaterThanOrEqual(2_900);
+    } finally {
+      await replica.close();
+    }
+  });
+
+  it('a 429 while a mix job voices a lost speech job pauses speech, not mixing, and spends no attempt', async () => {
+    // No worker yet: the speech job of the first track is removed, so its mix job voices it.
+    const created = await createBatch(api, { visionId: 'v-429-lost', sections: sampleSections(2, 'Orphan'), variants: ['voice_only'], voice: 'coral' });
+    const [lost] = await queryRows<{ id: string }>(env.databaseUrl, 'select id from audio_tracks where batch_id = $1 order by section_index', [created.body.id]);
+    await (await api.ctx.queues['audio-tts'].getJob(`tts.${lost!.id}.r1`))!.remove();
+    let limited = false;
+    decide = (input) => {
+      if (input.startsWith('Orphan') && input.includes('Section 1.') && !limited) {
+        limited = true;
+        return { kind: 'rate-limited', retryAfterSeconds: 2 };
+      }
+      return undefined;
+    };
+    worker = await startTestWorker(env.config);
+    await waitFor(() => isPaused('audio-tts'), { timeoutMs: 20_000, what: 'the speech queue to be paused' });
+    expect(await isPaused('audio-mix')).toBe(false);
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch).toMatchObject({ status: 'completed', tracks_completed: 2 });
+    const mixJob = await api.ctx.queues['audio-mix'].getJob(`mix.${lost!.id}.r1`);
+    expect(await mixJob!.getState()).toBe('completed');
+    // BullMQ counts the attempt that completed; the pause added none.
+    expect(mixJob!.attemptsMade).toBe(1);
+    expect(mixJob!.data.rateLimitRestarts).toBe(1);
   });
 
   it('synthesizes a shared voice once for two concurrent batches on two worker processes', async () => {

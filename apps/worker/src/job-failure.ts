@@ -1,4 +1,4 @@
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { SoundqueueError } from '@soundqueue/shared/errors';
 
 export interface JobRun {
@@ -6,6 +6,11 @@ export interface JobRun {
   token: string | undefined;
   worker: Worker;
   maxRateLimitRestarts: number;
+  /**
+   * The queue a provider's 429 pauses when it is not the job's own: a mix job that voices a
+   * lost speech job pauses speech, where the provider is called, and not mixing.
+   */
+  pausesOn429?: Queue;
 }
 
 /** Whether this attempt is the job's last: no retry will follow a failure now. */
@@ -17,8 +22,9 @@ export function isLastAttempt(job: Job, error: unknown): boolean {
 
 /**
  * Turns a processor's failure into what BullMQ should do with it:
- * - a provider's 429 with Retry-After pauses the whole queue for that long (global across
- *   replicas) and puts the job back without using an attempt, up to a cap of restarts;
+ * - a provider's 429 with Retry-After pauses the provider's queue for that long (global across
+ *   replicas: every provider queue's workers have a limiter, see workers.ts) and puts the job
+ *   back without using an attempt, up to a cap of restarts;
  * - on the last attempt, `onFinal` records the failure in the database first, so the row
  *   says why before the job is marked failed.
  * The error is rethrown as it is: the worker (workers.ts) turns every processor's failure into
@@ -30,8 +36,15 @@ export async function handleJobFailure(run: JobRun, error: unknown, onFinal: (er
     const restarts = Number((job.data as { rateLimitRestarts?: number }).rateLimitRestarts ?? 0);
     if (restarts < run.maxRateLimitRestarts) {
       await job.updateData({ ...job.data, rateLimitRestarts: restarts + 1 });
-      await worker.rateLimit(Math.max(1, Math.ceil(error.retryAfterSeconds * 1000)));
-      throw Worker.RateLimitError();
+      const pauseMs = Math.max(1, Math.ceil(error.retryAfterSeconds * 1000));
+      if (!run.pausesOn429) {
+        await worker.rateLimit(pauseMs);
+        throw Worker.RateLimitError();
+      }
+      // Pause the provider's queue, and put this job aside for as long, also without an attempt.
+      await run.pausesOn429.rateLimit(pauseMs);
+      await job.moveToDelayed(Date.now() + pauseMs, run.token);
+      throw new DelayedError();
     }
   }
   if (isLastAttempt(job, error)) await onFinal(error);

@@ -35,11 +35,21 @@ export function concurrencyFor(config: Config, queue: QueueName): number {
   return byQueue[queue];
 }
 
-/** The provider queues' rate limits; BullMQ keeps them in Redis, so they hold across replicas. */
+/**
+ * A limiter that never binds. BullMQ honours a queue's pause (what a provider's 429 sets, see
+ * job-failure.ts) only in workers that have a limiter: without one, the pause held back just
+ * the worker that saw the 429, and every other replica went on calling the provider.
+ */
+const NO_RATE_LIMIT = { max: 1_000_000_000, duration: 1_000 };
+
+/**
+ * The provider queues' rate limits, or one that never binds; BullMQ keeps them in Redis, so
+ * they and a 429's pause hold across replicas.
+ */
 export function limiterFor(config: Config, queue: QueueName): { max: number; duration: number } | undefined {
-  if (queue === 'audio-tts') return config.TTS_RATE_LIMIT;
-  if (queue === 'book-analyze') return config.ANALYSIS_RATE_LIMIT;
-  if (queue === 'soundscape') return config.SOUNDSCAPE_RATE_LIMIT;
+  if (queue === 'audio-tts') return config.TTS_RATE_LIMIT ?? NO_RATE_LIMIT;
+  if (queue === 'book-analyze') return config.ANALYSIS_RATE_LIMIT ?? NO_RATE_LIMIT;
+  if (queue === 'soundscape') return config.SOUNDSCAPE_RATE_LIMIT ?? NO_RATE_LIMIT;
   return undefined;
 }
 
@@ -80,7 +90,7 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
         stalledInterval: ctx.config.WORKER_STALLED_INTERVAL_MS,
         maxStalledCount: ctx.config.WORKER_MAX_STALLED_COUNT,
         autorun: true,
-        ...(limiterFor(ctx.config, queue) ? { limiter: limiterFor(ctx.config, queue) } : {}),
+        limiter: limiterFor(ctx.config, queue),
       },
     );
     worker.on('completed', (job) => {

@@ -27,7 +27,7 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     // voice is made here, by the same single-flight step, with this job's attempts.
     const failures = Object.values(await run.job.getIgnoredChildrenFailures());
     ctx.logger.warn({ trackId, reason: failures[0] ?? 'no failure recorded' }, 'speech job ended without a voice; voicing the track in its mix job');
-    const voiced = await voiceTrack(ctx, run, trackId);
+    const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId);
     if ('skipped' in voiced) return voiced;
     mixing = await markMixing(ctx.db, trackId);
     if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
