@@ -167,6 +167,75 @@ describe('batch API', () => {
     }
   });
 
+  it('plays through a playback URL: no header, Range and HEAD work, and the token opens nothing else', async () => {
+    const worker = await startTestWorker(env.config);
+    try {
+      const created = await createBatch(api, body('playback', 2));
+      const batch = await waitForTerminal(api, created.body.id);
+      const [track, other] = batch.tracks;
+      const minted = await api.request('/v1/playback-urls', { method: 'POST', json: { audio_url: track.audio_url } });
+      expect(minted.status).toBe(201);
+      const { url, expires_in } = await readJson(minted);
+      expect(expires_in).toBe(3600);
+      expect(url.startsWith(`${track.audio_url}?playback_token=`)).toBe(true);
+
+      // What an <audio src> does: no Authorization header, whole file, ranges, HEAD.
+      const full = await api.request(url, { user: null });
+      expect(full.status).toBe(200);
+      const bytes = Buffer.from(await full.arrayBuffer());
+      expect(bytes.equals(Buffer.from(await (await api.request(track.audio_url)).arrayBuffer()))).toBe(true);
+      const part = await api.request(url, { user: null, headers: { Range: 'bytes=100-199' } });
+      expect(part.status).toBe(206);
+      expect(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(100, 200))).toBe(true);
+      const head = await api.request(url, { user: null, method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(Number(head.headers.get('content-length'))).toBe(bytes.length);
+
+      // The token is for that file only: not another track's audio, not as a bearer token,
+      // not on an event stream or a read.
+      const token = new URL(url, api.url).searchParams.get('playback_token')!;
+      const refused = [
+        await api.request(`${other.audio_url}?playback_token=${token}`, { user: null }),
+        await api.request(`/v1/audio/batches/${batch.id}`, { user: null, headers: { Authorization: `Bearer ${token}` } }),
+        await api.request(track.audio_url, { user: null, headers: { Authorization: `Bearer ${token}` } }),
+        await api.request(`/v1/audio/batches/${batch.id}/events?access_token=${token}`, { user: null }),
+        await api.request(`/v1/audio/batches/${batch.id}?playback_token=${token}`, { user: null }),
+        await api.request(`${track.audio_url}?playback_token=${token}x`, { user: null }),
+      ];
+      expect(refused.map((r) => r.status)).toEqual([401, 401, 401, 401, 401, 401]);
+      expect((await readJson(refused[0]!)).error.message).toBe('this playback token is for another audio file');
+      // Nor does a stream token (or any other token) pass as a playback token.
+      const stream = await readJson(await api.request('/v1/stream-tokens', { method: 'POST' }));
+      expect((await api.request(`${track.audio_url}?playback_token=${stream.token}`, { user: null })).status).toBe(401);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('mints playback URLs only for audio URLs of the caller\'s own tracks and soundscapes', async () => {
+    const mine = await createBatch(api, body('playback-private', 1), { user: 'owner' });
+    const track = (await getBatch(api, mine.body.id, 'owner')).tracks[0];
+    // No worker runs here: the track is pending, and its audio_url is still null.
+    const audioUrl = `/v1/audio/tracks/${track.id}/audio`;
+    const mint = (audio_url: unknown, user = 'owner') => api.request('/v1/playback-urls', { method: 'POST', user, json: { audio_url } });
+    expect((await mint(audioUrl, 'intruder')).status).toBe(404);
+    expect((await mint(`/v1/soundscapes/${track.id}/audio`)).status).toBe(404);
+    expect((await mint(`/v1/audio/tracks/not-a-uuid/audio`)).status).toBe(404);
+    for (const bad of [`/v1/audio/batches/${mine.body.id}`, `/v1/audio/tracks/${track.id}/audio?x=1`, '/etc/passwd', 42, null]) {
+      const res = await mint(bad);
+      expect(res.status, String(bad)).toBe(400);
+      expect((await readJson(res)).error.code).toBe('validation_failed');
+    }
+    const extra = await api.request('/v1/playback-urls', { method: 'POST', user: 'owner', json: { audio_url: audioUrl, ttl: 99999 } });
+    expect(extra.status).toBe(400);
+    expect((await api.request('/v1/playback-urls', { method: 'POST', user: null, json: { audio_url: audioUrl } })).status).toBe(401);
+    // Minting is allowed before the audio exists; playing then says it is not ready yet.
+    const { url } = await readJson(await mint(audioUrl));
+    const early = await api.request(url, { user: null });
+    expect(early.status).toBe(409);
+    expect((await readJson(early)).error.code).toBe('audio_not_ready');
+  });
+
   it('lists the catalogs a UI renders', async () => {
     const variants = await readJson(await api.request('/v1/audio/variants'));
     expect(variants.variants.map((v: any) => v.id)).toEqual(expect.arrayContaining(['voice_only', 'sleep', 'energy', 'meditation']));

@@ -24,6 +24,7 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 const pageErrors: string[] = [];
+const audioRequests: { url: string; range: string | null }[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
@@ -61,6 +62,9 @@ beforeAll(async () => {
   });
   page = await context.newPage();
   page.on('pageerror', (error) => pageErrors.push(`pageerror: ${error.message}`));
+  page.on('request', (request) => {
+    if (request.url().includes('playback_token=')) audioRequests.push({ url: request.url(), range: request.headers().range ?? null });
+  });
   page.on('console', (message) => {
     if (message.type() === 'error') pageErrors.push(`console: ${message.text()}`);
   });
@@ -92,7 +96,8 @@ type Dom = any;
 
 async function audioState(audio: Locator) {
   return audio.evaluate((a: Dom) => ({
-    blob: String(a.src).startsWith('blob:'),
+    // Streamed from a playback URL (the audio URL with its own token), not a downloaded blob.
+    playbackUrl: /\/audio\?playback_token=/.test(String(a.src)),
     error: a.error ? `${a.error.code}: ${a.error.message}` : null,
     metadata: a.readyState >= 1, // HAVE_METADATA: the browser decoded the file's header
     seconds: Number.isFinite(a.duration) ? Math.round(a.duration) : null,
@@ -167,13 +172,15 @@ describe('the status page', () => {
     expect(await page.getByTestId('cancel-batch').isVisible()).toBe(false);
     expect(new URL(page.url()).searchParams.get('batch')).toBe(batchId);
 
-    // Play: the audio is fetched with the token and played from a blob: URL.
+    // Play: the page mints a playback URL and the browser streams the file from it.
     const first = rows.first();
     await first.getByTestId('play-track').click();
     const audio = first.getByTestId('track-audio');
     await audio.waitFor();
-    await expect.poll(() => audioState(audio), { timeout: 20_000 }).toMatchObject({ blob: true, error: null, metadata: true });
+    await expect.poll(() => audioState(audio), { timeout: 20_000 }).toMatchObject({ playbackUrl: true, error: null, metadata: true });
     expect((await audioState(audio)).seconds).toBeGreaterThan(0);
+    // The browser's own media requests, with no Authorization header: it asked for ranges.
+    expect(audioRequests.some((r) => r.range !== null), JSON.stringify(audioRequests)).toBe(true);
     expect(await first.getByTestId('track-error').isVisible()).toBe(false);
 
     // The API agrees with the page.
@@ -248,7 +255,7 @@ describe('the status page', () => {
     await scene.getByTestId('play-soundscape').click();
     const audio = scene.getByTestId('soundscape-audio');
     await audio.waitFor();
-    await expect.poll(() => audioState(audio), { timeout: 20_000 }).toMatchObject({ blob: true, error: null, metadata: true });
+    await expect.poll(() => audioState(audio), { timeout: 20_000 }).toMatchObject({ playbackUrl: true, error: null, metadata: true });
     expect((await audioState(audio)).seconds).toBeGreaterThanOrEqual(3);
     await screenshot('status-page-books.png');
 

@@ -14,6 +14,12 @@ export interface Auth {
   verify(token: string): Promise<Principal>;
   /** Signs a short-lived token (HS256 only), e.g. the query token for EventSource. */
   sign(principal: Principal, expiresIn: string): Promise<string>;
+  /**
+   * Signs a playback token: good only as `?playback_token=` on the one audio path it names
+   * (GET and HEAD), never as a bearer token or on another route, so an <audio src> can carry
+   * it for a whole listening session at little risk.
+   */
+  signPlayback(principal: Principal, path: string, expiresIn: string): Promise<string>;
   middleware: RequestHandler;
   /** Set in development when no auth was configured: a ready-to-use token for a demo user. */
   devToken: string | null;
@@ -26,6 +32,10 @@ declare module 'express-serve-static-core' {
 }
 
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
+
+/** The audio routes, relative to /v1: what a playback token may open. */
+const AUDIO_PATH = /^\/(audio\/tracks|soundscapes)\/[^/]+\/audio$/;
+export const isAudioPath = (path: string) => AUDIO_PATH.test(path);
 
 /**
  * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL. In
@@ -46,8 +56,8 @@ export async function createAuth(config: Config): Promise<Auth> {
   // when users come with JWKS tokens; a per-process random one is enough for short lives.
   const signingKey = secret ?? randomBytes(32);
 
-  const sign = async (principal: Principal, expiresIn: string) =>
-    new SignJWT({ role: principal.role })
+  const sign = async (principal: Principal, expiresIn: string, claims: Record<string, string> = {}) =>
+    new SignJWT({ ...claims, role: principal.role })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(principal.userId)
       .setIssuedAt()
@@ -58,28 +68,36 @@ export async function createAuth(config: Config): Promise<Auth> {
 
   const serviceToken = config.AUTH_SERVICE_TOKEN ? Buffer.from(config.AUTH_SERVICE_TOKEN) : null;
 
-  const toPrincipal = (payload: JWTPayload): Principal => {
+  // `playbackPath` is set when the token came as ?playback_token= on that audio path: only
+  // then is a playback token (scope "playback") good, and only for the path it was signed for.
+  const toPrincipal = (payload: JWTPayload, playbackPath?: string): Principal => {
     if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200) {
       throw unauthorized('token has no usable sub claim');
+    }
+    if (playbackPath !== undefined) {
+      if (payload.scope !== 'playback') throw unauthorized('playback_token must be a playback token from POST /v1/playback-urls');
+      if (payload.path !== playbackPath) throw unauthorized('this playback token is for another audio file');
+    } else if (payload.scope !== undefined) {
+      throw unauthorized('a playback token is only good in the playback URL it came with');
     }
     return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
   };
 
-  const verify = async (token: string): Promise<Principal> => {
+  const verify = async (token: string, playbackPath?: string): Promise<Principal> => {
     if (serviceToken) {
       const given = Buffer.from(token);
-      if (given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
+      if (playbackPath === undefined && given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
     }
     try {
       if (jwks) {
         try {
-          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload);
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload, playbackPath);
         } catch (error) {
           // Our own short-lived tokens are HS256 even in JWKS mode.
           if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
         }
       }
-      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload);
+      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload, playbackPath);
     } catch (error) {
       if (error instanceof HttpError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw unauthorized('token expired');
@@ -101,6 +119,11 @@ export async function createAuth(config: Config): Promise<Auth> {
         // Browsers' EventSource cannot send headers: event streams accept a short-lived
         // signed token in the query string instead.
         token = req.query.access_token;
+      } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && isAudioPath(req.path)) {
+        // <audio src> cannot send headers either: audio accepts a playback token signed for
+        // exactly this path (POST /v1/playback-urls).
+        req.principal = await verify(req.query.playback_token, req.baseUrl + req.path);
+        return next();
       }
       if (!token) throw unauthorized('missing Authorization: Bearer <token>');
       req.principal = await verify(token);
@@ -110,5 +133,7 @@ export async function createAuth(config: Config): Promise<Auth> {
     }
   };
 
-  return { verify, sign, middleware, devToken };
+  const signPlayback = (principal: Principal, path: string, expiresIn: string) => sign(principal, expiresIn, { scope: 'playback', path });
+
+  return { verify: (token) => verify(token), sign: (principal, expiresIn) => sign(principal, expiresIn), signPlayback, middleware, devToken };
 }

@@ -83,6 +83,13 @@ export function openApiDocument() {
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 404, 409, 503) } } },
       '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
       '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id')], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
+      '/v1/playback-urls': {
+        post: {
+          summary: "A URL an <audio> element can play: the audio_url with a token good for that file only (GET/HEAD, Range) for PLAYBACK_URL_TTL_SECONDS",
+          requestBody: { required: true, ...json({ type: 'object', required: ['audio_url'], properties: { audio_url: { type: 'string', example: '/v1/audio/tracks/{id}/audio' } }, additionalProperties: false }) },
+          responses: { 201: { description: '{url, expires_in}' }, ...errors(400, 401, 404) },
+        },
+      },
       '/v1/stream-tokens': { post: { summary: 'A short-lived token for EventSource (?access_token=)', responses: { 201: { description: '{token, expires_in}' } } } },
       '/v1/webhooks': {
         post: { summary: 'Register an endpoint (returns its signing secret once)', requestBody: { required: true, ...json(z.toJSONSchema(webhook)) }, responses: { 201: { description: 'the endpoint with its secret' }, ...errors(400, 401) } },

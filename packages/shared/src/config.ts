@@ -146,6 +146,7 @@ const envSchema = z.object({
   ENQUEUE_TIMEOUT_MS: positiveInt('ENQUEUE_TIMEOUT_MS', 5_000),
   SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
+  PLAYBACK_URL_TTL_SECONDS: positiveInt('PLAYBACK_URL_TTL_SECONDS', 3600),
 
   ADMIN_USER: optionalString,
   ADMIN_PASSWORD: optionalString,

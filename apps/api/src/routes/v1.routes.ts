@@ -5,6 +5,7 @@ import { batchRoutes } from './batches.routes';
 import { bookRoutes } from './books.routes';
 import { catalogRoutes } from './catalog.routes';
 import { eventRoutes } from './events.routes';
+import { playbackRoutes } from './playback.routes';
 import { webhookRoutes } from './webhooks.routes';
 
 export function v1Routes(ctx: ApiContext): Router {
@@ -16,6 +17,7 @@ export function v1Routes(ctx: ApiContext): Router {
   // 1 MiB covers 14 sections of 20,000 characters of multi-byte text with room to spare.
   router.use(express.json({ limit: '1mb', strict: true }));
   router.use(batchRoutes(ctx));
+  router.use(playbackRoutes(ctx));
   router.use(webhookRoutes(ctx));
   router.use(adminRoutes(ctx));
   return router;

@@ -222,15 +222,9 @@
   }
 
   // ---------------------------------------------------------------------------------------
-  // Audio: the audio routes want the Authorization header, which an <audio src> cannot send,
-  // so the file is fetched with the token and played from a blob: URL.
-
-  const blobUrls = new Set();
-  function dropBlobs(container) {
-    for (const audio of container.querySelectorAll('audio')) {
-      if (blobUrls.has(audio.src)) { URL.revokeObjectURL(audio.src); blobUrls.delete(audio.src); }
-    }
-  }
+  // Audio: an <audio src> cannot send the Authorization header, so the page asks for a
+  // playback URL (POST /v1/playback-urls): the audio URL with a token good for that file only.
+  // The player then streams it and seeks with HTTP Range like any file.
 
   async function play(button, holder, url, testid, errorNode) {
     let audio = holder.querySelector('audio');
@@ -241,22 +235,19 @@
       audio.addEventListener('play', () => { button.textContent = 'Pause'; });
       audio.addEventListener('pause', () => { button.textContent = 'Play'; });
       audio.addEventListener('ended', () => { button.textContent = 'Play'; });
+      // A failed load (an expired URL, audio gone): say so, and mint a new URL on the next Play.
+      audio.addEventListener('error', () => {
+        audio.removeAttribute('src');
+        showError(errorNode, new ApiError(0, 'playback', 'the audio could not be played; press Play to try again'));
+      });
       holder.append(audio);
     }
     if (!audio.getAttribute('src')) {
       button.disabled = true;
       button.textContent = 'Loading…';
       try {
-        let res;
-        try {
-          res = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
-        } catch (error) {
-          throw new ApiError(0, 'network', `could not reach the API (${error.message})`);
-        }
-        if (!res.ok) throw await errorFrom(res);
-        const src = URL.createObjectURL(await res.blob());
-        blobUrls.add(src);
-        audio.src = src;
+        const minted = await api('/v1/playback-urls', { method: 'POST', json: { audio_url: url } });
+        audio.src = minted.url;
         clearError(errorNode);
       } catch (error) {
         showError(errorNode, error);
@@ -428,7 +419,6 @@
     if (batchWatch) batchWatch.stop();
     batchWatch = null;
     batch = null;
-    dropBlobs($('track-list'));
     $('track-list').replaceChildren();
     trackRows = new Map();
     clearError($('batch-error'));
@@ -637,7 +627,7 @@
     } else if (track.status !== 'completed') {
       show(r.error, false);
     }
-    if (track.status !== 'completed' && r.player.firstChild) { dropBlobs(r.player); r.player.replaceChildren(); }
+    if (track.status !== 'completed' && r.player.firstChild) r.player.replaceChildren();
   }
 
   async function retryFailed() {
@@ -770,7 +760,6 @@
     scenesLoadedFor = -1;
     feed.length = 0;
     spreadStates.clear();
-    dropBlobs($('scene-timeline'));
     sceneRows = new Map();
     $('scene-timeline').replaceChildren(el('li', { class: 'muted', text: 'Scenes appear once every spread has been analysed.' }));
     $('scene-strip').replaceChildren();
