@@ -17,6 +17,8 @@ function describeStatus(code: number): string {
 }
 
 const id = (name: string) => ({ name, in: 'path', required: true, schema: { type: 'string', format: 'uuid' } });
+/** The audio routes also take a playback URL's token instead of the Authorization header. */
+const playbackToken = { name: 'playback_token', in: 'query', required: false, schema: { type: 'string' }, description: 'from POST /v1/playback-urls, for this file only' };
 const page = [
   { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
   { name: 'cursor', in: 'query', schema: { type: 'string' } },
@@ -61,7 +63,7 @@ export function openApiDocument() {
       '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
       '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
       '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
-      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
+      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
       '/v1/audio/voices': { get: { summary: 'The voice catalog', responses: { 200: { description: 'voices' } } } },
       '/v1/books': {
@@ -82,7 +84,7 @@ export function openApiDocument() {
       '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 404, 409, 503) } } },
       '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
-      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id')], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
+      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/playback-urls': {
         post: {
           summary: "A URL an <audio> element can play: the audio_url with a token good for that file only (GET/HEAD, Range) for PLAYBACK_URL_TTL_SECONDS",
