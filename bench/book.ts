@@ -103,7 +103,15 @@ export async function book(options: BenchOptions): Promise<BenchResult> {
     name: 'book',
     headlines: [
       { benchmark: '2 book', measure: `${pageCount}-page book, wall s`, value: String(round(wallSeconds, 1)), target: '', met: null },
-      { benchmark: '2 book', measure: `wall / critical path (2 × ${delayMs / 1000} s)`, value: String(round(ratio, 2)), target: '<= 1.5', met: ratio <= 1.5 },
+      // The target is for the seed's 8 s calls: with the quick run's 1 s calls the fixed costs
+      // (starting jobs, probing each soundscape) weigh eight times more, so it is not judged.
+      {
+        benchmark: '2 book',
+        measure: `wall / critical path (2 × ${delayMs / 1000} s)`,
+        value: String(round(ratio, 2)),
+        target: options.quick ? '<= 1.5, judged on the full run' : '<= 1.5',
+        met: options.quick ? null : ratio <= 1.5,
+      },
       { benchmark: '2 book', measure: 'speed-up over one spread at a time', value: `${round(sequentialSeconds / wallSeconds, 0)}×`, target: '', met: null },
     ],
     notes: [
