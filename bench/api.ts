@@ -42,6 +42,9 @@ async function autocannon(url: string, options: { seconds: number; connections: 
 
 interface FanOut {
   clients: number;
+  /** The SSE process's clock minus this one's, and the round trip that measured it. */
+  clockOffsetMs: number;
+  clockSyncRoundTripMs: number;
   connectSeconds: number;
   events: number;
   /** Per event: ms from publish to the last client's arrival. */
@@ -83,7 +86,21 @@ async function fanOut(api: Awaited<ReturnType<typeof startTestApi>>, batchId: st
         `sse clients: ${type}`,
       );
 
-    child.send({ url: `${api.url}/v1/audio/batches/${batchId}/events`, token, clients });
+    // The child's clock minus ours, from the round trip with the shortest time in flight (as
+    // NTP does): its arrival times are moved onto our clock before they are compared with ours.
+    let offset = 0;
+    let bestRtt = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < 20; i += 1) {
+      child.send({ type: 'sync', parent: epochMs() });
+      const reply = await next('sync', 10_000);
+      const back = epochMs();
+      const rtt = back - reply.parent;
+      if (rtt < bestRtt) {
+        bestRtt = rtt;
+        offset = reply.child - (reply.parent + rtt / 2);
+      }
+    }
+    child.send({ type: 'start', url: `${api.url}/v1/audio/batches/${batchId}/events`, token, clients });
     const ready = await next('ready', 60_000);
     const allArrivedMs: number[] = [];
     const perClient: number[] = [];
@@ -91,12 +108,14 @@ async function fanOut(api: Awaited<ReturnType<typeof startTestApi>>, batchId: st
       const sent = epochMs();
       await api.ctx.publish([{ subject: { kind: 'batch', id: batchId }, type: 'bench.ping', data: { seq } }]);
       const arrived = await next('arrived', 30_000);
-      const lat = (arrived.arrivals as number[]).map((t) => t - sent);
+      const lat = (arrived.arrivals as number[]).map((t) => t - offset - sent);
       allArrivedMs.push(Math.max(...lat));
       perClient.push(...lat);
     }
     return {
       clients,
+      clockOffsetMs: round(offset, 3),
+      clockSyncRoundTripMs: round(bestRtt, 3),
       connectSeconds: round(ready.connectMs / 1000, 2),
       events,
       allArrivedMs: allArrivedMs.map((v) => round(v, 1)),

@@ -3,21 +3,37 @@ import { Agent, request } from 'node:http';
 // A child process holding many Server-Sent Events connections to one batch's stream (run by
 // bench/api.ts with `fork`, so the clients' parsing does not share the API's event loop).
 //
-// Parent → child: { url, token, clients }
+// Parent → child: { type: 'sync', parent } any number of times, answered at once with
+// { type: 'sync', parent, child } (this process's clock then), so the parent can measure the
+// two clocks' offset: performance.timeOrigin comes from the wall clock at each process's
+// start, and a parent that has run for minutes can be a millisecond or two off a new child.
+// Then { type: 'start', url, token, clients }.
 // Child → parent: { type: 'ready', connectMs } once every client has its snapshot, then for
 // every `bench.ping` event with data.seq, once all clients have it: { type: 'arrived', seq,
-// arrivals } with each client's arrival time (ms since the epoch, sub-millisecond).
+// arrivals } with each client's arrival time (ms since the epoch, sub-millisecond, this
+// process's clock).
 
 interface Start {
+  type: 'start';
   url: string;
   token: string;
   clients: number;
 }
 
+interface Sync {
+  type: 'sync';
+  parent: number;
+}
+
 const epochMs = () => performance.timeOrigin + performance.now();
 const send = (message: unknown) => process.send?.(message);
 
-process.once('message', (message: Start) => {
+process.on('message', (message: Start | Sync) => {
+  if (message.type === 'sync') send({ type: 'sync', parent: message.parent, child: epochMs() });
+  else start(message);
+});
+
+function start(message: Start): void {
   const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
   const started = epochMs();
   let ready = 0;
@@ -61,7 +77,7 @@ process.once('message', (message: Start) => {
     req.on('error', (error) => send({ type: 'error', message: `client ${i}: ${error.message}` }));
     req.end();
   }
-});
+}
 
 // The parent ends the clients by ending this process.
 process.on('disconnect', () => process.exit(0));
