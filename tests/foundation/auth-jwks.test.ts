@@ -46,6 +46,32 @@ describe('auth with a JWKS URL', () => {
   });
 });
 
+/** Runs the auth middleware on a GET like an <audio src> makes: no header, a query token. */
+async function playbackRequest(path: string, token: string): Promise<{ principal?: unknown; error?: { status?: number; message?: string } }> {
+  const req = { method: 'GET', headers: {}, query: { playback_token: token }, baseUrl: '/v1', path } as any;
+  return new Promise((resolve) => {
+    void auth.middleware(req, {} as any, (error?: unknown) => resolve(error ? { error: error as { status?: number; message?: string } } : { principal: req.principal }));
+  });
+}
+
+describe('playback tokens with a JWKS URL', () => {
+  it("accepts an identity provider's token that carries an OAuth scope", async () => {
+    const scoped = await new SignJWT({ scope: 'openid profile' }).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('scoped-user').setExpirationTime('5m').sign(rsa.privateKey);
+    expect(await auth.verify(scoped)).toEqual({ userId: 'scoped-user', role: 'user' });
+  });
+
+  it('opens the one audio path with a playback token the API signed, and refuses one the provider signed', async () => {
+    const path = '/v1/audio/tracks/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio';
+    const ours = await auth.signPlayback({ userId: 'jwks-user', role: 'user' }, path, '5m');
+    expect(await playbackRequest('/audio/tracks/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio', ours)).toEqual({ principal: { userId: 'jwks-user', role: 'user' } });
+    expect((await playbackRequest('/audio/tracks/1b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio', ours)).error).toMatchObject({ status: 401, message: 'this playback token is for another audio file' });
+    await expect(auth.verify(ours)).rejects.toMatchObject({ status: 401, message: 'a playback token is only good in the playback URL it came with' });
+    // The provider's keys sign users' tokens, never playback URLs.
+    const theirs = await new SignJWT({ scope: 'playback', path }).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('jwks-user').setExpirationTime('5m').sign(rsa.privateKey);
+    expect((await playbackRequest('/audio/tracks/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio', theirs)).error).toMatchObject({ status: 401 });
+  });
+});
+
 describe('WORKER_QUEUES', () => {
   it('defaults to every queue and refuses unknown names at start', () => {
     expect(selectQueues(undefined)).toContain('audio-mix');

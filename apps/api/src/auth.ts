@@ -77,19 +77,21 @@ export async function createAuth(config: Config): Promise<Auth> {
     if (playbackPath !== undefined) {
       if (payload.scope !== 'playback') throw unauthorized('playback_token must be a playback token from POST /v1/playback-urls');
       if (payload.path !== playbackPath) throw unauthorized('this playback token is for another audio file');
-    } else if (payload.scope !== undefined) {
+    } else if (payload.scope === 'playback') {
+      // (Only our own value: an identity provider's tokens often carry an OAuth scope.)
       throw unauthorized('a playback token is only good in the playback URL it came with');
     }
     return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
   };
 
   const verify = async (token: string, playbackPath?: string): Promise<Principal> => {
-    if (serviceToken) {
+    if (serviceToken && playbackPath === undefined) {
       const given = Buffer.from(token);
-      if (playbackPath === undefined && given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
+      if (given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
     }
     try {
-      if (jwks) {
+      // Playback tokens are ours alone (HS256 with our key), never an identity provider's.
+      if (jwks && playbackPath === undefined) {
         try {
           return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload, playbackPath);
         } catch (error) {
