@@ -5,11 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
 import { createAuth, type Auth } from '../../apps/api/src/auth';
 import { selectQueues } from '../../apps/worker/src/workers';
+import { createApiContext, type ApiContext } from '../../apps/api/src/context';
+import { createTestEnv } from '../helpers/services';
 
 let server: Server;
 let auth: Auth;
 let rsa: Awaited<ReturnType<typeof generateKeyPair>>;
 let ec: Awaited<ReturnType<typeof generateKeyPair>>;
+let jwksUrl: string;
 
 beforeAll(async () => {
   rsa = await generateKeyPair('RS256');
@@ -23,8 +26,8 @@ beforeAll(async () => {
     res.end(JSON.stringify({ keys }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
-  auth = await createAuth(loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: url }));
+  jwksUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  auth = await createAuth(loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: jwksUrl }));
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
@@ -47,12 +50,38 @@ describe('auth with a JWKS URL', () => {
 });
 
 /** Runs the auth middleware on a GET like an <audio src> makes: no header, a query token. */
-async function playbackRequest(path: string, token: string): Promise<{ principal?: unknown; error?: { status?: number; message?: string } }> {
+async function playbackRequest(path: string, token: string, by: Auth = auth): Promise<{ principal?: unknown; error?: { status?: number; message?: string } }> {
   const req = { method: 'GET', headers: {}, query: { playback_token: token }, baseUrl: '/v1', path } as any;
   return new Promise((resolve) => {
-    void auth.middleware(req, {} as any, (error?: unknown) => resolve(error ? { error: error as { status?: number; message?: string } } : { principal: req.principal }));
+    void by.middleware(req, {} as any, (error?: unknown) => resolve(error ? { error: error as { status?: number; message?: string } } : { principal: req.principal }));
   });
 }
+
+describe('tokens the API signs itself, with JWKS users and no AUTH_JWT_SECRET', () => {
+  it('are accepted by every API replica, and after a restart (the key is shared through the database)', async () => {
+    const env = await createTestEnv({ AUTH_JWT_SECRET: '', AUTH_JWKS_URL: jwksUrl });
+    const replicas = [await createApiContext(env.config), await createApiContext(env.config)];
+    try {
+      const [a, b] = replicas as [ApiContext, ApiContext];
+      const principal = { userId: 'jwks-user', role: 'user' as const };
+      const streamToken = await a.auth.sign(principal, '5m');
+      expect(await b.auth.verify(streamToken)).toEqual(principal);
+      const path = '/audio/tracks/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio';
+      const playback = await b.auth.signPlayback(principal, `/v1${path}`, '5m');
+      expect(await playbackRequest(path, playback, a.auth)).toEqual({ principal });
+      await a.close();
+      replicas.shift();
+      const restarted = await createApiContext(env.config);
+      replicas.push(restarted);
+      expect(await restarted.auth.verify(streamToken)).toEqual(principal);
+      // Auth alone, without the database, has a key of its own: the shared one is what helps.
+      await expect(auth.verify(streamToken)).rejects.toMatchObject({ status: 401 });
+    } finally {
+      for (const replica of replicas) await replica.close();
+      await env.cleanup();
+    }
+  });
+});
 
 describe('playback tokens with a JWKS URL', () => {
   it("accepts an identity provider's token that carries an OAuth scope", async () => {

@@ -24,7 +24,7 @@ describe('migrations', () => {
     await runMigrations(url);
     const tables = (await query<{ table_name: string }>(`select table_name from information_schema.tables where table_schema = 'public' order by 1`)).map((r) => r.table_name);
     expect(tables).toEqual(
-      expect.arrayContaining(['audio_generation_batches', 'audio_sets', 'audio_tracks', 'voice_renditions', 'books', 'book_spreads', 'scenes', 'soundscapes', 'provider_calls']),
+      expect.arrayContaining(['audio_generation_batches', 'audio_sets', 'audio_tracks', 'voice_renditions', 'books', 'book_spreads', 'scenes', 'soundscapes', 'provider_calls', 'service_secrets']),
     );
     const indexes = (await query<{ indexname: string }>(`select indexname from pg_indexes where tablename = 'audio_generation_batches'`)).map((r) => r.indexname);
     expect(indexes).toEqual(expect.arrayContaining(['batches_user_vision_idx', 'batches_status_idx', 'batches_created_at_idx', 'batches_user_status_idx']));

@@ -42,19 +42,17 @@ export const isAudioPath = (path: string) => AUDIO_PATH.test(path);
  * development with neither set, a random secret and a demo user's token are generated so
  * `npm start` works at once; production refuses to start without one of them.
  */
-export async function createAuth(config: Config): Promise<Auth> {
-  let secret: Uint8Array | null = config.AUTH_JWT_SECRET ? new TextEncoder().encode(config.AUTH_JWT_SECRET) : null;
+export async function createAuth(config: Config, options: { sharedKey?: () => Promise<Uint8Array> } = {}): Promise<Auth> {
+  const secret: Uint8Array | null = config.AUTH_JWT_SECRET ? new TextEncoder().encode(config.AUTH_JWT_SECRET) : null;
   const jwks: JWTVerifyGetKey | null = config.AUTH_JWKS_URL ? createRemoteJWKSet(new URL(config.AUTH_JWKS_URL)) : null;
   let devToken: string | null = null;
-  if (!secret && !jwks) {
-    if (config.NODE_ENV === 'production') {
-      throw new Error('Refusing to start: set AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256) in production.');
-    }
-    secret = randomBytes(32);
+  if (!secret && !jwks && config.NODE_ENV === 'production') {
+    throw new Error('Refusing to start: set AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256) in production.');
   }
-  // Tokens we sign ourselves (dev token, EventSource query tokens) need a symmetric key even
-  // when users come with JWKS tokens; a per-process random one is enough for short lives.
-  const signingKey = secret ?? randomBytes(32);
+  // Tokens we sign ourselves (dev token, EventSource tokens, playback URLs) need a symmetric
+  // key even when users come with JWKS tokens: AUTH_JWT_SECRET, else the key every replica
+  // shares through the database (signing-key.ts), else (auth on its own, in tests) a random one.
+  const signingKey = secret ?? (options.sharedKey ? await options.sharedKey() : randomBytes(32));
 
   const sign = async (principal: Principal, expiresIn: string, claims: Record<string, string> = {}) =>
     new SignJWT({ ...claims, role: principal.role })

@@ -10,6 +10,7 @@ import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
+import { sharedSigningKey } from './signing-key';
 import { EventHub } from './events/event-hub';
 
 /** Everything a route needs, built once per process and passed in plainly. */
@@ -28,8 +29,11 @@ export interface ApiContext {
 }
 
 export async function createApiContext(config: Config, logger = createLogger('api', config.LOG_LEVEL)): Promise<ApiContext> {
-  const auth = await createAuth(config);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const auth = await createAuth(config, { sharedKey: () => sharedSigningKey(dbHandle.db) }).catch(async (error: unknown) => {
+    await dbHandle.close();
+    throw error;
+  });
   const redis = createProducerConnection(config.REDIS_URL);
   logConnectionState(redis, logger, 'api');
   const prefix = config.QUEUE_PREFIX;

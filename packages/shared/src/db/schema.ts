@@ -346,3 +346,13 @@ export const webhookDeliveries = pgTable(
   },
   (t) => [uniqueIndex('webhook_deliveries_endpoint_event_idx').on(t.endpointId, t.eventId)],
 );
+
+// Secrets the service makes for itself and every API replica must share: today the key that
+// signs the API's own short-lived tokens (EventSource tokens, playback URLs) when
+// AUTH_JWT_SECRET is not set. Kept here so a token one replica signs, another accepts, and a
+// restart does not void the URLs already handed out.
+export const serviceSecrets = pgTable('service_secrets', {
+  name: text('name').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+});
