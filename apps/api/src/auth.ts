@@ -2,6 +2,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '@soundqueue/shared/config';
+import { parseAudioPath } from './audio-paths';
 import { HttpError } from './http-errors';
 
 export interface Principal {
@@ -32,10 +33,6 @@ declare module 'express-serve-static-core' {
 }
 
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
-
-/** The audio routes, relative to /v1: what a playback token may open. */
-const AUDIO_PATH = /^\/(audio\/tracks|soundscapes)\/[^/]+\/audio$/;
-export const isAudioPath = (path: string) => AUDIO_PATH.test(path);
 
 /**
  * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL. In
@@ -119,7 +116,7 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
         // Browsers' EventSource cannot send headers: event streams accept a short-lived
         // signed token in the query string instead.
         token = req.query.access_token;
-      } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && isAudioPath(req.path)) {
+      } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && parseAudioPath(req.path)) {
         // <audio src> cannot send headers either: audio accepts a playback token signed for
         // exactly this path (POST /v1/playback-urls).
         req.principal = await verify(req.query.playback_token, req.baseUrl + req.path);

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { audioTracks, soundscapes } from '@soundqueue/shared/db/schema';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
+import { parseAudioPath } from '../audio-paths';
 import { parseId } from '../ids';
 
 // An <audio src> cannot send an Authorization header, and fetching the whole file into a
@@ -11,14 +12,15 @@ import { parseId } from '../ids';
 // for that one path: the player streams it with HTTP Range like any file, for
 // PLAYBACK_URL_TTL_SECONDS, and the token opens nothing else (see auth.ts).
 
-const AUDIO_URL = /^\/v1\/(audio\/tracks|soundscapes)\/([^/?#]+)\/audio$/;
-
 const bodySchema = z
   .object({
     audio_url: z
       .string()
       .max(200, 'must be at most 200 characters')
-      .regex(AUDIO_URL, 'must be an audio_url this API returned: /v1/audio/tracks/<id>/audio or /v1/soundscapes/<id>/audio'),
+      .refine(
+        (path) => path.startsWith('/v1/') && parseAudioPath(path.slice('/v1'.length)) !== null,
+        'must be an audio_url this API returned: /v1/audio/tracks/<id>/audio or /v1/soundscapes/<id>/audio',
+      ),
   })
   .strict();
 
@@ -27,10 +29,10 @@ export function playbackRoutes(ctx: ApiContext): Router {
 
   router.post('/playback-urls', requireJson, async (req, res) => {
     const { audio_url: path } = validate(bodySchema, req.body);
-    const [, kind, rawId] = AUDIO_URL.exec(path)!;
+    const { kind, id: rawId } = parseAudioPath(path.slice('/v1'.length))!;
     const userId = req.principal!.userId;
     // Only for the caller's own audio: someone else's id is a 404, as on the audio route.
-    if (kind === 'audio/tracks') {
+    if (kind === 'track') {
       const id = parseId(rawId, 'track');
       const [track] = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.id, id), eq(audioTracks.userId, userId)));
       if (!track) throw new HttpError(404, 'not_found', 'track not found');

@@ -25,6 +25,8 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (!(await startSoundscape(ctx.db, soundscapeId))) return { skipped: `soundscape is ${soundscape.status}` };
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
+  // The scratch file of the provider's audio until storage takes it over.
+  let scratchFile: string | undefined;
   try {
     const result = await recordedCall(
       ctx.db,
@@ -33,9 +35,11 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       (r) => ({ units: r.usage.seconds, costUsd: r.costUsd }),
     );
     const path = `${tmp}.${result.format}`;
+    scratchFile = path;
     const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SoundscapeGenerationError(`The soundscape provider ${message}`, { cause }));
     const key = storageKeys.soundscape(bookId, soundscapeId);
     const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
+    scratchFile = undefined;
     await ctx.publish(
       await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name }),
     );
@@ -53,6 +57,6 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       );
     });
   } finally {
-    await removeScratchFiles(`${tmp}.mp3`, `${tmp}.wav`);
+    if (scratchFile) await removeScratchFiles(scratchFile);
   }
 }
