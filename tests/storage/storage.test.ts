@@ -124,11 +124,11 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     expect(storage.driver).toBe(driver.name);
   });
 
-  it('putFile stores a file and stat describes it (size, etag, modifiedAt)', async () => {
+  it('moveFile stores a file and stat describes it (size, etag, modifiedAt)', async () => {
     const source = join(scratch, `${driver.name}-sample.bin`);
     await writeFile(source, sample);
     const before = Date.now();
-    const stored = await storage.putFile(key('sample.bin'), source, 'audio/mpeg');
+    const stored = await storage.moveFile(key('sample.bin'), source, 'audio/mpeg');
     expect(stored.size).toBe(sample.length);
     expect(stored.etag).toMatch(/^"[^"]+"$/);
     expect(stored.modifiedAt).toBeInstanceOf(Date);
@@ -168,16 +168,9 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     expect(bytes.equals(sample.subarray(start, end + 1))).toBe(true);
   });
 
-  it('downloads an object to a local file', async () => {
-    const target = join(scratch, `${driver.name}-download.bin`);
-    await storage.download(key('sample.bin'), target);
-    expect((await readFile(target)).equals(sample)).toBe(true);
-  });
-
-  it('stat of a missing key is null; reading, downloading or asking for its local file fails with ENOENT', async () => {
+  it('stat of a missing key is null; reading it or asking for its local file fails with ENOENT', async () => {
     expect(await storage.stat(key('missing.mp3'))).toBeNull();
     await expect((async () => readAll(await storage.read(key('missing.mp3'))))()).rejects.toMatchObject({ code: 'ENOENT' });
-    await expect(storage.download(key('missing.mp3'), join(scratch, `${driver.name}-missing.bin`))).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(storage.localFile(key('missing.mp3'), join(scratch, `${driver.name}-missing-local.bin`))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
@@ -233,12 +226,10 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     const source = join(scratch, `${driver.name}-unsafe.bin`);
     await writeFile(source, 'x');
     const attempts: Array<() => Promise<unknown>> = [
-      () => storage.putFile(bad, source, 'audio/mpeg'),
       () => storage.put(bad, Buffer.from('x'), 'audio/mpeg'),
       () => storage.stat(bad),
       () => storage.read(bad),
       () => storage.read(bad, { start: 0, end: 0 }),
-      () => storage.download(bad, join(scratch, 'unsafe-out.bin')),
       () => storage.localFile(bad, join(scratch, 'unsafe-out.bin')),
       () => storage.moveFile(bad, source, 'audio/mpeg'),
       () => storage.delete(bad),
@@ -249,18 +240,17 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     }
   });
 
-  it('round-trips a 5 MB file through putFile, read and download (by hash)', async () => {
+  it('round-trips a 5 MB file through moveFile, read and localFile (by hash)', async () => {
     // One byte over 5 MiB: more than one part for S3's multipart upload.
     const big = randomBytes(5 * 1024 * 1024 + 1);
     const source = join(scratch, `${driver.name}-big.bin`);
     await writeFile(source, big);
-    const stored = await storage.putFile(key('big.bin'), source, 'audio/mpeg');
+    const stored = await storage.moveFile(key('big.bin'), source, 'audio/mpeg');
     expect(stored.size).toBe(big.length);
     expect(await storage.stat(key('big.bin'))).toEqual(stored);
     expect(sha256(await readAll(await storage.read(key('big.bin'))))).toBe(sha256(big));
-    const target = join(scratch, `${driver.name}-big-download.bin`);
-    await storage.download(key('big.bin'), target);
-    expect(sha256(await readFile(target))).toBe(sha256(big));
+    const local = await storage.localFile(key('big.bin'), join(scratch, `${driver.name}-big-local.bin`));
+    expect(sha256(await readFile(local))).toBe(sha256(big));
     const tail = await readAll(await storage.read(key('big.bin'), { start: big.length - 100, end: big.length - 1 }));
     expect(tail.equals(big.subarray(big.length - 100))).toBe(true);
     await storage.delete(key('big.bin'));
@@ -327,10 +317,10 @@ describe('s3 driver specifics', () => {
     await expect(a.read('tracks/b1/t1.mp3', { start: -1, end: 2 })).rejects.toThrow(RangeError);
   });
 
-  it('putFile stores exactly the bytes of the file (read back raw through the SDK)', async () => {
+  it('moveFile stores exactly the bytes of the file (read back raw through the SDK)', async () => {
     const source = join(scratch, 'framing.bin');
     await writeFile(source, 'exactly these bytes');
-    await a.putFile('framing.bin', source, 'application/octet-stream');
+    await a.moveFile('framing.bin', source, 'application/octet-stream');
     const raw = await a.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'tenant-a/framing.bin' }));
     expect(await raw.Body?.transformToString()).toBe('exactly these bytes');
   });
@@ -404,7 +394,7 @@ describe('API serving an S3-stored file', () => {
     mp3 = await makeMp3(3);
     const source = join(scratch, 'e2e.mp3');
     await writeFile(source, mp3);
-    await storage.putFile(key, source, 'audio/mpeg');
+    await storage.moveFile(key, source, 'audio/mpeg');
 
     const app = express();
     app.get('/audio', async (req, res) => {

@@ -64,18 +64,14 @@ export function createLocalStorage(root: string): Storage {
 
   return {
     driver: 'local',
-    putFile: (key, source) => atomically(key, (tmp) => copyFile(source, tmp)),
     moveFile: (key, source) => move(key, source),
     put: (key, data) => atomically(key, (tmp) => writeFile(tmp, data)),
     stat: (key) => describe(pathOf(key)),
     async read(key, range): Promise<Readable> {
       return createReadStream(pathOf(key), range ? { start: range.start, end: range.end } : {});
     },
-    async download(key, path) {
-      await copyFile(pathOf(key), path);
-    },
     async localFile(key) {
-      // Fails with ENOENT for a missing object here, as a download would, not later in ffmpeg.
+      // Fails with ENOENT for a missing object here, as S3's download does, not later in ffmpeg.
       const path = pathOf(key);
       await access(path);
       return path;

@@ -100,7 +100,7 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     return toReadable(out.Body, key);
   };
 
-  const putFile = async (key: string, path: string, contentType: string): Promise<StoredObject> => {
+  const upload = async (key: string, path: string, contentType: string): Promise<StoredObject> => {
     // Upload streams the file in 5 MiB parts (multipart above one part, a single PutObject
     // otherwise) and keeps each part in memory, so a failed request can be retried.
     // S3 objects appear whole or not at all, like the local driver's rename.
@@ -125,9 +125,8 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     driver: 's3',
     bucket,
     client,
-    putFile,
     async moveFile(key, path, contentType) {
-      const stored = await putFile(key, path, contentType);
+      const stored = await upload(key, path, contentType);
       await rm(path, { force: true });
       return stored;
     },
@@ -137,7 +136,6 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     },
     stat: head,
     read: get,
-    download,
     async localFile(key, scratchPath) {
       await download(key, scratchPath);
       return scratchPath;

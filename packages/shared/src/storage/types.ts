@@ -10,8 +10,6 @@ export interface StoredObject {
 /** Where finished audio lives. Keys are relative paths like `tracks/<batch>/<track>.mp3`. */
 export interface Storage {
   readonly driver: 'local' | 's3';
-  /** Stores a file from the local disk (workers render to a temp file first). */
-  putFile(key: string, path: string, contentType: string): Promise<StoredObject>;
   /**
    * Stores a local file the caller is done with; the file is gone afterwards. The local driver
    * renames it into place (copying only across file systems), so a worker's output is never
@@ -23,12 +21,10 @@ export interface Storage {
   stat(key: string): Promise<StoredObject | null>;
   /** Streams the object, or the inclusive byte range [start, end] of it. */
   read(key: string, range?: { start: number; end: number }): Promise<Readable>;
-  /** Copies the object to a local file (for ffmpeg, which wants paths). */
-  download(key: string, path: string): Promise<void>;
   /**
    * A local file holding the object, for ffmpeg: the local driver's stored file itself, other
    * drivers a download to `scratchPath` (which the caller removes when the result is it).
-   * Fails with code ENOENT when there is no such object, like download.
+   * Fails with code ENOENT when there is no such object, as `read` does.
    * Reading a stored file in place is safe because no driver writes one in place: a new
    * version is renamed over it, and a reader keeps the bytes it opened.
    */
