@@ -26,17 +26,17 @@ export async function voiceTrack(ctx: WorkerContext, run: JobRun, trackId: strin
     const [track] = await ctx.db.select({ status: audioTracks.status }).from(audioTracks).where(eq(audioTracks.id, trackId));
     return { skipped: track ? `track is ${track.status}` : 'track no longer exists' };
   }
-  const { track, batch } = started;
+  const { track, request } = started;
   await ctx.publish(started.events);
   try {
     const variant = getVariant(track.variantId);
-    const section = batch.sectionsRequested[track.sectionIndex];
+    const section = request.section;
     if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
     if (!section) throw new ValidationError(`section ${track.sectionIndex} is missing from the batch`);
     const { rendition, paidUsd } = await obtainRendition(
       ctx,
-      { text: section.text, voice: batch.voiceId, model: batch.model, instructions: variant.speechInstructions },
-      { userId: batch.userId, batchId: batch.id },
+      { text: section.text, voice: request.voiceId, model: request.model, instructions: variant.speechInstructions },
+      { userId: request.userId, batchId: request.batchId },
     );
     await attachRendition(ctx.db, trackId, { keyHash: rendition.keyHash, storageKey: rendition.storageKey!, costUsd: paidUsd });
     return { renditionKey: rendition.keyHash };

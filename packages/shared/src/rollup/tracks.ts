@@ -1,7 +1,7 @@
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { preparedFor } from '../db/prepared';
-import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus } from '../db/schema';
+import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 
@@ -53,16 +53,28 @@ const param = (name: string) => sql`${sql.placeholder(name)}`;
 /** `column = any($name)`: one prepared statement for any list of allowed statuses. */
 const statusIn = (name: string) => sql`${audioTracks.status} = any(${sql.placeholder(name)}::text[])`;
 
+/** What the speech step needs of a track's batch: its own section, not every section's text. */
+export interface SpeechRequest {
+  batchId: string;
+  userId: string;
+  voiceId: string;
+  model: string;
+  /** The track's section of the request; null if the batch has no such section. */
+  section: SectionRequest | null;
+}
+
 /**
  * pending → generating, and the batch pending → processing on its first started track, in
  * one statement (data-modifying CTEs run in one snapshot, atomically, in one round trip; the
- * batch is updated only if the track was). Returns the started track and its batch (as it
- * was before this statement: the request fields the speech step needs).
+ * batch is updated only if the track was). Returns the started track and the request fields
+ * the speech step needs, with only this track's section: a batch's request holds every
+ * section's text (up to 20,000 characters), which each of its tracks would otherwise fetch
+ * and parse.
  */
 export async function startTrack(
   db: Db,
   trackId: string,
-): Promise<{ started: false; events: [] } | { started: true; track: TrackRow; batch: BatchRow; events: ProgressEvent[] }> {
+): Promise<{ started: false; events: [] } | { started: true; track: TrackRow; request: SpeechRequest; events: ProgressEvent[] }> {
   const statement = preparedFor(db, 'sq_start_track', (db) => {
     const t = db.$with('t').as(
       db
@@ -80,7 +92,17 @@ export async function startTrack(
     );
     return db
       .with(t, b)
-      .select()
+      .select({
+        t: t._.selectedFields,
+        request: {
+          batchId: audioGenerationBatches.id,
+          userId: audioGenerationBatches.userId,
+          voiceId: audioGenerationBatches.voiceId,
+          model: audioGenerationBatches.model,
+          section: sql<SectionRequest | null>`${audioGenerationBatches.sectionsRequested} -> ${t.sectionIndex}`,
+        },
+        b: b._.selectedFields,
+      })
       .from(t)
       .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, t.batchId))
       .leftJoin(b, eq(b.id, t.batchId))
@@ -90,7 +112,7 @@ export async function startTrack(
   if (!row) return { started: false, events: [] };
   const events = [trackEvent(row.t)];
   if (row.b) events.push(countersEvent(row.b));
-  return { started: true, track: row.t, batch: row.audio_generation_batches, events };
+  return { started: true, track: row.t, request: row.request, events };
 }
 
 /** Records the voice rendition a track uses (and the cost, when this track paid for it). */
