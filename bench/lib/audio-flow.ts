@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { FlowProducer, Worker } from 'bullmq';
+import { FlowProducer, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { ApiContext } from '@soundqueue/api';
@@ -9,6 +9,7 @@ import type { Config } from '@soundqueue/shared/config';
 import { createBatch } from '../../apps/api/src/batches/batch-service';
 import { deleteRedisPrefix, TEST_REDIS_URL } from '../../tests/helpers/services';
 import { markUncounted, now, onCleanup, sleep } from './common';
+import type { RawWrites } from './raw-writes';
 
 // The audio batch flow two ways: the real one (batches created by the API's own service
 // function, which writes the rows and enqueues buildAudioBatchFlow) and a raw BullMQ flow of
@@ -114,9 +115,11 @@ export async function runRealFlow(api: ApiContext, databaseUrl: string, options:
 /**
  * The raw BullMQ baseline: the same flows (buildAudioBatchFlow, so the same three levels,
  * job ids and options) under their own prefix, processed by workers whose processors return
- * at once, with the same per-queue concurrency, on the same Redis.
+ * at once, with the same per-queue concurrency, on the same Redis. With `writes`, the
+ * processors make the design's durable writes for their track and nothing else (the second
+ * baseline, `raw-writes.ts`), and the run checks they were all made.
  */
-export async function runRawFlow(config: Config, options: { tracks: number; concurrency: Concurrency; timeoutMs: number }): Promise<FlowRun> {
+export async function runRawFlow(config: Config, options: { tracks: number; concurrency: Concurrency; timeoutMs: number; writes?: RawWrites }): Promise<FlowRun> {
   const prefix = `sqbench-raw-${randomUUID().slice(0, 8)}`;
   const tuning = tuningFrom(config);
   const connections: Redis[] = [];
@@ -135,18 +138,29 @@ export async function runRawFlow(config: Config, options: { tracks: number; conc
   const flows = new FlowProducer({ connection: connect(), prefix });
   try {
     const sizes = batchSizes(options.tracks);
+    const writes = options.writes;
     let roots = 0;
     let allDone!: () => void;
-    const done = new Promise<void>((resolve) => (allDone = resolve));
-    const noop = async () => ({ ok: true });
-    const make = (queue: string, concurrency: number, processor: () => Promise<unknown>) => {
-      const w = new Worker(queue, processor, { connection: connect(), prefix, concurrency, autorun: false });
+    let failed!: (error: Error) => void;
+    const done = new Promise<void>((resolve, reject) => ((allDone = resolve), (failed = reject)));
+    type Data = { batchId: string; trackId: string };
+    const make = (queue: string, concurrency: number, processor: (job: Job<Data>) => Promise<unknown>) => {
+      const w = new Worker<Data>(queue, processor, { connection: connect(), prefix, concurrency, autorun: false });
+      // A failed job would be retried with backoff and leave the run waiting: stop at once.
+      w.on('failed', (job, error) => failed(new Error(`raw flow: ${queue} job ${job?.id} failed: ${error.message}`)));
       workers.push(w);
       return w;
     };
-    make(QUEUE.audioTts, options.concurrency.tts, noop);
-    make(QUEUE.audioMix, options.concurrency.mix, noop);
-    make(QUEUE.audioBatch, options.concurrency.batch, async () => {
+    make(QUEUE.audioTts, options.concurrency.tts, async (job) => {
+      await writes?.speak(job.data.trackId);
+      return { ok: true };
+    });
+    make(QUEUE.audioMix, options.concurrency.mix, async (job) => {
+      await writes?.mix(job.data.trackId);
+      return { ok: true };
+    });
+    make(QUEUE.audioBatch, options.concurrency.batch, async (job) => {
+      await writes?.finalise(job.data.batchId);
       roots += 1;
       if (roots === sizes.length) setImmediate(allDone);
       return { ok: true };
@@ -154,9 +168,13 @@ export async function runRawFlow(config: Config, options: { tracks: number; conc
     for (const w of workers) void w.run();
     await Promise.all(workers.map((w) => w.waitUntilReady()));
     const started = now();
+    const batchIds: string[] = [];
     for (const n of sizes) {
+      const batchId = randomUUID();
       const trackIds = Array.from({ length: n }, () => randomUUID());
-      await flows.add(buildAudioBatchFlow(randomUUID(), 1, trackIds, tuning));
+      await writes?.createBatch(batchId, trackIds);
+      await flows.add(buildAudioBatchFlow(batchId, 1, trackIds, tuning));
+      batchIds.push(batchId);
     }
     const enqueued = now();
     let timer: NodeJS.Timeout | undefined;
@@ -166,7 +184,14 @@ export async function runRawFlow(config: Config, options: { tracks: number; conc
         timer = setTimeout(() => reject(new Error(`raw flow: ${roots} of ${sizes.length} roots within ${options.timeoutMs} ms`)), options.timeoutMs);
       }),
     ]).finally(() => clearTimeout(timer));
-    return flowRun(options.tracks, sizes.length, { started, enqueued }, options.tracks, 0);
+    const run = flowRun(options.tracks, sizes.length, { started, enqueued }, options.tracks, 0);
+    if (writes) {
+      const outcome = await writes.outcome(batchIds);
+      if (outcome.completedTracks !== options.tracks || outcome.finalisedBatches !== sizes.length) {
+        throw new Error(`raw flow with writes: ${outcome.completedTracks} of ${options.tracks} tracks counted, ${outcome.finalisedBatches} of ${sizes.length} batches finalised`);
+      }
+    }
+    return run;
   } finally {
     await release();
   }
