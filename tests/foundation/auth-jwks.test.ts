@@ -64,8 +64,9 @@ describe('tokens the API signs itself, with JWKS users and no AUTH_JWT_SECRET', 
     try {
       const [a, b] = replicas as [ApiContext, ApiContext];
       const principal = { userId: 'jwks-user', role: 'user' as const };
-      const streamToken = await a.auth.sign(principal, '5m');
-      expect(await b.auth.verify(streamToken)).toEqual(principal);
+      const streamToken = await a.auth.signStream(principal, '5m');
+      const onStream = { eventStream: true };
+      expect(await b.auth.verify(streamToken, onStream)).toEqual(principal);
       const path = '/audio/tracks/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/audio';
       const playback = await b.auth.signPlayback(principal, `/v1${path}`, '5m');
       expect(await playbackRequest(path, playback, a.auth)).toEqual({ principal });
@@ -73,9 +74,9 @@ describe('tokens the API signs itself, with JWKS users and no AUTH_JWT_SECRET', 
       replicas.shift();
       const restarted = await createApiContext(env.config);
       replicas.push(restarted);
-      expect(await restarted.auth.verify(streamToken)).toEqual(principal);
+      expect(await restarted.auth.verify(streamToken, onStream)).toEqual(principal);
       // Auth alone, without the database, has a key of its own: the shared one is what helps.
-      await expect(auth.verify(streamToken)).rejects.toMatchObject({ status: 401 });
+      await expect(auth.verify(streamToken, onStream)).rejects.toMatchObject({ status: 401 });
     } finally {
       for (const replica of replicas) await replica.close();
       await env.cleanup();

@@ -116,6 +116,22 @@ describe('batch event streams', () => {
     expect(anonymous.status).toBe(401);
     // The query token only works on event streams.
     expect((await fetch(`${api.url}/v1/audio/batches/${created.body.id}?access_token=${minted.token}`)).status).toBe(401);
+    // As a bearer token too: a stream token opens a stream, and calls nothing else, so a token
+    // that sits in URLs can neither read or change anything nor mint its own successor.
+    const asBearer = { Authorization: `Bearer ${minted.token}` };
+    const streamByHeader = await fetch(`${api.url}/v1/audio/batches/${created.body.id}/events`, { headers: asBearer });
+    expect(streamByHeader.status).toBe(200);
+    await streamByHeader.body?.cancel();
+    const elsewhere = [
+      await fetch(`${api.url}/v1/audio/batches/${created.body.id}`, { headers: asBearer }),
+      await fetch(`${api.url}/v1/audio/variants`, { headers: asBearer }),
+      await fetch(`${api.url}/v1/stream-tokens`, { method: 'POST', headers: asBearer }),
+      await fetch(`${api.url}/v1/audio/batches/${created.body.id}/cancel`, { method: 'POST', headers: asBearer }),
+    ];
+    expect(elsewhere.map((r) => r.status)).toEqual([401, 401, 401, 401]);
+    expect(((await elsewhere[0]!.json()) as { error: { message: string } }).error.message).toBe('a stream token is only good on an event stream (GET …/events)');
+    // A user's own token still works on a stream as ?access_token= (and everywhere else).
+    expect((await api.request(`/v1/audio/batches/${created.body.id}`)).status).toBe(200);
   });
 });
 

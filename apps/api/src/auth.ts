@@ -3,6 +3,7 @@ import type { RequestHandler } from 'express';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '@soundqueue/shared/config';
 import { parseAudioPath } from './audio-paths';
+import { isEventStreamPath } from './event-paths';
 import { HttpError } from './http-errors';
 
 export interface Principal {
@@ -10,11 +11,21 @@ export interface Principal {
   role: 'user' | 'admin';
 }
 
+/** Where a token is presented: our scoped tokens are good only where they were made for. */
+export interface TokenUse {
+  /** The request is an event stream (GET …/events), where stream tokens are good. */
+  eventStream?: boolean;
+}
+
 export interface Auth {
-  /** Verifies a bearer token; throws HttpError 401 with the reason. */
-  verify(token: string): Promise<Principal>;
-  /** Signs a short-lived token (HS256 only), e.g. the query token for EventSource. */
-  sign(principal: Principal, expiresIn: string): Promise<string>;
+  /** Verifies a token presented for `use` (by default any route but an event stream); throws HttpError 401 with the reason. */
+  verify(token: string, use?: TokenUse): Promise<Principal>;
+  /**
+   * Signs a stream token (HS256, scope "events"): good only on event streams, as
+   * `?access_token=` (EventSource cannot send headers) or as a bearer token, never on another
+   * route, so a token that sits in URLs cannot call the rest of the API or renew itself.
+   */
+  signStream(principal: Principal, expiresIn: string): Promise<string>;
   /**
    * Signs a playback token: good only as `?playback_token=` on the one audio path it names
    * (GET and HEAD), never as a bearer token or on another route, so an <audio src> can carry
@@ -65,7 +76,8 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
 
   // `playbackPath` is set when the token came as ?playback_token= on that audio path: only
   // then is a playback token (scope "playback") good, and only for the path it was signed for.
-  const toPrincipal = (payload: JWTPayload, playbackPath?: string): Principal => {
+  // A stream token (scope "events") is good only when `use.eventStream` says the request is one.
+  const toPrincipal = (payload: JWTPayload, use: TokenUse, playbackPath?: string): Principal => {
     if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200) {
       throw unauthorized('token has no usable sub claim');
     }
@@ -75,11 +87,13 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
     } else if (payload.scope === 'playback') {
       // (Only our own value: an identity provider's tokens often carry an OAuth scope.)
       throw unauthorized('a playback token is only good in the playback URL it came with');
+    } else if (payload.scope === 'events' && !use.eventStream) {
+      throw unauthorized('a stream token is only good on an event stream (GET …/events)');
     }
     return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
   };
 
-  const verify = async (token: string, playbackPath?: string): Promise<Principal> => {
+  const verify = async (token: string, use: TokenUse, playbackPath?: string): Promise<Principal> => {
     if (serviceToken && playbackPath === undefined) {
       const given = Buffer.from(token);
       if (given.length === serviceToken.length && timingSafeEqual(given, serviceToken)) return { userId: 'service', role: 'admin' };
@@ -88,13 +102,13 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       // Playback tokens are ours alone (HS256 with our key), never an identity provider's.
       if (jwks && playbackPath === undefined) {
         try {
-          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload, playbackPath);
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload, use, playbackPath);
         } catch (error) {
           // Our own short-lived tokens are HS256 even in JWKS mode.
           if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
         }
       }
-      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload, playbackPath);
+      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload, use, playbackPath);
     } catch (error) {
       if (error instanceof HttpError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw unauthorized('token expired');
@@ -107,23 +121,24 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
   const middleware: RequestHandler = async (req, _res, next) => {
     try {
       const header = req.headers.authorization;
+      const eventStream = req.method === 'GET' && isEventStreamPath(req.path);
       let token: string | undefined;
       if (header) {
         const match = /^Bearer\s+(\S+)$/i.exec(header);
         if (!match) throw unauthorized('Authorization header must be "Bearer <token>"');
         token = match[1];
-      } else if (req.method === 'GET' && typeof req.query.access_token === 'string' && req.path.endsWith('/events')) {
+      } else if (eventStream && typeof req.query.access_token === 'string') {
         // Browsers' EventSource cannot send headers: event streams accept a short-lived
         // signed token in the query string instead.
         token = req.query.access_token;
       } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && parseAudioPath(req.path)) {
         // <audio src> cannot send headers either: audio accepts a playback token signed for
         // exactly this path (POST /v1/playback-urls).
-        req.principal = await verify(req.query.playback_token, req.baseUrl + req.path);
+        req.principal = await verify(req.query.playback_token, {}, req.baseUrl + req.path);
         return next();
       }
       if (!token) throw unauthorized('missing Authorization: Bearer <token>');
-      req.principal = await verify(token);
+      req.principal = await verify(token, { eventStream });
       next();
     } catch (error) {
       next(error);
@@ -132,5 +147,11 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
 
   const signPlayback = (principal: Principal, path: string, expiresIn: string) => sign(principal, expiresIn, { scope: 'playback', path });
 
-  return { verify: (token) => verify(token), sign: (principal, expiresIn) => sign(principal, expiresIn), signPlayback, middleware, devToken };
+  return {
+    verify: (token, use = {}) => verify(token, use),
+    signStream: (principal, expiresIn) => sign(principal, expiresIn, { scope: 'events' }),
+    signPlayback,
+    middleware,
+    devToken,
+  };
 }

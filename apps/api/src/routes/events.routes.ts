@@ -15,10 +15,10 @@ export function eventRoutes(ctx: ApiContext): Router {
   const router = Router();
 
   // EventSource cannot send an Authorization header: a page trades its token for a
-  // short-lived one it may put in the stream's URL (?access_token=...).
+  // short-lived one it may put in the stream's URL (?access_token=...), good on streams only.
   router.post('/stream-tokens', async (req, res) => {
     const ttl = ctx.config.STREAM_TOKEN_TTL_SECONDS;
-    const token = await ctx.auth.sign(req.principal!, `${ttl}s`);
+    const token = await ctx.auth.signStream(req.principal!, `${ttl}s`);
     res.status(201).json({ token, expires_in: ttl });
   });
 
