@@ -66,6 +66,19 @@ describe('batch event streams', () => {
     await late.ended;
     expect(late.events).toHaveLength(1);
     expect(late.events[0]!.data.status).toBe('completed');
+
+    // So does one resuming after the terminal event (EventSource reconnects whenever a stream
+    // closes, with the last id it saw): nothing is replayed, the final state comes as a snapshot.
+    const terminalId = changes.at(-1)!.id;
+    const resumed = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': terminalId });
+    await resumed.ended;
+    expect(resumed.events.map((e) => [e.event, e.id])).toEqual([['snapshot', terminalId]]);
+    expect(resumed.events[0]!.data).toMatchObject({ status: 'completed', tracks_completed: 2 });
+    // Resuming from before the end replays the rest, terminal event included, and ends there.
+    const before = changes.at(-3)!.id;
+    const replayed = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': before });
+    await replayed.ended;
+    expect(replayed.events.map((e) => e.id)).toEqual(changes.slice(-2).map((e) => e.id));
   });
 
   it('resume with Last-Event-ID across an API restart without a gap', async () => {

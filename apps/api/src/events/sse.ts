@@ -17,7 +17,7 @@ function write(res: Response, event: { id: string; type: string; data: unknown }
 /**
  * Serves one Server-Sent Events stream: a snapshot (or, with Last-Event-ID, the missed
  * events from the log), then every change, a heartbeat comment, and the end after the
- * terminal event. Live events are buffered while the snapshot is read, so none falls in
+ * terminal event (or at once, with the final snapshot, when resuming after it). Live events are buffered while the snapshot is read, so none falls in
  * the gap between the two.
  */
 export async function streamEvents(req: Request, res: Response, options: StreamOptions): Promise<void> {
@@ -71,4 +71,15 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   }
   live = true;
   for (const event of buffered.splice(0)) deliver(event);
+  if (replayed && open) {
+    // Resumed after the end: the terminal event is at or before Last-Event-ID, so nothing
+    // would ever end this stream, and EventSource reconnects whenever a stream closes. If the
+    // subject has finished, send its final state and end, as a stream opened after the end
+    // does. (A terminal event still arriving live ends the stream by itself meanwhile.)
+    const snapshot = await options.snapshot();
+    if (open && snapshot.terminal) {
+      write(res, { id: lastId, type: 'snapshot', data: snapshot.data });
+      finish();
+    }
+  }
 }
