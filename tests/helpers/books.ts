@@ -42,6 +42,7 @@ export async function expectBookCountsMatchRows(databaseUrl: string, bookId: str
     expect(book.processed_spreads).toBe(of(spreads, 'analyzed'));
     expect(book.failed_spreads).toBe(of(spreads, 'failed'));
     expect(book.soundscapes_generated).toBe(of(sounds, 'completed'));
+    expect(book.soundscapes_failed).toBe(of(sounds, 'failed'));
     expect(book.scenes_created).toBe(scenes);
     expect(book.error_count).toBe(book.processing_errors.length);
   } finally {

@@ -40,7 +40,8 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       .from(audioGenerationBatches)
       .where(and(inArray(audioGenerationBatches.status, ['pending', 'processing']), lt(audioGenerationBatches.updatedAt, graceCutoff)));
     for (const batch of batches) {
-      if (batch.createdAt < stuckCutoff) {
+      // A run's age counts from its start (a retry resets started_at), as for books.
+      if ((batch.startedAt ?? batch.createdAt) < stuckCutoff) {
         const hours = Math.round(ctx.config.STUCK_AFTER_MS / 360_000) / 10;
         const reason = `The track did not finish within ${hours} h and was stopped; retry the batch's failed tracks.`;
         const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));

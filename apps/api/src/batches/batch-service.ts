@@ -177,6 +177,11 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
         attempts: 0,
         startedAt: null,
         completedAt: null,
+        // Voiced again by the new run (a cache hit when the rendition exists): with a voice
+        // still attached, a pending track whose speech job is lost would look voiced to its
+        // mix job, which then would not voice it (processAudioMix).
+        renditionKey: null,
+        voiceFileKey: null,
         updatedAt: sql`now()`,
       })
       .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')))
@@ -191,6 +196,9 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
         tracksFailed: sql`${audioGenerationBatches.tracksFailed} - ${failed.length}`,
         tracksPending: sql`${audioGenerationBatches.tracksPending} + ${failed.length}`,
         errorMessage: null,
+        // The run starts now: the reconciler's STUCK_AFTER_MS counts from here, not from
+        // the batch's creation (a retry of yesterday's batch is not stuck).
+        startedAt: sql`now()`,
         completedAt: null,
         updatedAt: sql`now()`,
       })

@@ -1,8 +1,9 @@
-import { and, eq, sql } from 'drizzle-orm';
-import { books, bookSpreads, type ProcessingError } from '@soundqueue/shared/db/schema';
+import { and, eq, inArray, ne, sql } from 'drizzle-orm';
+import { books, bookSpreads, soundscapes, type ProcessingError } from '@soundqueue/shared/db/schema';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
+import { finaliseBook } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { HttpError } from '../http-errors';
@@ -17,16 +18,27 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     const message = `Could not enqueue the book's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, bookId: book.id }, 'enqueue failed');
     const entry: ProcessingError = { timestamp: new Date().toISOString(), spreadIndex: 0, pages: '1-2', errorType: 'DatabaseError', message, stack: null, attempt: 1 };
-    // Processing cannot start: the book is marked failed so nothing waits for it forever.
-    await ctx.db
-      .update(books)
-      .set({
-        status: 'failed',
-        completedAt: sql`now()`,
-        errorCount: sql`${books.errorCount} + 1`,
-        processingErrors: sql`${books.processingErrors} || ${JSON.stringify([entry])}::jsonb`,
-      })
-      .where(eq(books.id, book.id));
+    // Processing cannot start, so nothing may wait for it: the spreads this run was to analyse
+    // fail with the reason, and the book ends by the usual rule (ready if spreads of an
+    // earlier run were processed, failed if none), so a restart of a ready book that cannot
+    // be enqueued leaves it ready. Starting generation again picks the spreads up.
+    await ctx.db.transaction(async (tx) => {
+      const failed = await tx
+        .update(bookSpreads)
+        .set({ status: 'failed', errorMessage: message, updatedAt: sql`now()` })
+        .where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.index, spreadIndexes), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+        .returning({ index: bookSpreads.index });
+      await tx
+        .update(books)
+        .set({
+          failedSpreads: sql`${books.failedSpreads} + ${failed.length}`,
+          errorCount: sql`${books.errorCount} + 1`,
+          processingErrors: sql`${books.processingErrors} || ${JSON.stringify([entry])}::jsonb`,
+          updatedAt: sql`now()`,
+        })
+        .where(and(eq(books.id, book.id), eq(books.run, book.run)));
+    });
+    await ctx.publish((await finaliseBook(ctx.db, book.id, {})).events);
     throw new HttpError(503, 'queue_unavailable', `${message}. Try again.`, { bookId: book.id });
   }
 }
@@ -65,8 +77,9 @@ export async function getOwnedBook(ctx: ApiContext, userId: string, bookId: stri
 }
 
 /**
- * Starts generation again for a finished book: spreads whose analysis failed are analysed
- * again, then scenes are re-segmented; finished soundscapes of unchanged scenes are kept.
+ * Starts generation again for a finished book: every spread not analysed yet (failed, or
+ * never queued because the first enqueue failed) is analysed, then scenes are re-segmented;
+ * finished soundscapes of unchanged scenes are kept and failed ones get another go.
  */
 export async function restartBook(ctx: ApiContext, userId: string, bookId: string): Promise<Book> {
   const result = await ctx.db.transaction(async (tx) => {
@@ -78,8 +91,16 @@ export async function restartBook(ctx: ApiContext, userId: string, bookId: strin
     const retried = await tx
       .update(bookSpreads)
       .set({ status: 'pending', attempts: 0, errorMessage: null, updatedAt: sql`now()` })
-      .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.status, 'failed')))
+      .where(and(eq(bookSpreads.bookId, bookId), ne(bookSpreads.status, 'analyzed')))
       .returning({ index: bookSpreads.index });
+    // Here, with the book's errors cleared below, and not when the new run segments: a
+    // segment step that runs twice in one run (a re-delivered root, the reconciler's new run
+    // after Redis lost the jobs) would otherwise retry soundscapes that failed in this run,
+    // leaving their errors counted after they succeed.
+    await tx
+      .update(soundscapes)
+      .set({ status: 'pending', errorMessage: null, attempts: 0, updatedAt: sql`now()` })
+      .where(and(eq(soundscapes.bookId, bookId), eq(soundscapes.status, 'failed')));
     const [updated] = await tx
       .update(books)
       .set({

@@ -9,11 +9,14 @@ import { recordedCall } from '../provider-calls';
 
 /** One spread's analysis: setting, mood, ambience and whether a new scene starts here. */
 export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promise<{ sceneChanged: boolean } | { skipped: string }> {
-  const { bookId, spreadIndex } = parsePayload('book-analyze', run.job.data);
-  const [book] = await ctx.db.select({ userId: books.userId, status: books.status }).from(books).where(eq(books.id, bookId));
+  const { bookId, spreadIndex, run: jobRun } = parsePayload('book-analyze', run.job.data);
+  const [book] = await ctx.db.select({ userId: books.userId, status: books.status, run: books.run }).from(books).where(eq(books.id, bookId));
   if (!book) return { skipped: 'book no longer exists' };
-  // A book that failed to start (its flow arrived after the API gave up) is not processed.
+  // A book that failed to start (its flow arrived after the API gave up) is not processed,
+  // nor is a job of an earlier run (such a flow, arriving once Redis is back, during a
+  // restart's run): the current run's own job analyses the spread.
   if (book.status !== 'processing') return { skipped: `book is ${book.status}` };
+  if (book.run !== jobRun) return { skipped: `job of run ${jobRun}, the book is on run ${book.run}` };
   if (!(await startSpread(ctx.db, bookId, spreadIndex))) return { skipped: 'spread already analysed' };
   const [spread] = await ctx.db.select().from(bookSpreads).where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, spreadIndex)));
   const [previous] =

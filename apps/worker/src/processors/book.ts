@@ -128,23 +128,20 @@ async function segment(ctx: WorkerContext, bookId: string): Promise<string[]> {
         .returning({ id: scenes.id });
       await tx.insert(soundscapes).values({ sceneId: row!.id, bookId, userId: owner!.userId });
     }
-    // Failed soundscapes of kept scenes get another go.
-    await tx
-      .update(soundscapes)
-      .set({ status: 'pending', errorMessage: null, attempts: 0, updatedAt: sql`now()` })
-      .where(and(eq(soundscapes.bookId, bookId), eq(soundscapes.status, 'failed')));
+    // Soundscapes of kept scenes keep their status: one that failed in this run stays failed
+    // with its error (restartBook gives failed ones another go, clearing the errors).
     const all = await tx.select({ id: soundscapes.id, status: soundscapes.status }).from(soundscapes).where(eq(soundscapes.bookId, bookId));
     const [book] = await tx
       .update(books)
       .set({
         scenesCreated: planned.length,
         soundscapesGenerated: all.filter((s) => s.status === 'completed').length,
-        soundscapesFailed: 0,
+        soundscapesFailed: all.filter((s) => s.status === 'failed').length,
         updatedAt: sql`now()`,
       })
       .where(eq(books.id, bookId))
       .returning();
-    return { book: book!, pending: all.filter((s) => s.status !== 'completed').map((s) => s.id) };
+    return { book: book!, pending: all.filter((s) => s.status === 'pending' || s.status === 'generating').map((s) => s.id) };
   });
   await ctx.publish([bookCountersEvent(result.book)]);
   return result.pending;
