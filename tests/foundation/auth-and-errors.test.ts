@@ -96,6 +96,25 @@ describe('error shape', () => {
     expect(body.error.details).toEqual(expect.arrayContaining([expect.objectContaining({ path: 'body.visionId' })]));
   });
 
+  it('for a body nested deeper than any request needs, refused before anything walks it', async () => {
+    // 60,000 levels in 120 KB: the check that looks for unstorable strings used to copy the
+    // path at every level and held the event loop for ~30 s on this body.
+    const deep = `{"visionId":"v","sections":${'['.repeat(60_000)}${']'.repeat(60_000)}}`;
+    const res = await api.request('/v1/audio/batches', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: deep });
+    expect(res.status).toBe(400);
+    const body = await readJson(res);
+    expect(body.error.code).toBe('validation_failed');
+    expect(body.error.message).toBe(`body.sections${'.0'.repeat(31)}: must not nest more than 32 levels deep`);
+    // 32 levels are fine as far as nesting goes (the schema then says what is wrong).
+    const fine = await api.request('/v1/audio/batches', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: `{"visionId":"v","sections":${'['.repeat(31)}${']'.repeat(31)}}`,
+    });
+    expect(fine.status).toBe(400);
+    expect((await readJson(fine)).error.message).not.toMatch(/nest/);
+  });
+
   it('for a wrong content type', async () => {
     const res = await api.request('/v1/audio/batches', { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: 'hello' });
     expect(res.status).toBe(415);

@@ -74,6 +74,13 @@ describe('batch event streams', () => {
     await resumed.ended;
     expect(resumed.events.map((e) => [e.event, e.id])).toEqual([['snapshot', terminalId]]);
     expect(resumed.events[0]!.data).toMatchObject({ status: 'completed', tracks_completed: 2 });
+    // An id Redis cannot hold (over 64 bits) is an id we never sent: a fresh snapshot, as for
+    // any unknown id (it broke the replay mid-stream, leaving an empty stream).
+    for (const odd of ['99999999999999999999-0', '18446744073709551616-0', '0-18446744073709551616']) {
+      const fresh = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': odd });
+      await fresh.ended;
+      expect(fresh.events.map((e) => e.event), odd).toEqual(['snapshot']);
+    }
     // Resuming from before the end replays the rest, terminal event included, and ends there.
     const before = changes.at(-3)!.id;
     const replayed = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': before });

@@ -376,6 +376,19 @@ describe('edges by hand', () => {
         checked++;
         expect((await send('GET', '/v1/books?status=%00')).status).toBe(400);
         checked++;
+        // Cursors that decode to a date JavaScript parses but PostgreSQL refuses (or that no
+        // page of ours could end at) are 400 on both lists, never 500.
+        const uuid = '00000000-0000-4000-8000-000000000000';
+        for (const at of ['+275760-09-13T00:00:00.000Z', '-000001-01-01T00:00:00.000Z', '0000-01-01T00:00:00.000Z', '+010000-01-01T00:00:00.000Z', '1', '2026-01-01T00:00:00Z']) {
+          const cursor = Buffer.from(`${at}|${uuid}`).toString('base64url');
+          for (const list of ['/v1/audio/batches', '/v1/books']) {
+            expect((await send('GET', `${list}?cursor=${cursor}`)).status, `${list} cursor ${at}`).toBe(400);
+            checked++;
+          }
+        }
+        // A cursor we could have made pages on.
+        expect((await send('GET', `/v1/audio/batches?cursor=${Buffer.from(`2026-01-01T00:00:00.000Z|${uuid}`).toString('base64url')}`)).status).toBe(200);
+        checked++;
         r.held(`${checked} requests over ${routes.length} routes: every malformed or unknown id 404 (a broken percent-encoding 400/404), never 500; NUL or bad cursors in list queries 400`);
         r.measure('requests', checked);
       },

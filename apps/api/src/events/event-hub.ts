@@ -83,6 +83,10 @@ export function compareIds(a: string, b: string): number {
   return am - bm || as - bs;
 }
 
+const MAX_STREAM_ID_PART = 2n ** 64n - 1n;
+
+/** A Redis stream id: two unsigned 64-bit numbers (a larger one made XRANGE fail mid-stream). */
 export function isStreamId(value: string): boolean {
-  return /^\d{1,20}-\d{1,20}$/.test(value);
+  const match = /^(\d{1,20})-(\d{1,20})$/.exec(value);
+  return match !== null && BigInt(match[1]!) <= MAX_STREAM_ID_PART && BigInt(match[2]!) <= MAX_STREAM_ID_PART;
 }
