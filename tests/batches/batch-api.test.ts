@@ -160,8 +160,16 @@ describe('batch API', () => {
       expect(outside.status).toBe(416);
       expect(outside.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
       expect((await readJson(outside)).error.code).toBe('range_not_satisfiable');
+      // The 416's body is JSON, said as such, and nothing caches it as the audio.
+      expect(outside.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(outside.headers.get('cache-control')).toBeNull();
+      expect(outside.headers.get('content-disposition')).toBeNull();
+      expect(outside.headers.get('etag')).not.toBe(etag);
 
-      expect((await api.request(url, { headers: { 'If-None-Match': etag } })).status).toBe(304);
+      const notModified = await api.request(url, { headers: { 'If-None-Match': etag } });
+      expect(notModified.status).toBe(304);
+      expect(notModified.headers.get('etag')).toBe(etag);
+      expect(notModified.headers.get('cache-control')).toBe('private, max-age=3600');
     } finally {
       await worker.close();
     }

@@ -30,12 +30,13 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
   const object = await storage.stat(key);
   if (!object) throw new HttpError(404, 'not_found', 'audio file not found');
   res.setHeader('Accept-Ranges', 'bytes');
-  res.setHeader('ETag', object.etag);
-  res.setHeader('Last-Modified', object.modifiedAt.toUTCString());
-  res.setHeader('Cache-Control', 'private, max-age=3600');
-  res.setHeader('Content-Disposition', `inline; filename="${filename}"`);
-  res.setHeader('Content-Type', 'audio/mpeg');
+  const validators = () => {
+    res.setHeader('ETag', object.etag);
+    res.setHeader('Last-Modified', object.modifiedAt.toUTCString());
+    res.setHeader('Cache-Control', 'private, max-age=3600');
+  };
   if (req.headers['if-none-match'] === object.etag) {
+    validators();
     res.status(304).end();
     return;
   }
@@ -43,9 +44,13 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
   const ifRange = req.headers['if-range'];
   const range = ifRange && ifRange !== object.etag ? null : parseRange(req.headers.range, object.size);
   if (range === 'unsatisfiable') {
+    // The error body is JSON: none of the audio's headers (type, cache, file name) go with it.
     res.setHeader('Content-Range', `bytes */${object.size}`);
     throw new HttpError(416, 'range_not_satisfiable', `range ${req.headers.range} is outside the file's ${object.size} bytes`);
   }
+  validators();
+  res.setHeader('Content-Disposition', `inline; filename="${filename}"`);
+  res.setHeader('Content-Type', 'audio/mpeg');
   if (range) {
     res.status(206);
     res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${object.size}`);
