@@ -222,13 +222,16 @@ describe('docker-compose.yml', () => {
       expect(new URL(config.DATABASE_URL).hostname, name).toBe('postgres');
       expect(new URL(config.REDIS_URL).hostname, name).toBe('redis');
     }
-    // Provider keys reach the generation workers (passed through, optional), and only them.
-    expect(Object.keys(envOf(services['worker-generation']!))).toEqual(
-      expect.arrayContaining(['OPENAI_API_KEY', 'GEMINI_API_KEY', 'REPLICATE_API_TOKEN']),
-    );
+    // Provider keys reach every worker (passed through, optional) and not the API. Mixing
+    // needs the speech provider too: a mix job voices its track when the speech job was lost,
+    // and a voice made by another provider would be another voice (and another cache key).
+    for (const worker of ['worker-generation', 'worker-mixing']) {
+      expect(Object.keys(envOf(services[worker]!)), worker).toEqual(expect.arrayContaining(['OPENAI_API_KEY', 'GEMINI_API_KEY', 'REPLICATE_API_TOKEN']));
+    }
     expect(envOf(api).OPENAI_API_KEY).toBeUndefined();
     const withKeys = loadCompose({ ...hostEnv, OPENAI_API_KEY: 'sk-x' });
     expect(loadConfig(envOf(withKeys.services['worker-generation']!)).speechProvider).toBe('openai');
+    expect(loadConfig(envOf(withKeys.services['worker-mixing']!)).speechProvider).toBe('openai');
   });
 
   it('names only files that exist in the commands', () => {

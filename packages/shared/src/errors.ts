@@ -71,8 +71,9 @@ export class DatabaseError extends SoundqueueError {
 }
 
 /**
- * Classifies a provider's HTTP status: 429 and 5xx (and no status: a network fault or a
- * timeout) are worth another attempt; any other 4xx is our request's fault and is not.
+ * Classifies a provider's HTTP status: 408 (the provider timed out reading the request), 409
+ * (a conflict on its side, e.g. a concurrent request), 429 and 5xx (and no status: a network
+ * fault or a timeout) are worth another attempt; any other 4xx is our request's fault and is not.
  */
 export function isRetryableStatus(status: number | undefined): boolean {
   if (status === undefined) return true;
