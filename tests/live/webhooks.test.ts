@@ -3,9 +3,10 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
+import { jobId, jobOptions, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 let env: TestEnv;
@@ -103,12 +104,61 @@ describe('webhooks', () => {
         expect(res.status, url).toBe(400);
         expect((await readJson(res)).error.message).toMatch(/loopback, private or link-local|does not resolve/);
       }
+      const before = await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints');
+      // IPv6 spellings of internal IPv4 hosts: mapped (dotted, and the hex URL parsing rewrites
+      // it to), IPv4-compatible and NAT64 ones; and IPv6 site-local.
+      const disguised = ['http://[::ffff:127.0.0.1]:6379/', 'http://[::ffff:7f00:1]/x', 'http://[::ffff:169.254.169.254]/latest', 'http://[::ffff:10.0.0.1]/',
+        'http://[::127.0.0.1]/', 'http://[64:ff9b::7f00:1]/', 'http://[64:ff9b::10.0.0.1]/', 'http://[::ffff:0:7f00:1]/', 'http://[fec0::1]/', 'http://[feff::1]/'];
+      for (const url of disguised) {
+        const res = await strict.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } });
+        expect(res.status, url).toBe(400);
+        const { error } = await readJson(res);
+        expect(error, url).toMatchObject({ code: 'validation_failed', details: [{ path: 'body.url', message: expect.stringMatching(/loopback, private or link-local address .*; refused$/) }] });
+        expect(error.message, url).toBe(`body.url: ${error.details[0].message}`);
+      }
+      expect(await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints')).toEqual(before);
+      // The same spellings of a public address are fine.
+      for (const url of ['http://[::ffff:93.184.216.34]/x', 'http://[64:ff9b::93.184.216.34]/x']) {
+        expect((await strict.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } })).status, url).toBe(201);
+      }
       const badEvent = await strict.request('/v1/webhooks', { method: 'POST', json: { url: 'https://example.com/x', events: ['nope'] } });
       expect(badEvent.status).toBe(400);
       const ftp = await strict.request('/v1/webhooks', { method: 'POST', json: { url: 'ftp://example.com/x', events: ['batch.completed'] } });
       expect(ftp.status).toBe(400);
     } finally {
       await strict.close();
+    }
+  });
+
+  it('refuse at delivery an endpoint whose address is internal, and send it nothing', async () => {
+    // Registration refuses these, but DNS can change after it and rows predate fixes: the
+    // worker checks again. The endpoint row is written directly, as registration would not.
+    // Two attempts: a refusal must not be retried (attempts stays 1), a failed request would be.
+    const strictEnv = await createTestEnv({ WEBHOOK_ALLOW_PRIVATE: 'false', WORKER_QUEUES: 'webhooks', WEBHOOK_ATTEMPTS: '2', WEBHOOK_BACKOFF_MS: '100' });
+    const strictWorker = await startTestWorker(strictEnv.config);
+    const receiver = await startReceiver(0);
+    try {
+      const port = new URL(receiver.url).port;
+      const urls = [`http://[::ffff:127.0.0.1]:${port}/hook`, `http://[::127.0.0.1]:${port}/hook`, `http://[64:ff9b::7f00:1]:${port}/hook`];
+      const deliveryIds: string[] = [];
+      for (const url of urls) {
+        const [endpoint] = await queryRows(strictEnv.databaseUrl, `insert into webhook_endpoints (user_id, url, events, secret) values ('user-a', $1, '["batch.completed"]', 'whsec_x') returning id`, [url]);
+        const [delivery] = await queryRows(strictEnv.databaseUrl, `insert into webhook_deliveries (endpoint_id, event_id, event_type, payload) values ($1, 'evt_1', 'batch.completed', '{}') returning id`, [endpoint.id]);
+        await strictWorker.ctx.queues.webhooks.add('deliver', { deliveryId: delivery.id }, { ...jobOptions(QUEUE.webhooks, tuningFrom(strictEnv.config)), jobId: jobId.webhook(delivery.id) });
+        deliveryIds.push(delivery.id);
+      }
+      const settled = await waitFor(async () => {
+        const rows = await queryRows(strictEnv.databaseUrl, `select url, status, attempts, last_error from webhook_deliveries d join webhook_endpoints e on e.id = d.endpoint_id where d.id = any($1::uuid[])`, [deliveryIds]);
+        return rows.length === urls.length && rows.every((r) => r.status !== 'pending') ? rows : null;
+      }, { what: 'the deliveries to settle' });
+      for (const row of settled) {
+        expect(row, row.url).toMatchObject({ status: 'failed', attempts: 1, last_error: expect.stringMatching(/loopback, private or link-local address .*; refused$/) });
+      }
+      expect(receiver.received).toEqual([]);
+    } finally {
+      await receiver.close();
+      await strictWorker.close();
+      await strictEnv.cleanup();
     }
   });
 });

@@ -276,7 +276,8 @@ describe('property-based bodies at every POST route', () => {
         const seen = new Map<number, number>();
         const urlArb = fc.oneof(
           fc.constantFrom('http://127.0.0.1/x', 'http://10.1.2.3/', 'http://[::1]/', 'http://169.254.169.254/latest', 'ftp://93.184.216.34/',
-            'http://user:pw@93.184.216.34/', 'javascript:alert(1)', 'http://localhost:9/', 'https://93.184.216.34/hook', 'http://[fe80::1]/', 'http://0x7f000001/'),
+            'http://user:pw@93.184.216.34/', 'javascript:alert(1)', 'http://localhost:9/', 'https://93.184.216.34/hook', 'http://[fe80::1]/', 'http://0x7f000001/',
+            'http://[::ffff:127.0.0.1]:6379/', 'http://[::ffff:169.254.169.254]/', 'http://[64:ff9b::7f00:1]/', 'http://[fec0::1]/'),
           fc.ipV4().map((ip) => `https://${ip}/hooks/${ip}`),
           anyText,
         );

@@ -1,6 +1,6 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import type { Queue } from 'bullmq';
 import { and, eq, sql } from 'drizzle-orm';
 import type { Db } from './db/client';
@@ -38,14 +38,51 @@ export function verifyWebhook(secret: string, header: string, body: string, tole
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
+// Where a webhook must never go: loopback, "this network", private (RFC 1918), carrier-grade
+// NAT, link-local (cloud metadata at 169.254.169.254), multicast and reserved.
+const blockedIPv4 = new BlockList();
+for (const [network, prefix] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.168.0.0', 16], ['224.0.0.0', 3]] as const) {
+  blockedIPv4.addSubnet(network, prefix, 'ipv4');
+}
+// The IPv6 equivalents: unspecified, loopback, link-local, site-local (deprecated but still
+// routed inside some networks), unique local, multicast, and local-use NAT64 (RFC 8215).
+const blockedIPv6 = new BlockList();
+for (const [network, prefix] of [['::', 128], ['::1', 128], ['fe80::', 10], ['fec0::', 10], ['fc00::', 7], ['ff00::', 8], ['64:ff9b:1::', 48]] as const) {
+  blockedIPv6.addSubnet(network, prefix, 'ipv6');
+}
+// IPv6 addresses that carry an IPv4 address in their last 32 bits and reach that IPv4 host:
+// IPv4-mapped (::ffff:127.0.0.1, which URL parsing rewrites to ::ffff:7f00:1 and Node's fetch
+// connects to 127.0.0.1 with), IPv4-compatible (::127.0.0.1), IPv4-translated (::ffff:0:0:0/96)
+// and well-known NAT64 (64:ff9b::/96): translators forward them to the IPv4 address inside.
+const embedsIPv4 = new BlockList();
+for (const [network, prefix] of [['::ffff:0:0', 96], ['::', 96], ['::ffff:0:0:0', 96], ['64:ff9b::', 96]] as const) {
+  embedsIPv4.addSubnet(network, prefix, 'ipv6');
+}
+
+/** The IPv4 address in an IPv6 address's last 32 bits, whether written dotted or in hex. */
+function lastIPv4(ipv6: string): string {
+  // URL parsing writes any IPv6 address in its canonical form: hex groups, at most one "::".
+  const canonical = new URL(`http://[${ipv6}]/`).hostname.slice(1, -1);
+  const [head = '', tail] = canonical.split('::');
+  const front = head ? head.split(':') : [];
+  const back = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? front : [...front, ...Array<string>(8 - front.length - back.length).fill('0'), ...back];
+  const [high, low] = groups.slice(6).map((g) => parseInt(g, 16)) as [number, number];
+  return [high >> 8, high & 255, low >> 8, low & 255].join('.');
+}
+
 function isPrivateAddress(address: string): boolean {
-  if (isIP(address) === 4) {
-    const [a = 0, b = 0] = address.split('.').map(Number);
-    return a === 10 || a === 127 || a === 0 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || a >= 224;
+  // A zone id (fe80::1%eth0) names an interface, not a host; what matters is the address.
+  const bare = address.split('%')[0]!;
+  try {
+    if (isIP(bare) === 4) return blockedIPv4.check(bare, 'ipv4');
+    if (isIP(bare) !== 6) return true;
+    if (embedsIPv4.check(bare, 'ipv6')) return blockedIPv4.check(lastIPv4(bare), 'ipv4');
+    return blockedIPv6.check(bare, 'ipv6');
+  } catch {
+    // Whatever cannot be read as an address is not delivered to.
+    return true;
   }
-  const lower = address.toLowerCase();
-  if (lower.startsWith('::ffff:')) return isPrivateAddress(lower.slice(7));
-  return lower === '::1' || lower === '::' || lower.startsWith('fe80') || lower.startsWith('fc') || lower.startsWith('fd') || lower.startsWith('ff');
 }
 
 /**
