@@ -130,6 +130,25 @@ describe('webhooks', () => {
     }
   });
 
+  it('are stored as the URL deliveries go to, and never with port 0', async () => {
+    const sent = { ' https://93.184.216.34/a\nb ': 'https://93.184.216.34/ab', 'HTTPS://93.184.216.34:443/Hook?x=1': 'https://93.184.216.34/Hook?x=1', 'https://93.184.216.34/a b': 'https://93.184.216.34/a%20b' };
+    for (const [url, normalised] of Object.entries(sent)) {
+      const res = await api.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } });
+      expect(res.status, url).toBe(201);
+      const endpoint = await readJson(res);
+      expect(endpoint.url, url).toBe(normalised);
+      expect((await readJson(await api.request(`/v1/webhooks/${endpoint.id}`))).url).toBe(normalised);
+      expect(await queryRows(env.databaseUrl, 'select url from webhook_endpoints where id = $1', [endpoint.id])).toEqual([{ url: normalised }]);
+    }
+    const before = await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints');
+    for (const url of ['https://93.184.216.34:0/', 'http://93.184.216.34:00/x']) {
+      const res = await api.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } });
+      expect(res.status, url).toBe(400);
+      expect(await readJson(res), url).toEqual({ error: { code: 'validation_failed', message: 'body.url: url must not use port 0', details: [{ path: 'body.url', message: 'url must not use port 0' }] } });
+    }
+    expect(await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints')).toEqual(before);
+  });
+
   it('refuse at delivery an endpoint whose address is internal, and send it nothing', async () => {
     // Registration refuses these, but DNS can change after it and rows predate fixes: the
     // worker checks again. The endpoint row is written directly, as registration would not.

@@ -99,6 +99,8 @@ export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promi
   }
   if (!['http:', 'https:'].includes(parsed.protocol)) return 'url must use http or https';
   if (parsed.username || parsed.password) return 'url must not contain credentials';
+  // Nothing listens on port 0: such an endpoint could never be delivered to.
+  if (parsed.port === '0') return 'url must not use port 0';
   if (allowPrivate) return null;
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
   let addresses: string[];

@@ -34,9 +34,12 @@ export function webhookRoutes(ctx: ApiContext): Router {
     const body = validate(createSchema, req.body);
     const refused = await checkWebhookUrl(body.url, ctx.config.WEBHOOK_ALLOW_PRIVATE);
     if (refused) throw new HttpError(400, 'validation_failed', `body.url: ${refused}`, [{ path: 'body.url', message: refused }]);
+    // Stored (and shown) as URL parsing reads it, which is where deliveries go: surrounding
+    // spaces and tabs or newlines inside are dropped, the scheme and host lowercased, and so on.
+    const url = new URL(body.url).href;
     const [endpoint] = await ctx.db
       .insert(webhookEndpoints)
-      .values({ userId: userOf(req), url: body.url, events: [...new Set(body.events)], secret: `whsec_${randomBytes(24).toString('base64url')}` })
+      .values({ userId: userOf(req), url, events: [...new Set(body.events)], secret: `whsec_${randomBytes(24).toString('base64url')}` })
       .returning();
     // The secret is shown once, here; store it to verify signatures.
     res.status(201).json(view(endpoint!, true));
