@@ -1,8 +1,9 @@
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
 import { createAuth } from '../../apps/api/src/auth';
 import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, TEST_JWT_SECRET, type TestEnv } from '../helpers/services';
 
 let env: TestEnv;
 let api: TestApi;
@@ -45,6 +46,26 @@ describe('auth', () => {
     const res = await api.request('/v1/audio/variants', bearer(expired));
     expect(res.status).toBe(401);
     expect((await readJson(res)).error.message).toBe('token expired');
+  });
+
+  it('refuses a correctly signed token without exp, which would be good for ever', async () => {
+    const lasting = await new SignJWT({ role: 'user' }).setProtectedHeader({ alg: 'HS256' }).setSubject('u').setIssuedAt().sign(new TextEncoder().encode(TEST_JWT_SECRET));
+    const res = await api.request('/v1/audio/variants', bearer(lasting));
+    expect(res.status).toBe(401);
+    expect(await readJson(res)).toEqual({ error: { code: 'unauthorized', message: 'token has no exp claim; tokens must expire', details: null } });
+  });
+
+  it('refuses a correctly signed token whose sub has control characters or lone surrogates', async () => {
+    // NUL reached PostgreSQL as the user id, and every route that reads rows answered 500.
+    for (const sub of ['user\u0000a', 'user\na', 'user\u007f', 'user\u0085', 'user\ud800']) {
+      for (const path of ['/v1/audio/batches', '/v1/webhooks', '/v1/audio/variants']) {
+        const res = await api.request(path, bearer(await tokenFor(sub)));
+        expect(res.status, `${JSON.stringify(sub)} ${path}`).toBe(401);
+        expect(await readJson(res)).toEqual({ error: { code: 'unauthorized', message: 'token has no usable sub claim', details: null } });
+      }
+    }
+    // Any other character is a user id like another.
+    expect((await api.request('/v1/audio/batches', bearer(await tokenFor('usér 😀 a')))).status).toBe(200);
   });
 
   it('refuses garbage and a malformed header', async () => {

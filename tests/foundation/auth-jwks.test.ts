@@ -46,6 +46,15 @@ describe('auth with a JWKS URL', () => {
     await expect(auth.verify(forged)).rejects.toMatchObject({ status: 401 });
     const noSub = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setExpirationTime('5m').sign(rsa.privateKey);
     await expect(auth.verify(noSub)).rejects.toMatchObject({ status: 401, message: 'token has no usable sub claim' });
+    const nulSub = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('jwks\u0000user').setExpirationTime('5m').sign(rsa.privateKey);
+    await expect(auth.verify(nulSub)).rejects.toMatchObject({ status: 401, message: 'token has no usable sub claim' });
+  });
+
+  it('refuses a published key\'s token without exp, which would be good for ever', async () => {
+    for (const [alg, kid, key] of [['RS256', 'rsa-1', rsa.privateKey], ['ES256', 'ec-1', ec.privateKey]] as const) {
+      const lasting = await new SignJWT({}).setProtectedHeader({ alg, kid }).setSubject('jwks-user').setIssuedAt().sign(key);
+      await expect(auth.verify(lasting), alg).rejects.toMatchObject({ status: 401, code: 'unauthorized', message: 'token has no exp claim; tokens must expire' });
+    }
   });
 });
 

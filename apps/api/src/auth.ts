@@ -46,9 +46,9 @@ declare module 'express-serve-static-core' {
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
 
 /**
- * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL. In
- * development with neither set, a random secret and a demo user's token are generated so
- * `npm start` works at once; production refuses to start without one of them.
+ * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL; every token
+ * must carry exp. In development with neither set, a random secret and a demo user's token are
+ * generated so `npm start` works at once; production refuses to start without one of them.
  */
 export async function createAuth(config: Config, options: { sharedKey?: () => Promise<Uint8Array> } = {}): Promise<Auth> {
   const secret: Uint8Array | null = config.AUTH_JWT_SECRET ? new TextEncoder().encode(config.AUTH_JWT_SECRET) : null;
@@ -78,7 +78,10 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
   // then is a playback token (scope "playback") good, and only for the path it was signed for.
   // A stream token (scope "events") is good only when `use.eventStream` says the request is one.
   const toPrincipal = (payload: JWTPayload, use: TokenUse, playbackPath?: string): Principal => {
-    if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200) {
+    // The sub is the user id every row is keyed by: PostgreSQL refuses NUL in text (every route
+    // would answer 500), other control characters make ids that cannot be told apart in logs,
+    // and lone surrogates would be stored as U+FFFD, merging different users into one.
+    if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200 || /[\p{Cc}\p{Cs}]/u.test(payload.sub)) {
       throw unauthorized('token has no usable sub claim');
     }
     if (playbackPath !== undefined) {
@@ -102,16 +105,20 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       // Playback tokens are ours alone (HS256 with our key), never an identity provider's.
       if (jwks && playbackPath === undefined) {
         try {
-          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload, use, playbackPath);
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'] })).payload, use, playbackPath);
         } catch (error) {
           // Our own short-lived tokens are HS256 even in JWKS mode.
           if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
         }
       }
-      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'] })).payload, use, playbackPath);
+      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'], requiredClaims: ['exp'] })).payload, use, playbackPath);
     } catch (error) {
       if (error instanceof HttpError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw unauthorized('token expired');
+      // A token without exp would be good for ever, however it leaked: every token must expire.
+      if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'exp' && error.reason === 'missing') {
+        throw unauthorized('token has no exp claim; tokens must expire');
+      }
       if (error instanceof joseErrors.JWSSignatureVerificationFailed) throw unauthorized('token signature is invalid');
       if (error instanceof joseErrors.JOSEError) throw unauthorized(`token rejected: ${error.message}`);
       throw unauthorized('token is malformed');
