@@ -26,6 +26,13 @@ describe('extractPdfPages', () => {
     expect(extracted).toEqual(['Parens (like these) and a back\\slash.', '', 'Last page.']);
   });
 
+  it('drops NUL and other control characters a font maps glyphs to, keeping tab and newline', async () => {
+    // A subset font's ToUnicode map sending a glyph to <0000> is common in the wild; PostgreSQL
+    // cannot store U+0000, so it must not leave here. Vertical tab and form feed are spacing.
+    const pdf = makePdf(['Alpha #beta# gamma~.', 'one|two'], { toUnicode: { '#': 0x00, '~': 0x1b, '|': 0x0b } });
+    expect(await extractPdfPages(pdf)).toEqual(['Alpha beta gamma.', 'one two']);
+  });
+
   it('refuses a file that is not a PDF', async () => {
     const text = new TextEncoder().encode('Just a text file, renamed.');
     await expect(extractPdfPages(text)).rejects.toThrow(ValidationError);

@@ -53,10 +53,17 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+// C0 control characters other than tab and newline are never text a reader shows. A font's
+// ToUnicode map can send a glyph to <0000>, and PostgreSQL cannot store U+0000 at all (the
+// insert failed: a 500); vertical tab and form feed are spacing, so they become spaces.
+const CONTROL_CHARS = /[\u0000-\u0008\u000E-\u001F]/g;
+
 // pdf.js gives one item per text run; trailing spaces per line and runs of blank lines are noise.
 function normalisePageText(text: string): string {
   return text
+    .replace(CONTROL_CHARS, '')
     .replace(/\r\n?/g, '\n')
+    .replace(/[\v\f]/g, ' ')
     .split('\n')
     .map((line) => line.replace(/[ \t]+/g, ' ').trimEnd())
     .join('\n')

@@ -1,0 +1,37 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApi, type TestApi } from '../helpers/app';
+import { uploadBook } from '../helpers/books';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { makePdf } from '../fixtures/pdf';
+
+// Uploads through the real API (multer, extraction, the insert into PostgreSQL): what a PDF
+// or .txt file becomes, and how each kind of bad file is refused. No worker runs; a created
+// book stays queued until the environment is dropped.
+let env: TestEnv;
+let api: TestApi;
+
+beforeAll(async () => {
+  env = await createTestEnv({ BOOK_MAX_PAGES: '500' });
+  api = await startTestApi(env.config);
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+async function storedText(bookId: string): Promise<string> {
+  const rows = await queryRows(env.databaseUrl, `select text from book_spreads where book_id = $1 order by index`, [bookId]);
+  return rows.map((row: { text: string }) => row.text).join('\n\n');
+}
+
+describe('PDF uploads', () => {
+  it('stores a PDF whose font maps glyphs to NUL and other control characters, without them', async () => {
+    // '#' → U+0000 made PostgreSQL refuse the insert ("invalid byte sequence … 0x00"): a 500.
+    const pdf = makePdf(['The harbour #was# quiet~ at dawn.', 'Gulls cried.'], { toUnicode: { '#': 0x00, '~': 0x1b } });
+    const created = await uploadBook(api, { name: 'harbour.pdf', type: 'application/pdf', data: pdf });
+
+    expect(created.status).toBe(202);
+    expect(created.body).toMatchObject({ title: 'harbour', progress: { pageCount: 2 } });
+    expect(await storedText(created.body.bookId)).toBe('The harbour was quiet at dawn.\n\nGulls cried.');
+  });
+});
