@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '@soundqueue/shared/errors';
 import { toSpreads } from '@soundqueue/shared/pages';
-import { extractPdfPages } from '../../apps/api/src/books/pdf';
+import { extractPdfPages, PdfPageLimitError } from '../../apps/api/src/books/pdf';
 import { fourSettingBook } from '../fixtures/books';
 import { makePdf } from '../fixtures/pdf';
 
@@ -31,6 +31,14 @@ describe('extractPdfPages', () => {
     // cannot store U+0000, so it must not leave here. Vertical tab and form feed are spacing.
     const pdf = makePdf(['Alpha #beta# gamma~.', 'one|two'], { toUnicode: { '#': 0x00, '~': 0x1b, '|': 0x0b } });
     expect(await extractPdfPages(pdf)).toEqual(['Alpha beta gamma.', 'one two']);
+  });
+
+  it('refuses a PDF with more pages than maxPages on its page count, and takes one with exactly that many', async () => {
+    const pdf = makePdf(['One.', 'Two.', 'Three.']);
+    const error = await extractPdfPages(pdf, { maxPages: 2 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PdfPageLimitError);
+    expect(error).toMatchObject({ pageCount: 3, limit: 2 });
+    expect(await extractPdfPages(pdf, { maxPages: 3 })).toEqual(['One.', 'Two.', 'Three.']);
   });
 
   it('refuses a file that is not a PDF', async () => {

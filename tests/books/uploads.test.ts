@@ -24,6 +24,10 @@ async function storedText(bookId: string): Promise<string> {
   return rows.map((row: { text: string }) => row.text).join('\n\n');
 }
 
+async function bookCount(): Promise<number> {
+  return (await queryRows(env.databaseUrl, 'select count(*)::int as n from books'))[0].n;
+}
+
 describe('PDF uploads', () => {
   it('stores a PDF whose font maps glyphs to NUL and other control characters, without them', async () => {
     // '#' → U+0000 made PostgreSQL refuse the insert ("invalid byte sequence … 0x00"): a 500.
@@ -33,5 +37,21 @@ describe('PDF uploads', () => {
     expect(created.status).toBe(202);
     expect(created.body).toMatchObject({ title: 'harbour', progress: { pageCount: 2 } });
     expect(await storedText(created.body.bookId)).toBe('The harbour was quiet at dawn.\n\nGulls cried.');
+  });
+
+  it('refuses a PDF with more pages than BOOK_MAX_PAGES at once, before extracting any text', async () => {
+    // 8,000 one-letter pages: about 2 MB, well inside the 20 MiB upload limit. Extracting them
+    // all took 13 s on a 2-core machine before the same 422 came back; reading the page count
+    // takes well under a second, so 5 s leaves room for a loaded machine and still tells them apart.
+    const pdf = makePdf(Array.from({ length: 8_000 }, () => 'x'));
+    const booksBefore = await bookCount();
+    const started = performance.now();
+    const refused = await uploadBook(api, { name: 'long.pdf', type: 'application/pdf', data: pdf });
+    const elapsedMs = performance.now() - started;
+
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toEqual({ code: 'too_many_pages', message: 'the book has 8000 pages; the limit is 500', details: { pages: 8000, limit: 500 } });
+    expect(elapsedMs).toBeLessThan(5_000);
+    expect(await bookCount()).toBe(booksBefore);
   });
 });

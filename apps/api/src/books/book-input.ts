@@ -3,7 +3,7 @@ import multer from 'multer';
 import { z } from 'zod';
 import { splitTextIntoPages } from '@soundqueue/shared/pages';
 import { HttpError, validate } from '../http-errors';
-import { extractPdfPages } from './pdf';
+import { extractPdfPages, PdfPageLimitError } from './pdf';
 
 export interface BookInput {
   title: string;
@@ -41,10 +41,11 @@ export function uploadMiddleware(maxBytes: number): RequestHandler {
     });
 }
 
+const tooManyPages = (pages: number, limit: number) =>
+  new HttpError(422, 'too_many_pages', `the book has ${pages} pages; the limit is ${limit}`, { pages, limit });
+
 function checkPages(pages: string[], maxPages: number): string[] {
-  if (pages.length > maxPages) {
-    throw new HttpError(422, 'too_many_pages', `the book has ${pages.length} pages; the limit is ${maxPages}`, { pages: pages.length, limit: maxPages });
-  }
+  if (pages.length > maxPages) throw tooManyPages(pages.length, maxPages);
   if (!pages.some((p) => p.trim().length > 0)) throw new HttpError(422, 'no_text', 'the book has no text to analyse');
   return pages;
 }
@@ -62,7 +63,10 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
   const title = fields.title ?? file.originalname.replace(/\.[^.]+$/, '').slice(0, 300) ?? 'Untitled';
   let pages: string[];
   if (name.endsWith('.pdf') || file.mimetype === 'application/pdf') {
-    pages = await extractPdfPages(new Uint8Array(file.buffer));
+    // The page count is checked before extraction, which is what takes the time.
+    pages = await extractPdfPages(new Uint8Array(file.buffer), { maxPages }).catch((error: unknown) => {
+      throw error instanceof PdfPageLimitError ? tooManyPages(error.pageCount, error.limit) : error;
+    });
   } else if (name.endsWith('.txt') || file.mimetype.startsWith('text/plain')) {
     const text = new TextDecoder('utf-8', { fatal: false }).decode(file.buffer);
     if (text.includes('\u0000')) throw new HttpError(415, 'unsupported_media_type', 'the .txt file is not text');
