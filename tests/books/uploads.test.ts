@@ -54,4 +54,20 @@ describe('PDF uploads', () => {
     expect(elapsedMs).toBeLessThan(5_000);
     expect(await bookCount()).toBe(booksBefore);
   });
+
+  it('answers a PDF with no text layer 422 no_text, as it answers an empty .txt', async () => {
+    const booksBefore = await bookCount();
+    const scanned = await uploadBook(api, { name: 'scan.pdf', type: 'application/pdf', data: makePdf(['', '', '']) });
+    const emptyTxt = await uploadBook(api, { name: 'empty.txt', type: 'text/plain', data: ' \n\n ' });
+
+    expect(scanned.status).toBe(422);
+    expect(scanned.body.error).toMatchObject({ code: 'no_text', message: expect.stringMatching(/no text layer .*OCR is not supported/) });
+    expect(emptyTxt.status).toBe(422);
+    expect(emptyTxt.body.error).toMatchObject({ code: 'no_text', message: 'the book has no text to analyse' });
+    // A PDF that cannot be opened is still the client's malformed file: 400.
+    const corrupt = await uploadBook(api, { name: 'broken.pdf', type: 'application/pdf', data: '%PDF-1.7\nnot really' });
+    expect(corrupt.status).toBe(400);
+    expect(corrupt.body.error.code).toBe('validation_failed');
+    expect(await bookCount()).toBe(booksBefore);
+  });
 });

@@ -44,11 +44,15 @@ export function uploadMiddleware(maxBytes: number): RequestHandler {
 const tooManyPages = (pages: number, limit: number) =>
   new HttpError(422, 'too_many_pages', `the book has ${pages} pages; the limit is ${limit}`, { pages, limit });
 
-function checkPages(pages: string[], maxPages: number): string[] {
+function checkPages(pages: string[], maxPages: number, noTextMessage = 'the book has no text to analyse'): string[] {
   if (pages.length > maxPages) throw tooManyPages(pages.length, maxPages);
-  if (!pages.some((p) => p.trim().length > 0)) throw new HttpError(422, 'no_text', 'the book has no text to analyse');
+  if (!pages.some((p) => p.trim().length > 0)) throw new HttpError(422, 'no_text', noTextMessage);
   return pages;
 }
+
+// A scanned or image-only PDF is a well-formed upload with no text in it, the same case as an
+// empty .txt (422 no_text), not a file that could not be read (400); the message says why.
+const PDF_NO_TEXT = 'the PDF has no text layer (scanned or image-only pages); OCR is not supported, so upload a PDF with text or a .txt';
 
 /** Reads a book from JSON pages, or from an uploaded .txt or .pdf file. */
 export async function readBookInput(req: Request, maxPages: number): Promise<BookInput> {
@@ -62,7 +66,9 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
   const name = file.originalname.toLowerCase();
   const title = fields.title ?? file.originalname.replace(/\.[^.]+$/, '').slice(0, 300) ?? 'Untitled';
   let pages: string[];
+  let noTextMessage: string | undefined;
   if (name.endsWith('.pdf') || file.mimetype === 'application/pdf') {
+    noTextMessage = PDF_NO_TEXT;
     // The page count is checked before extraction, which is what takes the time.
     pages = await extractPdfPages(new Uint8Array(file.buffer), { maxPages }).catch((error: unknown) => {
       throw error instanceof PdfPageLimitError ? tooManyPages(error.pageCount, error.limit) : error;
@@ -74,5 +80,5 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
   } else {
     throw new HttpError(415, 'unsupported_media_type', 'upload a .txt or .pdf file');
   }
-  return { title: title || 'Untitled', author: fields.author ?? null, pages: checkPages(pages, maxPages) };
+  return { title: title || 'Untitled', author: fields.author ?? null, pages: checkPages(pages, maxPages, noTextMessage) };
 }

@@ -27,8 +27,9 @@ export interface ExtractPdfOptions {
 
 /**
  * The text of every page, in order. A page without text (an image, a blank page) is '' so
- * page numbers stay those of the PDF; a PDF with no text on any page is refused, since the
- * only way to read it would be OCR.
+ * page numbers stay those of the PDF. A PDF with no text on any page (scanned, image-only)
+ * is a readable PDF with nothing to read: it comes back as empty pages, and the caller refuses
+ * it as it refuses an empty .txt.
  */
 export async function extractPdfPages(data: Uint8Array, options: ExtractPdfOptions = {}): Promise<string[]> {
   if (!hasPdfHeader(data)) {
@@ -46,11 +47,7 @@ export async function extractPdfPages(data: Uint8Array, options: ExtractPdfOptio
       throw new PdfPageLimitError(document.numPages, options.maxPages);
     }
     const { text } = await extractText(document, { mergePages: false });
-    const pages = text.map(normalisePageText);
-    if (pages.every((page) => page.length === 0)) {
-      throw new ValidationError('The PDF has no text layer; scanned PDFs are not supported.');
-    }
-    return pages;
+    return text.map(normalisePageText);
   } catch (error) {
     if (error instanceof ValidationError || error instanceof PdfPageLimitError) throw error;
     throw new ValidationError(`The PDF could not be read: ${messageOf(error)}`, { cause: error });
