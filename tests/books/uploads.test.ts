@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from '../helpers/app';
+import { readJson, startTestApi, type TestApi } from '../helpers/app';
 import { uploadBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { makePdf } from '../fixtures/pdf';
@@ -69,5 +69,29 @@ describe('PDF uploads', () => {
     expect(corrupt.status).toBe(400);
     expect(corrupt.body.error.code).toBe('validation_failed');
     expect(await bookCount()).toBe(booksBefore);
+  });
+});
+
+/** A multipart body written byte by byte, so the file name goes as raw UTF-8 as browsers and curl send it. */
+function rawUpload(filename: string, content: string): { body: Buffer; contentType: string } {
+  const boundary = '----soundqueue-test-boundary';
+  const body = Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="`),
+    Buffer.from(filename, 'utf8'),
+    Buffer.from(`"\r\nContent-Type: text/plain\r\n\r\n${content}\r\n--${boundary}--\r\n`),
+  ]);
+  return { body, contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+describe('upload file names', () => {
+  it('reads a UTF-8 file name as UTF-8 for the title', async () => {
+    const { body, contentType } = rawUpload('Война и мир.txt', 'Well, Prince, so Genoa and Lucca are now just family estates.');
+    const res = await api.request('/v1/books', { method: 'POST', body, headers: { 'Content-Type': contentType }, user: 'reader' });
+    const created = await readJson(res);
+
+    expect(res.status).toBe(202);
+    expect(created.title).toBe('Война и мир');
+    const stored = await queryRows(env.databaseUrl, 'select title from books where id = $1', [created.bookId]);
+    expect(stored[0].title).toBe('Война и мир');
   });
 });

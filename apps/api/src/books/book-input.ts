@@ -27,13 +27,19 @@ const formFields = z.object({
 });
 
 /**
- * Multer reading one file into memory, bounded by the upload limit. A body busboy cannot
+ * Multer reading one file into memory, bounded by the upload limit, its name read as UTF-8. A body busboy cannot
  * parse ("Malformed part header", "Unexpected end of form", …) is the client's fault: 400,
  * not the 500 an error without a status became; multer's own limit errors (LIMIT_*) keep
  * their codes for the error handler (413 for the file size).
  */
 export function uploadMiddleware(maxBytes: number): RequestHandler {
-  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: maxBytes, files: 1, fields: 10, fieldSize: 10_000 } }).single('file');
+  const upload = multer({
+    storage: multer.memoryStorage(),
+    limits: { fileSize: maxBytes, files: 1, fields: 10, fieldSize: 10_000 },
+    // Browsers and curl send a file name as raw UTF-8 bytes; multer's default (latin1) made
+    // "Война и мир.txt" the title "ÐÐ¾Ð¹Ð½Ð°…". An RFC 5987 filename* still names its own charset.
+    defParamCharset: 'utf8',
+  }).single('file');
   return (req, res, next) =>
     upload(req, res, (error?: unknown) => {
       if (!error || (error as { code?: unknown }).code !== undefined) return next(error);
