@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PAGE_TARGET_CHARS } from '@soundqueue/shared/pages';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
 import { uploadBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -93,5 +94,22 @@ describe('upload file names', () => {
     expect(created.title).toBe('Война и мир');
     const stored = await queryRows(env.databaseUrl, 'select title from books where id = $1', [created.bookId]);
     expect(stored[0].title).toBe('Война и мир');
+  });
+});
+
+describe('.txt uploads', () => {
+  it('splits text without spaces into pages of at most about 1,800 characters', async () => {
+    // Japanese has no spaces between words: 21,000 characters were one page.
+    const text = '森は暗かった。'.repeat(3_000);
+    const created = await uploadBook(api, { name: 'mori.txt', type: 'text/plain', data: text });
+
+    expect(created.status).toBe(202);
+    expect(created.body.progress.pageCount).toBe(12);
+    const spreads = await queryRows(env.databaseUrl, 'select text from book_spreads where book_id = $1 order by index', [created.body.bookId]);
+    expect(spreads).toHaveLength(6);
+    for (const spread of spreads) {
+      for (const page of spread.text.split('\n\n')) expect(page.length).toBeLessThanOrEqual(PAGE_TARGET_CHARS);
+    }
+    expect(spreads.map((spread) => spread.text.replace(/\s/g, '')).join('')).toBe(text);
   });
 });

@@ -1,7 +1,7 @@
 import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
-import { splitTextIntoPages } from '@soundqueue/shared/pages';
+import { PAGE_MAX_CHARS, splitTextIntoPages } from '@soundqueue/shared/pages';
 import { HttpError, validate } from '../http-errors';
 import { extractPdfPages, PdfPageLimitError } from './pdf';
 
@@ -11,13 +11,11 @@ export interface BookInput {
   pages: string[];
 }
 
-const MAX_PAGE_CHARS = 50_000;
-
 const jsonBook = z
   .object({
     title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters'),
     author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
-    pages: z.array(z.string().max(MAX_PAGE_CHARS, `a page must be at most ${MAX_PAGE_CHARS} characters`)).min(1, 'a book needs at least one page'),
+    pages: z.array(z.string().max(PAGE_MAX_CHARS, `a page must be at most ${PAGE_MAX_CHARS} characters`)).min(1, 'a book needs at least one page'),
   })
   .strict();
 
