@@ -40,19 +40,15 @@ describe('PDF uploads', () => {
     expect(await storedText(created.body.bookId)).toBe('The harbour was quiet at dawn.\n\nGulls cried.');
   });
 
-  it('refuses a PDF with more pages than BOOK_MAX_PAGES at once, before extracting any text', async () => {
-    // 8,000 one-letter pages: about 2 MB, well inside the 20 MiB upload limit. Extracting them
-    // all took 13 s on a 2-core machine before the same 422 came back; reading the page count
-    // takes well under a second, so 5 s leaves room for a loaded machine and still tells them apart.
-    const pdf = makePdf(Array.from({ length: 8_000 }, () => 'x'));
+  it('refuses a PDF with more pages than BOOK_MAX_PAGES with 422, writing nothing', async () => {
+    // The refusal comes from the page count, before any text is extracted (extractPdfPages
+    // throws PdfPageLimitError from its count check: tests/books/pdf.test.ts). Extracting 8,000
+    // tiny pages first took 13 s of a core per request on a 2-core machine.
+    const pdf = makePdf(Array.from({ length: 501 }, () => 'x'));
     const booksBefore = await bookCount();
-    const started = performance.now();
     const refused = await uploadBook(api, { name: 'long.pdf', type: 'application/pdf', data: pdf });
-    const elapsedMs = performance.now() - started;
-
     expect(refused.status).toBe(422);
-    expect(refused.body.error).toEqual({ code: 'too_many_pages', message: 'the book has 8000 pages; the limit is 500', details: { pages: 8000, limit: 500 } });
-    expect(elapsedMs).toBeLessThan(5_000);
+    expect(refused.body.error).toEqual({ code: 'too_many_pages', message: 'the book has 501 pages; the limit is 500', details: { pages: 501, limit: 500 } });
     expect(await bookCount()).toBe(booksBefore);
   });
 
