@@ -17,7 +17,12 @@ describe('API description', () => {
   it('serves /openapi.json whose every path is a mounted route', async () => {
     const doc = await readJson(await fetch(`${api.url}/openapi.json`));
     expect(doc.openapi).toBe('3.1.0');
-    expect(doc.paths['/v1/audio/batches'].post.requestBody.content['application/json'].schema.properties.sections.maxItems).toBe(14);
+    // Request bodies are the routes' own zod schemas, limits and strictness included.
+    const body = (path: string) => doc.paths[path].post.requestBody.content['application/json'].schema;
+    expect(body('/v1/audio/batches').properties.sections.maxItems).toBe(14);
+    expect(body('/v1/books')).toMatchObject({ additionalProperties: false, properties: { pages: { items: { maxLength: 50_000 } } } });
+    expect(body('/v1/webhooks')).toMatchObject({ additionalProperties: false, properties: { url: { maxLength: 2000 } } });
+    expect(body('/v1/playback-urls')).toMatchObject({ additionalProperties: false, required: ['audio_url'], properties: { audio_url: { maxLength: 200 } } });
     for (const [path, methods] of Object.entries<Record<string, unknown>>(doc.paths)) {
       for (const method of Object.keys(methods)) {
         const url = path.replace(/\{id\}/g, '00000000-0000-4000-8000-000000000000');

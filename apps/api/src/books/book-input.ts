@@ -11,7 +11,7 @@ export interface BookInput {
   pages: string[];
 }
 
-const jsonBook = z
+export const jsonBookSchema = z
   .object({
     title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters'),
     author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
@@ -61,7 +61,7 @@ const PDF_NO_TEXT = 'the PDF has no text layer (scanned or image-only pages); OC
 /** Reads a book from JSON pages, or from an uploaded .txt or .pdf file. */
 export async function readBookInput(req: Request, maxPages: number): Promise<BookInput> {
   if (req.is('application/json')) {
-    const body = validate(jsonBook, req.body);
+    const body = validate(jsonBookSchema, req.body);
     return { title: body.title, author: body.author ?? null, pages: checkPages(body.pages, maxPages) };
   }
   const fields = validate(formFields, req.body ?? {});

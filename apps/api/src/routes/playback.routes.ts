@@ -12,7 +12,7 @@ import { parseId } from '../ids';
 // for that one path: the player streams it with HTTP Range like any file, for
 // PLAYBACK_URL_TTL_SECONDS, and the token opens nothing else (see auth.ts).
 
-const bodySchema = z
+export const playbackUrlSchema = z
   .object({
     audio_url: z
       .string()
@@ -28,7 +28,7 @@ export function playbackRoutes(ctx: ApiContext): Router {
   const router = Router();
 
   router.post('/playback-urls', requireJson, async (req, res) => {
-    const { audio_url: path } = validate(bodySchema, req.body);
+    const { audio_url: path } = validate(playbackUrlSchema, req.body);
     const { kind, id: rawId } = parseAudioPath(path.slice('/v1'.length))!;
     const userId = req.principal!.userId;
     // Only for the caller's own audio: someone else's id is a 404, as on the audio route.

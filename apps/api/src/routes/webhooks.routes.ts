@@ -8,7 +8,7 @@ import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
 import { parseId } from '../ids';
 
-const createSchema = z
+export const createWebhookSchema = z
   .object({
     url: z.string().max(2000, 'must be at most 2000 characters'),
     events: z
@@ -31,7 +31,7 @@ export function webhookRoutes(ctx: ApiContext): Router {
   const userOf = (req: { principal?: { userId: string } }) => req.principal!.userId;
 
   router.post('/webhooks', requireJson, async (req, res) => {
-    const body = validate(createSchema, req.body);
+    const body = validate(createWebhookSchema, req.body);
     const refused = await checkWebhookUrl(body.url, ctx.config.WEBHOOK_ALLOW_PRIVATE);
     if (refused) throw new HttpError(400, 'validation_failed', `body.url: ${refused}`, [{ path: 'body.url', message: refused }]);
     // Stored (and shown) as URL parsing reads it, which is where deliveries go: surrounding
