@@ -3,7 +3,7 @@ import { audioGenerationBatches, audioTracks, books, bookSpreads } from '@soundq
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { jobId, tuningFrom } from '@soundqueue/shared/queues';
-import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
 import type { WorkerContext } from './context';
@@ -44,10 +44,11 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       if ((batch.startedAt ?? batch.createdAt) < stuckCutoff) {
         const hours = Math.round(ctx.config.STUCK_AFTER_MS / 360_000) / 10;
         const reason = `The track did not finish within ${hours} h and was stopped; retry the batch's failed tracks.`;
-        const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));
-        for (const { id } of open) await ctx.publish((await finishTrack(ctx.db, id, { status: 'failed', errorType: 'TimeoutError', errorMessage: reason })).events);
-        await ctx.publish((await finaliseBatch(ctx.db, batch.id)).events);
-        report.batchesTimedOut.push(batch.id);
+        // Under the batch's lock and only for the run read here (a retry in between started a
+        // new run, which is not stuck).
+        const result = await finaliseBatch(ctx.db, batch.id, { run: batch.run, errorType: 'TimeoutError', reason: () => reason });
+        await ctx.publish(result.events);
+        if (result.events.length > 0) report.batchesTimedOut.push(batch.id);
         continue;
       }
       if (await rootAlive(ctx, 'audio-batch', jobId.audioBatch(batch.id, batch.run))) continue;

@@ -33,10 +33,7 @@ async function enqueueRun(ctx: ApiContext, batchId: string, run: number, trackId
   } catch (error) {
     const reason = `Could not enqueue the batch's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, batchId }, 'enqueue failed');
-    for (const trackId of trackIds) {
-      await finishTrack(ctx.db, trackId, { status: 'failed', errorType: 'QueueError', errorMessage: reason });
-    }
-    const result = await finaliseBatch(ctx.db, batchId, () => reason);
+    const result = await finaliseBatch(ctx.db, batchId, { run, errorType: 'QueueError', reason: () => reason });
     await ctx.db.update(audioGenerationBatches).set({ errorMessage: reason }).where(eq(audioGenerationBatches.id, batchId));
     await ctx.publish(result.events);
     throw new HttpError(503, 'queue_unavailable', `${reason}. The batch was recorded as failed; try again.`, { batchId });

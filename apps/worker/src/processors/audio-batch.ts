@@ -8,8 +8,9 @@ import type { JobRun } from '../job-failure';
 /** Runs once every track of a run has ended; gives the batch its terminal status. */
 export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
   const { batchId, run: batchRun } = parsePayload('audio-batch', run.job.data);
-  // A root of an older run (the reconciler re-enqueued the work as a new run) must not
-  // finalise: the new run's jobs may still be working on the tracks.
+  // A root of an older run (the reconciler re-enqueued the work as a new run, or the user
+  // retried) must not finalise: the new run's jobs may still be working on the tracks. This
+  // read saves the work below; finaliseBatch checks the run again under the batch's lock.
   const [batch] = await ctx.db.select({ run: audioGenerationBatches.run }).from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
   if (!batch || batch.run !== batchRun) return { status: null };
   // A child job that failed without recording why (lost past the stall limit) left its
@@ -20,11 +21,11 @@ export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promis
     const match = new RegExp(`:${QUEUE.audioMix}:mix\\.([0-9a-f-]{36})\\.r\\d+$`).exec(key);
     if (match?.[1]) reasonByTrack.set(match[1], reason);
   }
-  const result = await finaliseBatch(
-    ctx.db,
-    batchId,
-    (trackId) => `The track's job was lost before it finished (${reasonByTrack.get(trackId) ?? 'no job result'}); retry the batch's failed tracks.`,
-  );
+  const result = await finaliseBatch(ctx.db, batchId, {
+    run: batchRun,
+    errorType: 'SpeechGenerationError',
+    reason: (trackId) => `The track's job was lost before it finished (${reasonByTrack.get(trackId) ?? 'no job result'}); retry the batch's failed tracks.`,
+  });
   await ctx.publish(result.events);
   return { status: result.status };
 }

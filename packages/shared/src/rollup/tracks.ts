@@ -264,34 +264,52 @@ function summariseFailures(rows: { errorType: string | null; errorMessage: strin
   return `${rows.length} of ${total} tracks failed. ${parts.join('; ')}${more}`;
 }
 
+/** Tracks a run left unfinished, failed when that run is finalised: by its root job once
+ * every job of the run has ended (a job lost past the stall limit or removed), by the
+ * reconciler when the run is stuck, by the API when the run could not be enqueued. */
+export interface Leftovers {
+  /** The run being finalised: if the batch has moved on to a newer run, nothing changes. */
+  run: number;
+  errorType: string;
+  reason: (trackId: string) => string;
+}
+
 /**
- * Gives the batch its terminal status, exactly once, when no track is left pending. The
- * root job calls it with `lostReason` once every track of a run has ended: tracks a lost
- * job left behind (its worker killed past the stall limit, its job removed) are failed with
- * that message first. Without `lostReason` (cancel) running tracks are left to finish.
+ * Gives the batch its terminal status, exactly once, when no track is left pending. With
+ * `leftovers`, the run's unfinished tracks are failed first. Without (cancel) running tracks
+ * are left to finish. Everything happens under the batch row's lock, which a retry takes too:
+ * the run is checked under it, so a root of an older run that was past its own run check
+ * when a cancel and a retry came in cannot fail the retry's fresh tracks or end the batch.
  */
 export async function finaliseBatch(
   db: Db,
   batchId: string,
-  lostReason?: (trackId: string) => string,
+  leftovers?: Leftovers,
 ): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
   const events: ProgressEvent[] = [];
-  const leftovers = !lostReason ? [] : await db
-    .select({ id: audioTracks.id })
-    .from(audioTracks)
-    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)));
-  for (const { id } of leftovers) {
-    const r = await finishTrack(db, id, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: lostReason!(id) });
-    events.push(...r.events);
-  }
   return db.transaction(async (tx) => {
-    const [batch] = await tx
+    const [locked] = await tx
       .select()
       .from(audioGenerationBatches)
       .where(eq(audioGenerationBatches.id, batchId))
       .for('update');
-    if (!batch || !['pending', 'processing'].includes(batch.status)) return { status: null, events };
-    if (batch.tracksPending > 0) return { status: null, events };
+    if (!locked || !['pending', 'processing'].includes(locked.status)) return { status: null, events };
+    if (leftovers && locked.run !== leftovers.run) return { status: null, events };
+    let batch: typeof locked | undefined = locked;
+    if (leftovers) {
+      const open = await tx
+        .select({ id: audioTracks.id })
+        .from(audioTracks)
+        .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)));
+      for (const { id } of open) {
+        // The transaction handle has the same query API as Db (finishTrack's statement is
+        // prepared per handle; this path is rare).
+        const r = await finishTrack(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) });
+        events.push(...r.events);
+      }
+      if (open.length > 0) [batch] = await tx.select().from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
+    }
+    if (!batch || batch.tracksPending > 0) return { status: null, events };
     const status = terminalStatusFor(batch);
     const failures = await tx
       .select({ errorType: audioTracks.errorType, errorMessage: audioTracks.errorMessage })
