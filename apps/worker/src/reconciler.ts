@@ -1,8 +1,8 @@
 import { and, eq, inArray, lt, sql } from 'drizzle-orm';
-import { audioGenerationBatches, audioTracks, books, bookSpreads } from '@soundqueue/shared/db/schema';
+import { audioGenerationBatches, audioTracks, books, bookSpreads, webhookDeliveries } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
-import { jobId, tuningFrom } from '@soundqueue/shared/queues';
+import { jobId, jobOptions, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
@@ -13,6 +13,7 @@ export interface ReconcileReport {
   booksRequeued: string[];
   batchesTimedOut: string[];
   booksTimedOut: string[];
+  webhooksRequeued: string[];
 }
 
 /** Whether Redis still holds a live root job for this run (not missing, not failed for good). */
@@ -28,7 +29,7 @@ async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: 
  * new run; fails work stuck past STUCK_AFTER_MS with a message saying so.
  */
 export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
-  const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [] };
+  const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [], webhooksRequeued: [] };
   const graceCutoff = new Date(Date.now() - ctx.config.RECONCILE_GRACE_MS);
   const stuckCutoff = new Date(Date.now() - ctx.config.STUCK_AFTER_MS);
   const tuning = tuningFrom(ctx.config);
@@ -98,6 +99,20 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       await flows.add(buildBookFlow(book.id, bumped.run, spreads.map((s) => s.index), tuning));
       ctx.logger.warn({ bookId: book.id, run: bumped.run, spreads: spreads.length }, 'reconciler re-enqueued a book whose jobs Redis no longer held');
       report.booksRequeued.push(book.id);
+    }
+    // Webhook deliveries recorded but without a job: Redis refused the job when the event was
+    // dispatched (the transition had committed, so nothing dispatches it again), or lost it
+    // since. Queued again under their own job id; one whose job still exists (waiting,
+    // delayed for its next attempt, running) is left alone.
+    const pendingDeliveries = await ctx.db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(and(eq(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.updatedAt, graceCutoff)));
+    for (const { id } of pendingDeliveries) {
+      const deliveryJob = jobId.webhook(id);
+      if ((await ctx.queues.webhooks.getJobState(deliveryJob)) !== 'unknown') continue;
+      await ctx.queues.webhooks.add('deliver', { deliveryId: id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: deliveryJob });
+      report.webhooksRequeued.push(id);
     }
   } finally {
     await flows.close();

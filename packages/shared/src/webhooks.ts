@@ -128,6 +128,7 @@ async function ownerOf(db: Db, event: ProgressEvent): Promise<string | undefined
  */
 export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, events: ProgressEvent[]): Promise<number> {
   let created = 0;
+  const failures: unknown[] = [];
   for (const event of events) {
     if (!(webhookEventTypes as readonly string[]).includes(event.type)) continue;
     const userId = await ownerOf(db, event);
@@ -149,9 +150,16 @@ export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, 
         .insert(webhookDeliveries)
         .values({ endpointId: endpoint.id, eventId, eventType: event.type, payload })
         .returning({ id: webhookDeliveries.id });
-      await queue.add('deliver', { deliveryId: delivery!.id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: jobId.webhook(delivery!.id) });
+      try {
+        await queue.add('deliver', { deliveryId: delivery!.id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: jobId.webhook(delivery!.id) });
+      } catch (error) {
+        // The delivery is recorded: the reconciler queues it once Redis takes jobs again.
+        // The other endpoints and events of this call still get theirs.
+        failures.push(error);
+      }
       created++;
     }
   }
+  if (failures.length > 0) throw new AggregateError(failures, `${failures.length} webhook deliveries were recorded but not queued; the reconciler will queue them`);
   return created;
 }

@@ -348,7 +348,11 @@ export const webhookDeliveries = pgTable(
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
     ...timestamps,
   },
-  (t) => [uniqueIndex('webhook_deliveries_endpoint_event_idx').on(t.endpointId, t.eventId)],
+  (t) => [
+    uniqueIndex('webhook_deliveries_endpoint_event_idx').on(t.endpointId, t.eventId),
+    // The reconciler's look for deliveries recorded but never queued: only pending ones.
+    index('webhook_deliveries_pending_idx').on(t.updatedAt).where(sql`${t.status} = 'pending'`),
+  ],
 );
 
 // Secrets the service makes for itself and every API replica must share: today the key that
