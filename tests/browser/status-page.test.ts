@@ -211,6 +211,48 @@ describe('the status page', () => {
     await page.getByTestId('token-save').click();
   });
 
+  it('lets the #token of a link replace a saved token only when the user agrees', async () => {
+    const own = await tokenFor(USER);
+    const saved = () => page.evaluate(() => (globalThis as unknown as { localStorage: { getItem(key: string): string | null } }).localStorage.getItem('soundqueue.token'));
+    expect(await saved()).toBe(own);
+    const strangers = await tokenFor('someone-else');
+    const answers: boolean[] = [false, true];
+    const dialogs: string[] = [];
+    const onDialog = (dialog: { message(): string; accept(): Promise<void>; dismiss(): Promise<void> }) => {
+      dialogs.push(dialog.message());
+      return answers.shift() ? dialog.accept() : dialog.dismiss();
+    };
+    page.on('dialog', onDialog);
+    try {
+      // A fresh load each time (a link opened in the tab): only the hash changing would not
+      // load the page again.
+      const open = async () => {
+        await page.goto('about:blank');
+        await page.goto(`${api.url}/#token=${strangers}`);
+      };
+      // Declined: the saved token stays, and the link's token leaves the address bar anyway.
+      await open();
+      await expect.poll(() => dialogs.length).toBe(1);
+      expect(dialogs[0]).toMatch(/different token/);
+      expect(await saved()).toBe(own);
+      expect(page.url()).not.toContain('token=');
+      // Accepted: replaced.
+      await open();
+      await expect.poll(() => dialogs.length).toBe(2);
+      await expect.poll(saved).toBe(strangers);
+      // The same token again asks nothing.
+      await open();
+      await page.waitForLoadState('load');
+      expect(dialogs).toHaveLength(2);
+    } finally {
+      page.off('dialog', onDialog);
+    }
+    await page.goto(`${api.url}/`);
+    await page.getByTestId('token-input').fill(own);
+    await page.getByTestId('token-save').click();
+    await expect.poll(saved).toBe(own);
+  });
+
   it('uploads a book, shows its spreads advancing, then plays a scene from the timeline', async () => {
     await page.goto(`${api.url}/`);
     await page.getByTestId('token-input').fill(await tokenFor(USER));

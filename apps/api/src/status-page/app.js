@@ -1031,11 +1031,19 @@
 
   function init() {
     // A one-click link may carry the token after # (never sent to a server): keep it, then
-    // take it out of the address bar and the history.
+    // take it out of the address bar and the history. A link whose token differs from the
+    // one saved here replaces it only if the user says so: anyone can send a link with their
+    // own token, and the token decides whose batches and books this page shows and creates.
     const hash = new URLSearchParams(location.hash.slice(1));
-    if (hash.get('token')) {
-      token = hash.get('token');
-      localStorage.setItem(TOKEN_KEY, token);
+    const linked = hash.get('token');
+    if (linked) {
+      const saved = localStorage.getItem(TOKEN_KEY);
+      const replace = !saved || saved === linked ||
+        window.confirm('This link carries a different token from the one saved on this page. The token decides whose batches and books you see and create here. Use the token from the link?');
+      if (replace) {
+        token = linked;
+        localStorage.setItem(TOKEN_KEY, token);
+      }
       hash.delete('token');
       history.replaceState(null, '', `${location.pathname}${location.search}${[...hash].length ? `#${hash}` : ''}`);
     }
