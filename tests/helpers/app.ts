@@ -1,6 +1,6 @@
 import { SignJWT } from 'jose';
 import { createApiContext, createApp, serve, type ApiContext } from '@soundqueue/api';
-import { createWorkerContext, selectQueues, startWorkers, type Mixer, type Providers, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
+import { createWorkerContext, selectQueues, startWorkers, type Mixer, type Providers, type ResolveHost, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
 import type { Config } from '@soundqueue/shared/config';
 import { TEST_JWT_SECRET } from './services';
 
@@ -49,7 +49,7 @@ export interface TestWorker {
 }
 
 /** Starts the real workers in-process (all queues unless WORKER_QUEUES says otherwise). */
-export async function startTestWorker(config: Config, seams: { providers?: Providers; mixer?: Mixer } = {}): Promise<TestWorker> {
+export async function startTestWorker(config: Config, seams: { providers?: Providers; mixer?: Mixer; resolveHost?: ResolveHost } = {}): Promise<TestWorker> {
   const ctx = await createWorkerContext(config, seams);
   const running = await startWorkers(ctx, selectQueues(config.WORKER_QUEUES));
   return {

@@ -1,9 +1,11 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
 import { jobId, jobOptions, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
+import type { ResolveHost } from '@soundqueue/worker';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -18,20 +20,58 @@ interface Received {
   body: string;
 }
 
-/** A receiver that answers 500 to the first `failures` deliveries, then 200. */
-async function startReceiver(failures: number) {
+/**
+ * A receiver that answers 500 to the first `failures` deliveries, then 200 (or a 302 to
+ * `redirectTo`), listening on `host` (127.0.0.1) and `port` (any free one).
+ */
+async function startReceiver(failures: number, { host = '127.0.0.1', port = 0, redirectTo }: { host?: string; port?: number; redirectTo?: string } = {}) {
   const received: Received[] = [];
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
       received.push({ headers: req.headers, body });
-      res.statusCode = received.length <= failures ? 500 : 200;
+      res.statusCode = received.length <= failures ? 500 : redirectTo ? 302 : 200;
+      if (redirectTo) res.setHeader('Location', redirectTo);
       res.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, received, close: () => new Promise((r) => server.close(r)) };
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  const bound = (server.address() as AddressInfo).port;
+  return { url: `http://${host}:${bound}/hook`, port: bound, received, close: () => new Promise((r) => server.close(r)) };
+}
+
+/**
+ * A worker of its own that runs only webhook deliveries, one attempt each, resolving host
+ * names with `resolveHost`; `deliver` sends one event to `url` and returns the settled row.
+ */
+async function withDeliveryWorker(overrides: Record<string, string>, resolveHost: ResolveHost | undefined, use: (deliver: (url: string) => Promise<any>) => Promise<void>) {
+  const ownEnv = await createTestEnv({ WORKER_QUEUES: 'webhooks', WEBHOOK_ATTEMPTS: '1', ...overrides });
+  const ownWorker = await startTestWorker(ownEnv.config, { resolveHost });
+  try {
+    await use(async (url) => {
+      const [endpoint] = await queryRows(ownEnv.databaseUrl, `insert into webhook_endpoints (user_id, url, events, secret) values ('user-a', $1, '["batch.completed"]', 'whsec_x') returning id`, [url]);
+      const [delivery] = await queryRows(ownEnv.databaseUrl, `insert into webhook_deliveries (endpoint_id, event_id, event_type, payload) values ($1, 'evt_1', 'batch.completed', '{"id":"evt_1"}') returning id`, [endpoint.id]);
+      await ownWorker.ctx.queues.webhooks.add('deliver', { deliveryId: delivery.id }, { ...jobOptions(QUEUE.webhooks, tuningFrom(ownEnv.config)), jobId: jobId.webhook(delivery.id) });
+      return waitFor(async () => {
+        const [row] = await queryRows(ownEnv.databaseUrl, 'select status, attempts, last_status_code, last_error from webhook_deliveries where id = $1', [delivery.id]);
+        return row?.status !== 'pending' ? row : null;
+      }, { what: 'the delivery to settle' });
+    });
+  } finally {
+    await ownWorker.close();
+    await ownEnv.cleanup();
+  }
+}
+
+/** A DNS server that rebinds: `first` to the first question, `then` to every later one. */
+function rebindingResolver(first: string, then: string) {
+  const asked: string[] = [];
+  const resolve: ResolveHost = async (host) => {
+    asked.push(host);
+    return [{ address: asked.length === 1 ? first : then, family: 4 }];
+  };
+  return { asked, resolve };
 }
 
 /** The README's verification recipe, written out as a receiver would. */
@@ -178,6 +218,73 @@ describe('webhooks', () => {
       await receiver.close();
       await strictWorker.close();
       await strictEnv.cleanup();
+    }
+  });
+
+  it('connect to the address that was checked, whatever a second resolution says (DNS rebinding)', async () => {
+    // The name answers a public address (TEST-NET-3) to the first question and 127.0.0.1 to
+    // any later one. The worker must ask once, pass the check, and hand its socket the checked
+    // address; Node's sockets report the address they connect to in their 'lookup' event.
+    // (Whatever the address answers, if anything, depends on the network: not asserted.)
+    const receiver = await startReceiver(0);
+    const dns = rebindingResolver('203.0.113.7', '127.0.0.1');
+    const connectedTo: string[] = [];
+    const onSocket = (message: unknown) => {
+      (message as { socket: Socket }).socket.on('lookup', (_e, address, _f, host) => host === 'rebind.soundqueue.test' && connectedTo.push(address));
+    };
+    diagnostics.subscribe('net.client.socket', onSocket);
+    try {
+      await withDeliveryWorker({ WEBHOOK_ALLOW_PRIVATE: 'false', WEBHOOK_TIMEOUT_MS: '500' }, dns.resolve, async (deliver) => {
+        const row = await deliver(`http://rebind.soundqueue.test:${receiver.port}/hook`);
+        expect(row.attempts).toBe(1);
+        expect(row.last_error ?? '').not.toMatch(/refused|does not resolve/);
+      });
+      expect(dns.asked).toEqual(['rebind.soundqueue.test']);
+      expect(connectedTo).toEqual(['203.0.113.7']);
+      expect(receiver.received).toEqual([]);
+    } finally {
+      diagnostics.unsubscribe('net.client.socket', onSocket);
+      await receiver.close();
+    }
+  });
+
+  it('deliver signed to the address resolved first, with the name as Host, where private addresses are allowed', async () => {
+    // Two receivers on one port: 127.0.0.2 (what the name resolves to first) and 127.0.0.1
+    // (what it answers later). Only the first may hear from the worker.
+    const resolved = await startReceiver(0, { host: '127.0.0.2' });
+    const other = await startReceiver(0, { port: resolved.port });
+    const dns = rebindingResolver('127.0.0.2', '127.0.0.1');
+    try {
+      await withDeliveryWorker({ WEBHOOK_ALLOW_PRIVATE: 'true' }, dns.resolve, async (deliver) => {
+        const row = await deliver(`http://hooks.soundqueue.test:${resolved.port}/hook`);
+        expect(row).toMatchObject({ status: 'delivered', attempts: 1, last_status_code: 200, last_error: null });
+      });
+      expect(resolved.received).toHaveLength(1);
+      const [got] = resolved.received;
+      expect(got!.headers).toMatchObject({ host: `hooks.soundqueue.test:${resolved.port}`, 'soundqueue-event-id': 'evt_1', 'soundqueue-event-type': 'batch.completed', 'soundqueue-delivery-attempt': '1', 'content-type': 'application/json' });
+      expect(JSON.parse(got!.body)).toEqual({ id: 'evt_1' });
+      expect(verify('whsec_x', String(got!.headers['soundqueue-signature']), got!.body)).toBe(true);
+      expect(other.received).toEqual([]);
+      expect(dns.asked).toEqual(['hooks.soundqueue.test']);
+    } finally {
+      await resolved.close();
+      await other.close();
+    }
+  });
+
+  it('do not follow redirects: a 3xx is a failed attempt that says so', async () => {
+    const target = await startReceiver(0);
+    const redirecting = await startReceiver(0, { redirectTo: `http://127.0.0.1:${target.port}/` });
+    try {
+      await withDeliveryWorker({ WEBHOOK_ALLOW_PRIVATE: 'true' }, undefined, async (deliver) => {
+        const row = await deliver(redirecting.url);
+        expect(row).toMatchObject({ status: 'failed', attempts: 1, last_status_code: 302, last_error: `endpoint answered 302 (a redirect to http://127.0.0.1:${target.port}/); redirects are not followed` });
+      });
+      expect(redirecting.received).toHaveLength(1);
+      expect(target.received).toEqual([]);
+    } finally {
+      await redirecting.close();
+      await target.close();
     }
   });
 });

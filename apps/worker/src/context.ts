@@ -13,6 +13,7 @@ import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/r
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { ffmpegMixer, type Mixer } from './audio/mixer';
 import { createProviders, type Providers } from './providers';
+import type { ResolveHost } from './webhook-request';
 
 /** What every processor gets: the stores, the providers and a scratch directory. */
 export interface WorkerContext {
@@ -28,12 +29,14 @@ export interface WorkerContext {
   queues: Record<QueueName, Queue>;
   logger: Logger;
   scratchDir: string;
+  /** How webhook deliveries resolve host names (the system's, unless a test plays DNS). */
+  resolveHost?: ResolveHost;
   close(): Promise<void>;
 }
 
 export async function createWorkerContext(
   config: Config,
-  options: { providers?: Providers; mixer?: Mixer; logger?: Logger } = {},
+  options: { providers?: Providers; mixer?: Mixer; logger?: Logger; resolveHost?: ResolveHost } = {},
 ): Promise<WorkerContext> {
   const logger = options.logger ?? createLogger('worker', config.LOG_LEVEL);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
@@ -57,6 +60,7 @@ export async function createWorkerContext(
     queues,
     logger,
     scratchDir,
+    resolveHost: options.resolveHost,
     async close() {
       await Promise.all(Object.values(queues).map((q) => q.close()));
       redis.disconnect();

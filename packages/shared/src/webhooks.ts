@@ -85,12 +85,8 @@ function isPrivateAddress(address: string): boolean {
   }
 }
 
-/**
- * Refuses URLs that resolve to loopback, private or link-local addresses (someone else's
- * internal services), unless WEBHOOK_ALLOW_PRIVATE. Checked when registering and again
- * before every delivery, since DNS can change in between.
- */
-export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promise<string | null> {
+/** The URL, or why it can never be a webhook endpoint (no DNS is involved). */
+export function parseWebhookUrl(url: string): URL | string {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -101,6 +97,24 @@ export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promi
   if (parsed.username || parsed.password) return 'url must not contain credentials';
   // Nothing listens on port 0: such an endpoint could never be delivered to.
   if (parsed.port === '0') return 'url must not use port 0';
+  return parsed;
+}
+
+/** The refusal for a host whose addresses include a loopback, private or link-local one. */
+export function refuseInternalAddresses(addresses: string[]): string | null {
+  const blocked = addresses.find(isPrivateAddress);
+  return blocked ? `url resolves to a loopback, private or link-local address (${blocked}); refused` : null;
+}
+
+/**
+ * Refuses URLs that resolve to loopback, private or link-local addresses (someone else's
+ * internal services), unless WEBHOOK_ALLOW_PRIVATE. Checked when registering. Deliveries do
+ * not use this: they resolve once, check, and connect to exactly the checked addresses
+ * (apps/worker/src/webhook-request.ts), as a second resolution could answer differently.
+ */
+export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promise<string | null> {
+  const parsed = parseWebhookUrl(url);
+  if (typeof parsed === 'string') return parsed;
   if (allowPrivate) return null;
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
   let addresses: string[];
@@ -109,8 +123,7 @@ export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promi
   } catch {
     return `url host ${host} does not resolve`;
   }
-  const blocked = addresses.find(isPrivateAddress);
-  return blocked ? `url resolves to a loopback, private or link-local address (${blocked}); refused` : null;
+  return refuseInternalAddresses(addresses);
 }
 
 async function ownerOf(db: Db, event: ProgressEvent): Promise<string | undefined> {

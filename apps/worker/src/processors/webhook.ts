@@ -2,9 +2,10 @@ import { eq, sql } from 'drizzle-orm';
 import { UnrecoverableError } from 'bullmq';
 import { webhookDeliveries, webhookEndpoints } from '@soundqueue/shared/db/schema';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { checkWebhookUrl, signWebhook } from '@soundqueue/shared/webhooks';
+import { signWebhook } from '@soundqueue/shared/webhooks';
 import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
+import { sendWebhook } from '../webhook-request';
 
 /** One delivery attempt of one event to one endpoint; every attempt is recorded. */
 export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{ status: number } | { skipped: string }> {
@@ -34,37 +35,31 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
       .where(eq(webhookDeliveries.id, deliveryId));
   };
 
-  const refused = await checkWebhookUrl(endpoint.url, ctx.config.WEBHOOK_ALLOW_PRIVATE);
-  if (refused) {
-    await record({ statusCode: null, latencyMs: 0, error: refused, status: 'failed' });
-    throw new UnrecoverableError(refused);
-  }
   const body = JSON.stringify(delivery.payload);
   const timestamp = Math.floor(Date.now() / 1000);
   const started = Date.now();
-  let statusCode: number | null = null;
-  let error: string | null = null;
-  try {
-    const response = await fetch(endpoint.url, {
-      method: 'POST',
-      redirect: 'manual',
-      signal: AbortSignal.timeout(ctx.config.WEBHOOK_TIMEOUT_MS),
-      headers: {
-        'Content-Type': 'application/json',
-        'User-Agent': 'soundqueue-webhooks/1',
-        'Soundqueue-Event-Id': delivery.eventId,
-        'Soundqueue-Event-Type': delivery.eventType,
-        'Soundqueue-Delivery-Attempt': String(attempt),
-        'Soundqueue-Signature': signWebhook(endpoint.secret, timestamp, body),
-      },
-      body,
-    });
-    statusCode = response.status;
-    await response.body?.cancel();
-    if (response.status < 200 || response.status >= 300) error = `endpoint answered ${response.status}`;
-  } catch (e) {
-    error = `request failed: ${(e as Error).message}`;
+  // Checked again at every delivery (DNS can change after registration), on the very
+  // addresses the request then connects to: see webhook-request.ts.
+  const outcome = await sendWebhook({
+    url: endpoint.url,
+    allowPrivate: ctx.config.WEBHOOK_ALLOW_PRIVATE,
+    timeoutMs: ctx.config.WEBHOOK_TIMEOUT_MS,
+    resolve: ctx.resolveHost,
+    headers: {
+      'Content-Type': 'application/json',
+      'User-Agent': 'soundqueue-webhooks/1',
+      'Soundqueue-Event-Id': delivery.eventId,
+      'Soundqueue-Event-Type': delivery.eventType,
+      'Soundqueue-Delivery-Attempt': String(attempt),
+      'Soundqueue-Signature': signWebhook(endpoint.secret, timestamp, body),
+    },
+    body,
+  });
+  if ('refused' in outcome) {
+    await record({ statusCode: null, latencyMs: 0, error: outcome.refused, status: 'failed' });
+    throw new UnrecoverableError(outcome.refused);
   }
+  const { statusCode, error } = outcome;
   const latencyMs = Date.now() - started;
   if (!error) {
     await record({ statusCode, latencyMs, error: null, status: 'delivered' });
