@@ -221,6 +221,23 @@ describe('webhooks', () => {
     }
   });
 
+  it('retry a delivery whose host name did not resolve (a resolver timing out is not the endpoint refusing)', async () => {
+    // First lookup fails as a resolver does when it times out; the second answers an internal
+    // address, which is refused for good. Before, the first failure already ended the delivery.
+    let asked = 0;
+    const flaky: ResolveHost = async () => {
+      asked += 1;
+      if (asked === 1) throw Object.assign(new Error('getaddrinfo EAI_AGAIN hooks.soundqueue.test'), { code: 'EAI_AGAIN' });
+      return [{ address: '127.0.0.1', family: 4 }];
+    };
+    await withDeliveryWorker({ WEBHOOK_ALLOW_PRIVATE: 'false', WEBHOOK_ATTEMPTS: '3', WEBHOOK_BACKOFF_MS: '50' }, flaky, async (deliver) => {
+      const row = await deliver('https://hooks.soundqueue.test/hook');
+      expect(asked).toBe(2);
+      expect(row).toMatchObject({ status: 'failed', attempts: 2 });
+      expect(row.last_error).toMatch(/^url resolves to a loopback/);
+    });
+  });
+
   it('connect to the address that was checked, whatever a second resolution says (DNS rebinding)', async () => {
     // The name answers a public address (TEST-NET-3) to the first question and 127.0.0.1 to
     // any later one. The worker must ask once, pass the check, and hand its socket the checked

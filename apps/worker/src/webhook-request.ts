@@ -44,10 +44,10 @@ export async function sendWebhook(req: WebhookRequest): Promise<WebhookOutcome> 
       addresses = await (req.resolve ?? resolveHost)(host);
       if (addresses.length === 0) throw new Error('no addresses');
     } catch (e) {
-      // As before: a name that does not resolve is refused where internal addresses are, and
-      // is one failed (retried) attempt where they are allowed.
-      if (!req.allowPrivate) return { refused: `url host ${host} does not resolve` };
-      return { statusCode: null, error: `request failed: ${(e as Error).message}` };
+      // One failed attempt, retried like a connection error: a resolver timing out (EAI_AGAIN,
+      // SERVFAIL) says nothing about the endpoint, and the name resolved when it was
+      // registered. Only what it resolves to can be refused for good.
+      return { statusCode: null, error: `url host ${host} does not resolve: ${(e as Error).message}` };
     }
   }
   if (!req.allowPrivate) {
