@@ -4,7 +4,7 @@ import { eq } from 'drizzle-orm';
 import { scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { completeSoundscape, failSoundscape, startSoundscape } from '@soundqueue/shared/rollup/books';
+import { claimSoundscape, completeSoundscape, failSoundscape, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
@@ -22,7 +22,18 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     .where(eq(soundscapes.id, soundscapeId));
   if (!row) return { skipped: 'soundscape no longer exists' };
   const { soundscape, scene } = row;
-  if (!(await startSoundscape(ctx.db, soundscapeId))) return { skipped: `soundscape is ${soundscape.status}` };
+  // The claim's lease is the worker lock duration (see claimSoundscape in rollup/books.ts).
+  const leaseMs = Math.max(1_000, ctx.config.WORKER_LOCK_DURATION_MS);
+  for (let waitMs = 100; ; waitMs = Math.min(waitMs * 2, leaseMs / 3)) {
+    const claim = await claimSoundscape(ctx.db, soundscapeId, leaseMs);
+    if (claim === 'claimed') break;
+    if (claim !== 'busy') return { skipped: claim === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claim}` };
+    // Another job is generating it (an earlier run's, whose worker lives on): wait for it to
+    // finish, or for its claim to lapse. Shown in Bull Board as this job's progress.
+    await run.job.updateProgress({ waitingFor: 'another job generating this soundscape' });
+    await sleep(waitMs);
+  }
+  const renewal = setInterval(() => void renewSoundscapeClaim(ctx.db, soundscapeId).catch(() => {}), Math.max(100, Math.floor(leaseMs / 3)));
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
   // The scratch file of the provider's audio until storage takes it over.
@@ -45,6 +56,10 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     );
     return { durationMs: probe.durationMs };
   } catch (error) {
+    clearInterval(renewal);
+    // Whatever happens next (a retry, a 429 pause, the final failure below) this attempt no
+    // longer holds the soundscape.
+    await releaseSoundscapeClaim(ctx.db, soundscapeId);
     return await handleJobFailure(run, error, async (final) => {
       const { message } = describeError(final, 'SoundscapeGenerationError');
       await ctx.publish(
@@ -57,6 +72,9 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       );
     });
   } finally {
+    clearInterval(renewal);
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,4 +1,4 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
 import { books, bookSpreads, soundscapes, type ProcessingError } from '../db/schema';
 import type { ProgressEvent } from '../events';
@@ -101,13 +101,42 @@ export async function failSpread(db: Db, bookId: string, index: number, error: O
   });
 }
 
-export async function startSoundscape(db: Db, soundscapeId: string): Promise<boolean> {
+// A soundscape is a paid provider call. `generating` is a claim on it: the job holding it
+// renews it (updated_at) while it works, and releases it (back to `pending`) when an attempt
+// fails and will be retried. Another job (the reconciler's new run after Redis lost the jobs,
+// while the first job's worker lives on) takes over only a claim not renewed for a whole
+// lease, the time after which BullMQ too presumes a silent job stalled; until then it waits
+// rather than pay for the same soundscape twice. As the voice renditions' claims do.
+
+/** Claims the soundscape for this job; otherwise says why not: 'busy' (a live claim) or its status. */
+export async function claimSoundscape(db: Db, soundscapeId: string, leaseMs: number): Promise<'claimed' | 'busy' | 'completed' | 'failed' | 'gone'> {
   const [row] = await db
     .update(soundscapes)
     .set({ status: 'generating', attempts: sql`${soundscapes.attempts} + 1`, updatedAt: sql`now()` })
-    .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+    .where(
+      and(
+        eq(soundscapes.id, soundscapeId),
+        or(
+          eq(soundscapes.status, 'pending'),
+          and(eq(soundscapes.status, 'generating'), lt(soundscapes.updatedAt, sql`now() - make_interval(secs => ${leaseMs / 1000})`)),
+        ),
+      ),
+    )
     .returning({ id: soundscapes.id });
-  return Boolean(row);
+  if (row) return 'claimed';
+  const [current] = await db.select({ status: soundscapes.status }).from(soundscapes).where(eq(soundscapes.id, soundscapeId));
+  if (!current) return 'gone';
+  return current.status === 'generating' || current.status === 'pending' ? 'busy' : current.status;
+}
+
+/** Keeps this job's claim alive while the provider works. */
+export async function renewSoundscapeClaim(db: Db, soundscapeId: string): Promise<void> {
+  await db.update(soundscapes).set({ updatedAt: sql`now()` }).where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating')));
+}
+
+/** Gives the claim back after an attempt that will be retried (the retry, or another job, claims it again). */
+export async function releaseSoundscapeClaim(db: Db, soundscapeId: string): Promise<void> {
+  await db.update(soundscapes).set({ status: 'pending', updatedAt: sql`now()` }).where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating')));
 }
 
 export async function completeSoundscape(
