@@ -2,7 +2,8 @@ import { and, eq } from 'drizzle-orm';
 import { books, bookSpreads } from '@soundqueue/shared/db/schema';
 import { describeError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { completeSpread, failSpread, startSpread } from '@soundqueue/shared/rollup/books';
+import { claimSpread, completeSpread, failSpread, releaseSpreadClaim, renewSpreadClaim } from '@soundqueue/shared/rollup/books';
+import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { recordedCall } from '../provider-calls';
@@ -17,7 +18,10 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
   // restart's run): the current run's own job analyses the spread.
   if (book.status !== 'processing') return { skipped: `book is ${book.status}` };
   if (book.run !== jobRun) return { skipped: `job of run ${jobRun}, the book is on run ${book.run}` };
-  if (!(await startSpread(ctx.db, bookId, spreadIndex))) return { skipped: 'spread already analysed' };
+  // Another job analysing it (an earlier run's, whose worker lives on) is waited for.
+  const leaseMs = claimLeaseMs(ctx);
+  const claim = await waitForClaim(run, 'analysing this spread', leaseMs, () => claimSpread(ctx.db, bookId, spreadIndex, leaseMs));
+  if (claim !== 'claimed') return { skipped: claim === 'gone' ? 'spread no longer exists' : `spread is ${claim}` };
   const [spread] = await ctx.db.select().from(bookSpreads).where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, spreadIndex)));
   const [previous] =
     spreadIndex > 0
@@ -25,6 +29,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       : [];
   const provider = ctx.providers.analysis;
   const started = Date.now();
+  const stopRenewing = keepClaim(leaseMs, () => renewSpreadClaim(ctx.db, bookId, spreadIndex));
   try {
     const result = await recordedCall(
       ctx.db,
@@ -37,6 +42,10 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
     await ctx.publish(await completeSpread(ctx.db, bookId, spreadIndex, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started }));
     return { sceneChanged: analysis.sceneChanged };
   } catch (error) {
+    stopRenewing();
+    // Whatever happens next (a retry, a 429 pause, the final failure below) this attempt no
+    // longer holds the spread.
+    await releaseSpreadClaim(ctx.db, bookId, spreadIndex);
     return await handleJobFailure(run, error, async (final) => {
       const { errorType, message } = describeError(final, 'ContentAnalysisError');
       const events = await failSpread(ctx.db, bookId, spreadIndex, {
@@ -47,5 +56,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       });
       await ctx.publish(events);
     });
+  } finally {
+    stopRenewing();
   }
 }

@@ -9,6 +9,7 @@ import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { recordedCall } from '../provider-calls';
+import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
 import { removeScratchFiles } from '../scratch-files';
 import { writeCheckedAudio } from '../audio/checked-audio';
 
@@ -22,18 +23,11 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     .where(eq(soundscapes.id, soundscapeId));
   if (!row) return { skipped: 'soundscape no longer exists' };
   const { soundscape, scene } = row;
-  // The claim's lease is the worker lock duration (see claimSoundscape in rollup/books.ts).
-  const leaseMs = Math.max(1_000, ctx.config.WORKER_LOCK_DURATION_MS);
-  for (let waitMs = 100; ; waitMs = Math.min(waitMs * 2, leaseMs / 3)) {
-    const claim = await claimSoundscape(ctx.db, soundscapeId, leaseMs);
-    if (claim === 'claimed') break;
-    if (claim !== 'busy') return { skipped: claim === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claim}` };
-    // Another job is generating it (an earlier run's, whose worker lives on): wait for it to
-    // finish, or for its claim to lapse. Shown in Bull Board as this job's progress.
-    await run.job.updateProgress({ waitingFor: 'another job generating this soundscape' });
-    await sleep(waitMs);
-  }
-  const renewal = setInterval(() => void renewSoundscapeClaim(ctx.db, soundscapeId).catch(() => {}), Math.max(100, Math.floor(leaseMs / 3)));
+  // Another job generating it (an earlier run's, whose worker lives on) is waited for.
+  const leaseMs = claimLeaseMs(ctx);
+  const claim = await waitForClaim(run, 'generating this soundscape', leaseMs, () => claimSoundscape(ctx.db, soundscapeId, leaseMs));
+  if (claim !== 'claimed') return { skipped: claim === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claim}` };
+  const stopRenewing = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId));
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
   // The scratch file of the provider's audio until storage takes it over.
@@ -56,7 +50,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     );
     return { durationMs: probe.durationMs };
   } catch (error) {
-    clearInterval(renewal);
+    stopRenewing();
     // Whatever happens next (a retry, a 429 pause, the final failure below) this attempt no
     // longer holds the soundscape.
     await releaseSoundscapeClaim(ctx.db, soundscapeId);
@@ -72,9 +66,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       );
     });
   } finally {
-    clearInterval(renewal);
+    stopRenewing();
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

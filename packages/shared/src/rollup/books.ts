@@ -41,13 +41,38 @@ async function appendError(tx: Tx, bookId: string, error: ProcessingError, count
   return book;
 }
 
-export async function startSpread(db: Db, bookId: string, index: number): Promise<boolean> {
+// A spread's analysis is a paid call too, claimed like a soundscape (see claimSoundscape):
+// `analyzing` is a claim its job renews, releases on a failed attempt, and another job takes
+// over only once it has lapsed for a whole lease.
+const spread = (bookId: string, index: number) => and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index));
+
+/** Claims the spread's analysis for this job; otherwise 'busy' (a live claim) or its status. */
+export async function claimSpread(db: Db, bookId: string, index: number, leaseMs: number): Promise<'claimed' | 'busy' | 'analyzed' | 'failed' | 'gone'> {
   const [row] = await db
     .update(bookSpreads)
     .set({ status: 'analyzing', attempts: sql`${bookSpreads.attempts} + 1`, updatedAt: sql`now()` })
-    .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+    .where(
+      and(
+        spread(bookId, index),
+        or(
+          eq(bookSpreads.status, 'pending'),
+          and(eq(bookSpreads.status, 'analyzing'), lt(bookSpreads.updatedAt, sql`now() - make_interval(secs => ${leaseMs / 1000})`)),
+        ),
+      ),
+    )
     .returning({ id: bookSpreads.id });
-  return Boolean(row);
+  if (row) return 'claimed';
+  const [current] = await db.select({ status: bookSpreads.status }).from(bookSpreads).where(spread(bookId, index));
+  if (!current) return 'gone';
+  return current.status === 'analyzing' || current.status === 'pending' ? 'busy' : current.status;
+}
+
+export async function renewSpreadClaim(db: Db, bookId: string, index: number): Promise<void> {
+  await db.update(bookSpreads).set({ updatedAt: sql`now()` }).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzing')));
+}
+
+export async function releaseSpreadClaim(db: Db, bookId: string, index: number): Promise<void> {
+  await db.update(bookSpreads).set({ status: 'pending', updatedAt: sql`now()` }).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzing')));
 }
 
 export async function completeSpread(
