@@ -8,6 +8,7 @@ import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { InvalidAudioError } from '../ffmpeg';
+import { claimLeaseMs } from '../claims';
 import { recordedCall } from '../provider-calls';
 import { removeScratchFiles } from '../scratch-files';
 import type { SpeechRequest } from './types';
@@ -23,10 +24,10 @@ export function renditionKey(provider: { name: string; usesInstructions: boolean
 
 // A claim is a lease its holder renews while it works (every third of the lease); one not
 // renewed for a whole lease is presumed dead (its worker killed) and may be taken over. The
-// lease is the worker lock duration, the time after which BullMQ too presumes a silent job
-// stalled, so a killed worker's voice is free again by the time its job is retried (a fixed
-// 3-minute lease held every track needing that voice for 3 minutes after a crash).
-const claimLeaseMs = (ctx: WorkerContext) => Math.max(1_000, ctx.config.WORKER_LOCK_DURATION_MS);
+// lease is the worker lock duration (claimLeaseMs, shared with the book's claims), the time
+// after which BullMQ too presumes a silent job stalled, so a killed worker's voice is free
+// again by the time its job is retried (a fixed 3-minute lease held every track needing that
+// voice for 3 minutes after a crash).
 
 // Prepared: one claim per track (see db/prepared.ts).
 const claimStatement = (ctx: WorkerContext) =>
