@@ -41,6 +41,10 @@ async function appendError(tx: Tx, bookId: string, error: ProcessingError, count
   return book;
 }
 
+/** A claim's row not renewed (updated_at) for a whole lease: its holder is presumed dead. */
+const lapsed = (updatedAt: typeof bookSpreads.updatedAt | typeof soundscapes.updatedAt, leaseMs: number) =>
+  lt(updatedAt, sql`now() - make_interval(secs => ${leaseMs / 1000})`);
+
 // A spread's analysis is a paid call too, claimed like a soundscape (see claimSoundscape):
 // `analyzing` is a claim its job renews, releases on a failed attempt, and another job takes
 // over only once it has lapsed for a whole lease.
@@ -56,7 +60,7 @@ export async function claimSpread(db: Db, bookId: string, index: number, leaseMs
         spread(bookId, index),
         or(
           eq(bookSpreads.status, 'pending'),
-          and(eq(bookSpreads.status, 'analyzing'), lt(bookSpreads.updatedAt, sql`now() - make_interval(secs => ${leaseMs / 1000})`)),
+          and(eq(bookSpreads.status, 'analyzing'), lapsed(bookSpreads.updatedAt, leaseMs)),
         ),
       ),
     )
@@ -143,7 +147,7 @@ export async function claimSoundscape(db: Db, soundscapeId: string, leaseMs: num
         eq(soundscapes.id, soundscapeId),
         or(
           eq(soundscapes.status, 'pending'),
-          and(eq(soundscapes.status, 'generating'), lt(soundscapes.updatedAt, sql`now() - make_interval(secs => ${leaseMs / 1000})`)),
+          and(eq(soundscapes.status, 'generating'), lapsed(soundscapes.updatedAt, leaseMs)),
         ),
       ),
     )
