@@ -4,7 +4,7 @@ import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { jobId, jobOptions, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
-import { failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { finaliseBook } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
 import type { WorkerContext } from './context';
 
@@ -72,18 +72,16 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
     for (const book of unfinishedBooks) {
       if ((book.startedAt ?? book.createdAt) < stuckCutoff) {
         const message = 'Processing did not finish in time and was stopped; start generation again.';
-        const spreads = await ctx.db.select({ index: bookSpreads.index }).from(bookSpreads).where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.status, ['pending', 'analyzing'])));
-        for (const { index } of spreads) await ctx.publish(await failSpread(ctx.db, book.id, index, { errorType: 'ContentAnalysisError', message, stack: null, attempt: 0 }));
-        const pendingSounds = await ctx.db.execute<{ id: string; first_spread: number; first_page: number; last_page: number }>(
-          sql`select s.id, c.first_spread, c.first_page, c.last_page from soundscapes s join scenes c on c.id = s.scene_id where s.book_id = ${book.id} and s.status in ('pending', 'generating')`,
-        );
-        for (const row of pendingSounds.rows) {
-          await ctx.publish(
-            await failSoundscape(ctx.db, row.id, { firstSpread: row.first_spread, firstPage: row.first_page, lastPage: row.last_page }, { errorType: 'SoundscapeGenerationError', message, stack: null, attempt: 0 }),
-          );
-        }
-        await ctx.publish((await finaliseBook(ctx.db, book.id, {})).events);
-        report.booksTimedOut.push(book.id);
+        const reason = { message, stack: null, attempt: 0 };
+        // One transaction under the book row's lock, for this run only: a root of the same
+        // run that finalises meanwhile, or a restart after it, leaves nothing to do here.
+        const result = await finaliseBook(ctx.db, book.id, {}, {
+          run: book.run,
+          spreads: { ...reason, errorType: 'ContentAnalysisError' },
+          soundscapes: { ...reason, errorType: 'SoundscapeGenerationError' },
+        });
+        await ctx.publish(result.events);
+        if (result.status) report.booksTimedOut.push(book.id);
         continue;
       }
       if (await rootAlive(ctx, 'book', jobId.book(book.id, book.run))) continue;

@@ -38,7 +38,7 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
         })
         .where(and(eq(books.id, book.id), eq(books.run, book.run)));
     });
-    await ctx.publish((await finaliseBook(ctx.db, book.id, {})).events);
+    await ctx.publish((await finaliseBook(ctx.db, book.id, {}, { run: book.run })).events);
     throw new HttpError(503, 'queue_unavailable', `${message}. Try again.`, { bookId: book.id });
   }
 }

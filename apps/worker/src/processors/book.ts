@@ -3,7 +3,7 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
 import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
-import { bookCountersEvent, failSoundscape, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { bookCountersEvent, failBookLeftovers, finaliseBook, lockBookRun } from '@soundqueue/shared/rollup/books';
 import { segmentScenes } from '@soundqueue/shared/scenes';
 import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
@@ -19,15 +19,21 @@ const lost = (what: string) => `The ${what} job was lost before it finished (its
  */
 export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
   const data = parsePayload('book', run.job.data);
+  // A root of an older run changes nothing: this read saves the work, and each step checks
+  // the run again under the book row's lock (a restart takes it too).
   const [book] = await ctx.db.select().from(books).where(eq(books.id, data.bookId));
   if (!book || book.status !== 'processing' || book.run !== data.run) return { status: null };
+  const attempt = run.job.attemptsMade + 1;
 
   if (data.step === 'segment') {
     const segmentStarted = Date.now();
-    await failLeftoverSpreads(ctx, book.id, run.job.attemptsMade + 1);
+    const failed = await failBookLeftovers(ctx.db, book.id, { run: data.run, spreads: { errorType: 'ContentAnalysisError', message: lost('analysis'), stack: null, attempt } });
+    if (failed === null) return { status: null };
+    await ctx.publish(failed);
     const [fresh] = await ctx.db.select().from(books).where(eq(books.id, book.id));
     if (fresh && fresh.processedSpreads > 0) {
-      const pending = await segment(ctx, book.id);
+      const pending = await segment(ctx, book.id, data.run);
+      if (pending === null) return { status: null };
       const analysisMs = segmentStarted - (book.startedAt ?? book.createdAt).getTime();
       await ctx.db
         .update(books)
@@ -52,42 +58,24 @@ export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ st
 
   // finalize
   const soundscapesStarted = Number((await ctx.db.select({ t: books.stepTimings }).from(books).where(eq(books.id, book.id)))[0]?.t.analysisMs ?? 0);
-  await failLeftoverSoundscapes(ctx, book.id, run.job.attemptsMade + 1);
   const totalMs = Date.now() - (book.startedAt ?? book.createdAt).getTime();
-  const result = await finaliseBook(ctx.db, book.id, { soundscapesMs: Math.max(0, totalMs - soundscapesStarted), totalMs });
+  const result = await finaliseBook(ctx.db, book.id, { soundscapesMs: Math.max(0, totalMs - soundscapesStarted), totalMs }, {
+    run: data.run,
+    soundscapes: { errorType: 'SoundscapeGenerationError', message: lost('soundscape'), stack: null, attempt },
+  });
   await ctx.publish(result.events);
   return { status: result.status };
-}
-
-async function failLeftoverSpreads(ctx: WorkerContext, bookId: string, attempt: number): Promise<void> {
-  const leftovers = await ctx.db
-    .select({ index: bookSpreads.index })
-    .from(bookSpreads)
-    .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
-  for (const { index } of leftovers) {
-    await ctx.publish(await failSpread(ctx.db, bookId, index, { errorType: 'ContentAnalysisError', message: lost('analysis'), stack: null, attempt }));
-  }
-}
-
-async function failLeftoverSoundscapes(ctx: WorkerContext, bookId: string, attempt: number): Promise<void> {
-  const leftovers = await ctx.db
-    .select({ id: soundscapes.id, scene: scenes })
-    .from(soundscapes)
-    .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
-    .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
-  for (const { id, scene } of leftovers) {
-    await ctx.publish(await failSoundscape(ctx.db, id, scene, { errorType: 'SoundscapeGenerationError', message: lost('soundscape'), stack: null, attempt }));
-  }
 }
 
 /**
  * Writes the book's scenes from its spreads' analyses and returns the soundscapes still to
  * generate. A scene identical to an existing one (same spreads, same prompt) keeps its
- * soundscape, so running generation again never redoes finished work.
+ * soundscape, so running generation again never redoes finished work. Null if the book is
+ * no longer processing `run`.
  */
-async function segment(ctx: WorkerContext, bookId: string): Promise<string[]> {
+async function segment(ctx: WorkerContext, bookId: string, run: number): Promise<string[] | null> {
   const result = await ctx.db.transaction(async (tx) => {
-    await tx.select({ id: books.id }).from(books).where(eq(books.id, bookId)).for('update');
+    if (!(await lockBookRun(tx, bookId, run))) return null;
     const spreads = await tx.select().from(bookSpreads).where(eq(bookSpreads.bookId, bookId)).orderBy(asc(bookSpreads.index));
     const planned = segmentScenes(
       spreads.map((s) => ({
@@ -143,6 +131,7 @@ async function segment(ctx: WorkerContext, bookId: string): Promise<string[]> {
       .returning();
     return { book: book!, pending: all.filter((s) => s.status === 'pending' || s.status === 'generating').map((s) => s.id) };
   });
+  if (!result) return null;
   await ctx.publish([bookCountersEvent(result.book)]);
   return result.pending;
 }

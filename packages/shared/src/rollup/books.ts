@@ -1,6 +1,6 @@
 import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
-import { books, bookSpreads, soundscapes, type ProcessingError } from '../db/schema';
+import { books, bookSpreads, scenes, soundscapes, type ProcessingError } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 import type { SpreadAnalysis } from '../analysis';
@@ -108,26 +108,31 @@ export async function completeSpread(
   });
 }
 
-export async function failSpread(db: Db, bookId: string, index: number, error: Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>): Promise<ProgressEvent[]> {
-  return db.transaction(async (tx) => {
-    const [spread] = await tx
-      .update(bookSpreads)
-      .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
-      .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
-      .returning();
-    if (!spread) return [];
-    const entry: ProcessingError = {
-      ...error,
-      timestamp: new Date().toISOString(),
-      spreadIndex: index,
-      pages: `${spread.firstPage}-${spread.lastPage}`,
-    };
-    const book = await appendError(tx, bookId, entry, { failedSpreads: sql`${books.failedSpreads} + 1` });
-    return [
-      { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'failed', error: entry } },
-      ...(book ? [bookCountersEvent(book)] : []),
-    ];
-  });
+/** What a failed spread or soundscape records: the rest (time, spread, pages) comes from its row. */
+export type FailureReason = Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>;
+
+export async function failSpread(db: Db, bookId: string, index: number, error: FailureReason): Promise<ProgressEvent[]> {
+  return db.transaction((tx) => failSpreadIn(tx, bookId, index, error));
+}
+
+async function failSpreadIn(tx: Tx, bookId: string, index: number, error: FailureReason): Promise<ProgressEvent[]> {
+  const [spread] = await tx
+    .update(bookSpreads)
+    .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
+    .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+    .returning();
+  if (!spread) return [];
+  const entry: ProcessingError = {
+    ...error,
+    timestamp: new Date().toISOString(),
+    spreadIndex: index,
+    pages: `${spread.firstPage}-${spread.lastPage}`,
+  };
+  const book = await appendError(tx, bookId, entry, { failedSpreads: sql`${books.failedSpreads} + 1` });
+  return [
+    { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'failed', error: entry } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
 }
 
 // A soundscape is a paid provider call. `generating` is a claim on it: the job holding it
@@ -196,38 +201,94 @@ export async function completeSoundscape(
   });
 }
 
-export async function failSoundscape(
-  db: Db,
-  soundscapeId: string,
-  scene: { firstSpread: number; firstPage: number; lastPage: number },
-  error: Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>,
-): Promise<ProgressEvent[]> {
-  return db.transaction(async (tx) => {
-    const [row] = await tx
-      .update(soundscapes)
-      .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
-      .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
-      .returning();
-    if (!row) return [];
-    const entry: ProcessingError = {
-      ...error,
-      timestamp: new Date().toISOString(),
-      spreadIndex: scene.firstSpread,
-      pages: `${scene.firstPage}-${scene.lastPage}`,
-    };
-    const book = await appendError(tx, row.bookId, entry, { soundscapesFailed: sql`${books.soundscapesFailed} + 1` });
-    return [
-      { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'failed', error: entry } },
-      ...(book ? [bookCountersEvent(book)] : []),
-    ];
-  });
+export async function failSoundscape(db: Db, soundscapeId: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[]> {
+  return db.transaction((tx) => failSoundscapeIn(tx, soundscapeId, scene, error));
 }
 
-/** A book is ready if at least one spread was processed, failed if none (invariant 3). */
-export async function finaliseBook(db: Db, bookId: string, timings: Record<string, number>): Promise<{ status: string | null; events: ProgressEvent[] }> {
+type SceneSpan = { firstSpread: number; firstPage: number; lastPage: number };
+
+async function failSoundscapeIn(tx: Tx, soundscapeId: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[]> {
+  const [row] = await tx
+    .update(soundscapes)
+    .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
+    .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+    .returning();
+  if (!row) return [];
+  const entry: ProcessingError = {
+    ...error,
+    timestamp: new Date().toISOString(),
+    spreadIndex: scene.firstSpread,
+    pages: `${scene.firstPage}-${scene.lastPage}`,
+  };
+  const book = await appendError(tx, row.bookId, entry, { soundscapesFailed: sql`${books.soundscapesFailed} + 1` });
+  return [
+    { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'failed', error: entry } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
+}
+
+/**
+ * The spreads and soundscapes a run left unfinished (their jobs lost, or the run stopped by
+ * the reconciler), failed with a reason when that run moves on.
+ */
+export interface BookLeftovers {
+  /** The run: if the book has moved on to a newer one (or ended), nothing changes. */
+  run: number;
+  spreads?: FailureReason;
+  soundscapes?: FailureReason;
+}
+
+/**
+ * The book row, locked for this transaction, if it is still processing `run`. A restart
+ * takes the same lock to start a new run, so a job of an older run that passed its own run
+ * check before a restart cannot fail the new run's fresh work or end the book.
+ */
+export async function lockBookRun(tx: Tx, bookId: string, run: number | undefined): Promise<Book | null> {
+  const [book] = await tx.select().from(books).where(eq(books.id, bookId)).for('update');
+  if (!book || book.status !== 'processing') return null;
+  return run === undefined || book.run === run ? book : null;
+}
+
+async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[]> {
+  const events: ProgressEvent[] = [];
+  if (leftovers.spreads) {
+    const open = await tx
+      .select({ index: bookSpreads.index })
+      .from(bookSpreads)
+      .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+    for (const { index } of open) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
+  }
+  if (leftovers.soundscapes) {
+    const open = await tx
+      .select({ id: soundscapes.id, scene: scenes })
+      .from(soundscapes)
+      .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+      .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
+    for (const { id, scene } of open) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
+  }
+  return events;
+}
+
+/** Fails a run's leftovers under the book row's lock; null if the book is no longer processing that run. */
+export async function failBookLeftovers(db: Db, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[] | null> {
+  return db.transaction(async (tx) => ((await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers) : null));
+}
+
+/**
+ * A book is ready if at least one spread was processed, failed if none (invariant 3). With
+ * `leftovers`, the run's unfinished spreads and soundscapes are failed first, and nothing
+ * happens if the book has moved on to another run; all of it under the book row's lock.
+ */
+export async function finaliseBook(
+  db: Db,
+  bookId: string,
+  timings: Record<string, number>,
+  leftovers?: BookLeftovers,
+): Promise<{ status: string | null; events: ProgressEvent[] }> {
   return db.transaction(async (tx) => {
-    const [book] = await tx.select().from(books).where(eq(books.id, bookId)).for('update');
-    if (!book || book.status !== 'processing') return { status: null, events: [] };
+    const book = await lockBookRun(tx, bookId, leftovers?.run);
+    if (!book) return { status: null, events: [] };
+    const events = leftovers ? await failLeftoversIn(tx, bookId, leftovers) : [];
     const status = book.processedSpreads > 0 ? 'ready' : 'failed';
     const [done] = await tx
       .update(books)
@@ -240,11 +301,12 @@ export async function finaliseBook(db: Db, bookId: string, timings: Record<strin
       })
       .where(eq(books.id, bookId))
       .returning();
-    if (!done) return { status: null, events: [] };
+    if (!done) return { status: null, events };
     outcomes.inc({ kind: 'book', status });
     return {
       status,
       events: [
+        ...events,
         bookCountersEvent(done),
         { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true },
       ],
