@@ -146,9 +146,12 @@ describe('webhooks', () => {
       }
       const before = await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints');
       // IPv6 spellings of internal IPv4 hosts: mapped (dotted, and the hex URL parsing rewrites
-      // it to), IPv4-compatible and NAT64 ones; and IPv6 site-local.
+      // it to), IPv4-compatible, NAT64 and 6to4 ones; IPv6 site-local and Teredo; and the
+      // special IPv4 ranges that are internal in practice.
       const disguised = ['http://[::ffff:127.0.0.1]:6379/', 'http://[::ffff:7f00:1]/x', 'http://[::ffff:169.254.169.254]/latest', 'http://[::ffff:10.0.0.1]/',
-        'http://[::127.0.0.1]/', 'http://[64:ff9b::7f00:1]/', 'http://[64:ff9b::10.0.0.1]/', 'http://[::ffff:0:7f00:1]/', 'http://[fec0::1]/', 'http://[feff::1]/'];
+        'http://[::127.0.0.1]/', 'http://[64:ff9b::7f00:1]/', 'http://[64:ff9b::10.0.0.1]/', 'http://[::ffff:0:7f00:1]/', 'http://[fec0::1]/', 'http://[feff::1]/',
+        'http://[2002:7f00:1::1]/', 'http://[2002:a9fe:a9fe::]/latest', 'http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/',
+        'http://192.0.0.170/', 'http://198.18.0.1/', 'http://198.19.255.254/', 'http://[2001:2::1]/'];
       for (const url of disguised) {
         const res = await strict.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } });
         expect(res.status, url).toBe(400);
@@ -158,7 +161,7 @@ describe('webhooks', () => {
       }
       expect(await queryRows(env.databaseUrl, 'select count(*)::int as n from webhook_endpoints')).toEqual(before);
       // The same spellings of a public address are fine.
-      for (const url of ['http://[::ffff:93.184.216.34]/x', 'http://[64:ff9b::93.184.216.34]/x']) {
+      for (const url of ['http://[::ffff:93.184.216.34]/x', 'http://[64:ff9b::93.184.216.34]/x', 'http://[2002:5db8:d822::1]/x', 'http://198.20.0.1/x']) {
         expect((await strict.request('/v1/webhooks', { method: 'POST', json: { url, events: ['batch.completed'] } })).status, url).toBe(201);
       }
       const badEvent = await strict.request('/v1/webhooks', { method: 'POST', json: { url: 'https://example.com/x', events: ['nope'] } });

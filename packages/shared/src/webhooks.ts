@@ -39,15 +39,26 @@ export function verifyWebhook(secret: string, header: string, body: string, tole
 }
 
 // Where a webhook must never go: loopback, "this network", private (RFC 1918), carrier-grade
-// NAT, link-local (cloud metadata at 169.254.169.254), multicast and reserved.
+// NAT, link-local (cloud metadata at 169.254.169.254), multicast and reserved; and the special
+// ranges that are internal in practice: IETF protocol assignments (192.0.0.0/24: DS-Lite,
+// NAT64 discovery) and benchmarking (198.18.0.0/15, used inside some networks). Documentation
+// ranges (TEST-NET) are not routed anywhere: a delivery there fails on its own.
 const blockedIPv4 = new BlockList();
-for (const [network, prefix] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.168.0.0', 16], ['224.0.0.0', 3]] as const) {
+for (const [network, prefix] of [
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.168.0.0', 16], ['224.0.0.0', 3],
+  ['192.0.0.0', 24], ['198.18.0.0', 15],
+] as const) {
   blockedIPv4.addSubnet(network, prefix, 'ipv4');
 }
 // The IPv6 equivalents: unspecified, loopback, link-local, site-local (deprecated but still
-// routed inside some networks), unique local, multicast, and local-use NAT64 (RFC 8215).
+// routed inside some networks), unique local, multicast, local-use NAT64 (RFC 8215) and
+// benchmarking; and Teredo (2001::/32), a tunnel whose addresses carry an IPv4 server and an
+// obfuscated IPv4 client: no webhook host is one.
 const blockedIPv6 = new BlockList();
-for (const [network, prefix] of [['::', 128], ['::1', 128], ['fe80::', 10], ['fec0::', 10], ['fc00::', 7], ['ff00::', 8], ['64:ff9b:1::', 48]] as const) {
+for (const [network, prefix] of [
+  ['::', 128], ['::1', 128], ['fe80::', 10], ['fec0::', 10], ['fc00::', 7], ['ff00::', 8], ['64:ff9b:1::', 48],
+  ['2001:2::', 48], ['2001::', 32],
+] as const) {
   blockedIPv6.addSubnet(network, prefix, 'ipv6');
 }
 // IPv6 addresses that carry an IPv4 address in their last 32 bits and reach that IPv4 host:
@@ -58,18 +69,23 @@ const embedsIPv4 = new BlockList();
 for (const [network, prefix] of [['::ffff:0:0', 96], ['::', 96], ['::ffff:0:0:0', 96], ['64:ff9b::', 96]] as const) {
   embedsIPv4.addSubnet(network, prefix, 'ipv6');
 }
+// 6to4 (2002::/16) carries its IPv4 gateway in bits 16-47 (2002:7f00:1::/48 is 127.0.0.1's).
+const sixToFour = new BlockList();
+sixToFour.addSubnet('2002::', 16, 'ipv6');
 
-/** The IPv4 address in an IPv6 address's last 32 bits, whether written dotted or in hex. */
-function lastIPv4(ipv6: string): string {
+/** The eight 16-bit groups of an IPv6 address, whether written with dotted IPv4 or in hex. */
+function groupsOf(ipv6: string): number[] {
   // URL parsing writes any IPv6 address in its canonical form: hex groups, at most one "::".
   const canonical = new URL(`http://[${ipv6}]/`).hostname.slice(1, -1);
   const [head = '', tail] = canonical.split('::');
   const front = head ? head.split(':') : [];
   const back = tail ? tail.split(':') : [];
   const groups = tail === undefined ? front : [...front, ...Array<string>(8 - front.length - back.length).fill('0'), ...back];
-  const [high, low] = groups.slice(6).map((g) => parseInt(g, 16)) as [number, number];
-  return [high >> 8, high & 255, low >> 8, low & 255].join('.');
+  return groups.map((g) => parseInt(g, 16));
 }
+
+/** The IPv4 address two 16-bit groups hold. */
+const ipv4Of = (high: number, low: number) => [high >> 8, high & 255, low >> 8, low & 255].join('.');
 
 function isPrivateAddress(address: string): boolean {
   // A zone id (fe80::1%eth0) names an interface, not a host; what matters is the address.
@@ -77,7 +93,14 @@ function isPrivateAddress(address: string): boolean {
   try {
     if (isIP(bare) === 4) return blockedIPv4.check(bare, 'ipv4');
     if (isIP(bare) !== 6) return true;
-    if (embedsIPv4.check(bare, 'ipv6')) return blockedIPv4.check(lastIPv4(bare), 'ipv4');
+    if (embedsIPv4.check(bare, 'ipv6')) {
+      const groups = groupsOf(bare);
+      return blockedIPv4.check(ipv4Of(groups[6]!, groups[7]!), 'ipv4');
+    }
+    if (sixToFour.check(bare, 'ipv6')) {
+      const groups = groupsOf(bare);
+      return blockedIPv4.check(ipv4Of(groups[1]!, groups[2]!), 'ipv4');
+    }
     return blockedIPv6.check(bare, 'ipv6');
   } catch {
     // Whatever cannot be read as an address is not delivered to.
