@@ -52,6 +52,22 @@ describe('PDF uploads', () => {
     expect(await bookCount()).toBe(booksBefore);
   });
 
+  it('refuses a PDF with a page longer than a JSON page may be with 422 page_too_long, writing nothing', async () => {
+    const long = 'The rain fell on the long grey road. '.repeat(1_400); // 51,800 characters
+    const booksBefore = await bookCount();
+    const refused = await uploadBook(api, { name: 'dense.pdf', type: 'application/pdf', data: makePdf(['A short first page.', long.trim()], { leading: 1 }) });
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toEqual({
+      code: 'page_too_long',
+      message: 'page 2 of the PDF has 51799 characters of text; a page can have at most 50000',
+      details: { page: 2, characters: 51_799, limit: 50_000 },
+    });
+    expect(await bookCount()).toBe(booksBefore);
+    // At the limit it is a book.
+    const fits = await uploadBook(api, { name: 'full.pdf', type: 'application/pdf', data: makePdf([long.slice(0, 50_000).trim()], { leading: 1 }) });
+    expect(fits.status).toBe(202);
+  });
+
   it('answers a PDF with no text layer 422 no_text, as it answers an empty .txt', async () => {
     const booksBefore = await bookCount();
     const scanned = await uploadBook(api, { name: 'scan.pdf', type: 'application/pdf', data: makePdf(['', '', '']) });

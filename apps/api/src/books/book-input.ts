@@ -77,6 +77,17 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
     pages = await extractPdfPages(new Uint8Array(file.buffer), { maxPages }).catch((error: unknown) => {
       throw error instanceof PdfPageLimitError ? tooManyPages(error.pageCount, error.limit) : error;
     });
+    // A PDF's pages are the reader's pages, so one is never split as a .txt is; one longer
+    // than a JSON page may be (a page of 6-point type, or text hidden off the page) is refused
+    // with its number rather than sent whole to the analysis provider.
+    const long = pages.findIndex((page) => page.length > PAGE_MAX_CHARS);
+    if (long >= 0) {
+      throw new HttpError(422, 'page_too_long', `page ${long + 1} of the PDF has ${pages[long]!.length} characters of text; a page can have at most ${PAGE_MAX_CHARS}`, {
+        page: long + 1,
+        characters: pages[long]!.length,
+        limit: PAGE_MAX_CHARS,
+      });
+    }
   } else if (name.endsWith('.txt') || file.mimetype.startsWith('text/plain')) {
     const text = new TextDecoder('utf-8', { fatal: false }).decode(file.buffer);
     if (text.includes('\u0000')) throw new HttpError(415, 'unsupported_media_type', 'the .txt file is not text');
