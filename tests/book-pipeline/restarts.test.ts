@@ -98,6 +98,36 @@ describe('restarting a book', () => {
     await expectBookCountsMatchRows(env.databaseUrl, ready.bookId);
     await redisBack();
   });
+
+  it('that is ready with a failed soundscape, when the restart cannot be enqueued, fails that soundscape again with the reason', async () => {
+    soundscapeCalls = 0;
+    soundscapeCall = async (n) => {
+      if (n === 1) throw new SoundscapeGenerationError('provider answered 400', { retryable: false, status: 400 });
+    };
+    try {
+      worker = await startWorker();
+      const created = await postBook(api, { title: 'Half', pages });
+      const ready = await waitForBook(api, created.body.bookId);
+      expect(ready).toMatchObject({ status: 'ready', warning: 'Some soundscapes failed to generate' });
+      await stopWorker();
+      await redis.stop();
+      // The restart sets the failed soundscape back to pending, then cannot enqueue: before,
+      // it stayed pending on a book that ended ready, counted neither made nor failed.
+      const res = await api.request(`/v1/books/${ready.bookId}/soundscapes`, { method: 'POST', user: 'reader' });
+      expect(res.status).toBe(503);
+      const sounds = await queryRows(env.databaseUrl, 'select status, error_message from soundscapes where book_id = $1 order by status', [ready.bookId]);
+      expect(sounds).toEqual([
+        { status: 'completed', error_message: null },
+        { status: 'failed', error_message: expect.stringMatching(/^Could not enqueue the book's jobs/) },
+      ]);
+      const [book] = await queryRows(env.databaseUrl, 'select status, soundscapes_generated, soundscapes_failed from books where id = $1', [ready.bookId]);
+      expect(book).toEqual({ status: 'ready', soundscapes_generated: 1, soundscapes_failed: 1 });
+      await expectBookCountsMatchRows(env.databaseUrl, ready.bookId);
+    } finally {
+      soundscapeCall = async () => {};
+      await redisBack();
+    }
+  });
 });
 
 describe('a book re-run by the reconciler after Redis lost its jobs', () => {

@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentAnalysisError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import type { ProgressEvent } from '@soundqueue/shared/events';
 import { createProviders } from '../../apps/worker/src/providers';
+import { failBookLeftovers, finaliseBook } from '@soundqueue/shared/rollup/books';
 import { processBook } from '../../apps/worker/src/processors/book';
+import { processSoundscape } from '../../apps/worker/src/processors/soundscape';
 import { reconcile } from '../../apps/worker/src/reconciler';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
@@ -64,7 +66,7 @@ beforeAll(async () => {
     readyBooks.push(book.bookId as string);
   }
   await worker.running.close();
-});
+}, 600_000);
 
 /** Starts a ready book again (run 2); nothing processes it. */
 async function restart(bookId: string): Promise<void> {
@@ -116,22 +118,53 @@ describe('a book root of an older run', () => {
     const spreads = await queryRows(env.databaseUrl, 'select index, status from book_spreads where book_id = $1 order by index', [bookId]);
     expect(spreads).toEqual([{ index: 0, status: 'analyzed' }, { index: 1, status: 'pending' }]);
     await expectBookCountsMatchRows(env.databaseUrl, bookId);
+
+    // Had it enqueued soundscape jobs of run 2 before the restart, they would leave the
+    // soundscapes to run 3's own jobs: no claim, no provider call.
+    const sounds = await queryRows(env.databaseUrl, `select id, status from soundscapes where book_id = $1`, [bookId]);
+    expect(sounds.length).toBeGreaterThan(0);
+    const calls = async () => (await queryRows(env.databaseUrl, `select count(*)::int as n from provider_calls where book_id = $1 and kind = 'soundscape'`, [bookId]))[0].n;
+    const callsBefore = await calls();
+    const job = { id: 'old', data: { bookId, soundscapeId: sounds[0].id, run: 2 }, attemptsMade: 0, opts: { attempts: 3 }, async updateProgress() {} };
+    const result = await processSoundscape(worker.ctx, { job: job as never, token: 't', worker: undefined as never, maxRateLimitRestarts: 0 });
+    expect(result).toEqual({ skipped: 'job of run 2, the book is on run 3' });
+    expect((await queryRows(env.databaseUrl, `select status from soundscapes where id = $1`, [sounds[0].id]))[0].status).toBe(sounds[0].status);
+    expect(await calls()).toBe(callsBefore);
   });
 
-  it('in its finalize step neither fails the new run\'s soundscapes nor ends the book', async () => {
+  it('in its finalize step ends only its own run: a restart after it finds the new run\'s soundscapes untouched', async () => {
     const bookId = readyBooks[1]!;
     await restart(bookId);
     // The restart gave the failed soundscapes another go: they are run 2's leftovers.
     const before = await queryRows(env.databaseUrl, `select status from soundscapes where book_id = $1`, [bookId]);
     expect(before.length).toBeGreaterThan(0);
     expect(before.every((s: any) => s.status === 'pending')).toBe(true);
+    // Run 2's root fails them and ends run 2 (ready: a spread was analysed), and only then
+    // publishes; the restart in the publish starts run 3. Before, the root published after
+    // each leftover it failed, and ended run 3, which it had never seen.
     const root = rootOf(bookId, 2, 'finalize');
-    await root.run();
+    expect(await root.run()).toEqual({ status: 'ready' });
     expect(root.restartedRun()).toBe(3);
     const [book] = await queryRows(env.databaseUrl, 'select status, run, soundscapes_failed, error_count from books where id = $1', [bookId]);
     expect(book).toMatchObject({ status: 'processing', run: 3, soundscapes_failed: 0, error_count: 0 });
     const after = await queryRows(env.databaseUrl, `select status from soundscapes where book_id = $1`, [bookId]);
     expect(after.every((s: any) => s.status === 'pending')).toBe(true);
+    await expectBookCountsMatchRows(env.databaseUrl, bookId);
+
+    // A root of run 2 that read the book before that restart and takes the book's lock after
+    // it (the window between its first read and its transaction) changes nothing: the run is
+    // checked under the lock.
+    const lost = { stack: null, attempt: 1, message: 'lost' };
+    expect(await finaliseBook(worker.ctx.db, bookId, {}, { run: 2, soundscapes: { ...lost, errorType: 'SoundscapeGenerationError' } })).toEqual({ status: null, events: [] });
+    expect(await failBookLeftovers(worker.ctx.db, bookId, { run: 2, spreads: { ...lost, errorType: 'ContentAnalysisError' } })).toBeNull();
+    const [still] = await queryRows(env.databaseUrl, 'select status, run, failed_spreads, soundscapes_failed, error_count from books where id = $1', [bookId]);
+    expect(still).toMatchObject({ status: 'processing', run: 3, failed_spreads: 0, soundscapes_failed: 0, error_count: 0 });
+    const spreads = await queryRows(env.databaseUrl, 'select status from book_spreads where book_id = $1 order by index', [bookId]);
+    expect(spreads.map((s: any) => s.status)).toEqual(['analyzed', 'pending']);
+    expect((await queryRows(env.databaseUrl, `select status from soundscapes where book_id = $1`, [bookId])).every((s: any) => s.status === 'pending')).toBe(true);
+    // Run 3's own calls do their work.
+    const ended = await finaliseBook(worker.ctx.db, bookId, {}, { run: 3, spreads: { ...lost, errorType: 'ContentAnalysisError' }, soundscapes: { ...lost, errorType: 'SoundscapeGenerationError' } });
+    expect(ended.status).toBe('ready');
     await expectBookCountsMatchRows(env.databaseUrl, bookId);
   });
 

@@ -3,7 +3,7 @@ import { books, bookSpreads, soundscapes, type ProcessingError } from '@soundque
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { finaliseBook } from '@soundqueue/shared/rollup/books';
+import { finaliseBook, lockBookRun } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { HttpError } from '../http-errors';
@@ -23,6 +23,8 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     // earlier run were processed, failed if none), so a restart of a ready book that cannot
     // be enqueued leaves it ready. Starting generation again picks the spreads up.
     await ctx.db.transaction(async (tx) => {
+      // Only while the book is still on this run (as every change a run's failure makes).
+      if (!(await lockBookRun(tx, book.id, book.run))) return;
       const failed = await tx
         .update(bookSpreads)
         .set({ status: 'failed', errorMessage: message, updatedAt: sql`now()` })
@@ -38,7 +40,9 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
         })
         .where(and(eq(books.id, book.id), eq(books.run, book.run)));
     });
-    await ctx.publish((await finaliseBook(ctx.db, book.id, {}, { run: book.run })).events);
+    // Soundscapes a restart gave another go cannot be made either: they fail with the reason.
+    const unmade = { errorType: 'DatabaseError' as const, message, stack: null, attempt: 1 };
+    await ctx.publish((await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade })).events);
     throw new HttpError(503, 'queue_unavailable', `${message}. Try again.`, { bookId: book.id });
   }
 }

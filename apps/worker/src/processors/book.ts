@@ -32,13 +32,9 @@ export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ st
     await ctx.publish(failed);
     const [fresh] = await ctx.db.select().from(books).where(eq(books.id, book.id));
     if (fresh && fresh.processedSpreads > 0) {
-      const pending = await segment(ctx, book.id, data.run);
-      if (pending === null) return { status: null };
       const analysisMs = segmentStarted - (book.startedAt ?? book.createdAt).getTime();
-      await ctx.db
-        .update(books)
-        .set({ stepTimings: sql`${books.stepTimings} || ${JSON.stringify({ analysisMs, segmentationMs: Date.now() - segmentStarted })}::jsonb` })
-        .where(eq(books.id, book.id));
+      const pending = await segment(ctx, book.id, data.run, { analysisMs, segmentStarted });
+      if (pending === null) return { status: null };
       for (const soundscapeId of pending) {
         await ctx.queues.soundscape.add(
           'generate-soundscape',
@@ -73,7 +69,7 @@ export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ st
  * soundscape, so running generation again never redoes finished work. Null if the book is
  * no longer processing `run`.
  */
-async function segment(ctx: WorkerContext, bookId: string, run: number): Promise<string[] | null> {
+async function segment(ctx: WorkerContext, bookId: string, run: number, timing: { analysisMs: number; segmentStarted: number }): Promise<string[] | null> {
   const result = await ctx.db.transaction(async (tx) => {
     if (!(await lockBookRun(tx, bookId, run))) return null;
     const spreads = await tx.select().from(bookSpreads).where(eq(bookSpreads.bookId, bookId)).orderBy(asc(bookSpreads.index));
@@ -125,6 +121,7 @@ async function segment(ctx: WorkerContext, bookId: string, run: number): Promise
         scenesCreated: planned.length,
         soundscapesGenerated: all.filter((s) => s.status === 'completed').length,
         soundscapesFailed: all.filter((s) => s.status === 'failed').length,
+        stepTimings: sql`${books.stepTimings} || ${JSON.stringify({ analysisMs: timing.analysisMs, segmentationMs: Date.now() - timing.segmentStarted })}::jsonb`,
         updatedAt: sql`now()`,
       })
       .where(eq(books.id, bookId))

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { scenes, soundscapes } from '@soundqueue/shared/db/schema';
+import { books, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
 import { claimSoundscape, completeSoundscape, failSoundscape, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
@@ -15,14 +15,20 @@ import { writeCheckedAudio } from '../audio/checked-audio';
 
 /** One scene's ambient soundscape, checked with ffprobe before it counts. */
 export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
-  const { bookId, soundscapeId } = parsePayload('soundscape', run.job.data);
+  const { bookId, soundscapeId, run: jobRun } = parsePayload('soundscape', run.job.data);
   const [row] = await ctx.db
-    .select({ soundscape: soundscapes, scene: scenes })
+    .select({ soundscape: soundscapes, scene: scenes, book: { status: books.status, run: books.run } })
     .from(soundscapes)
     .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+    .innerJoin(books, eq(books.id, soundscapes.bookId))
     .where(eq(soundscapes.id, soundscapeId));
   if (!row) return { skipped: 'soundscape no longer exists' };
-  const { soundscape, scene } = row;
+  const { soundscape, scene, book } = row;
+  // As for spread analyses: a job of a book no longer processing, or of an earlier run (a
+  // root of that run that segmented just before a restart), leaves the soundscape to the
+  // current run's own job, which its segment step gives one if it still needs it.
+  if (book.status !== 'processing') return { skipped: `book is ${book.status}` };
+  if (book.run !== jobRun) return { skipped: `job of run ${jobRun}, the book is on run ${book.run}` };
   // Another job generating it (an earlier run's, whose worker lives on) is waited for.
   const leaseMs = claimLeaseMs(ctx);
   const claim = await waitForClaim(run, 'generating this soundscape', leaseMs, () => claimSoundscape(ctx.db, soundscapeId, leaseMs));
