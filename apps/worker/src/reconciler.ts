@@ -14,6 +14,8 @@ export interface ReconcileReport {
   batchesTimedOut: string[];
   booksTimedOut: string[];
   webhooksRequeued: string[];
+  /** Items this pass could not handle (logged); the next pass tries them again. */
+  errors: { kind: 'batch' | 'book' | 'webhook'; id: string; message: string }[];
 }
 
 /** Whether Redis still holds a live root job for this run (not missing, not failed for good). */
@@ -29,7 +31,24 @@ async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: 
  * new run; fails work stuck past STUCK_AFTER_MS with a message saying so.
  */
 export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
-  const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [], webhooksRequeued: [] };
+  const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [], webhooksRequeued: [], errors: [] };
+  // One item that cannot be handled (a deadlock with a job finishing at that moment, a row
+  // PostgreSQL refuses to update, Redis refusing a flow) must not stop the pass: everything
+  // after it would wait for a pass that gets past it.
+  const each = async <T>(kind: 'batch' | 'book' | 'webhook', items: T[], id: (item: T) => string, handle: (item: T) => Promise<void>) => {
+    for (const item of items) {
+      try {
+        await handle(item);
+      } catch (error) {
+        // The innermost cause says why (a query error's own message is the whole query).
+        let cause: unknown = error;
+        while (cause instanceof Error && cause.cause) cause = cause.cause;
+        const message = cause instanceof Error ? cause.message : String(cause);
+        ctx.logger.error({ err: error, kind, id: id(item) }, 'reconciler could not handle this item; the next pass tries again');
+        report.errors.push({ kind, id: id(item), message });
+      }
+    }
+  };
   const graceCutoff = new Date(Date.now() - ctx.config.RECONCILE_GRACE_MS);
   const stuckCutoff = new Date(Date.now() - ctx.config.STUCK_AFTER_MS);
   const tuning = tuningFrom(ctx.config);
@@ -40,7 +59,7 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       .select()
       .from(audioGenerationBatches)
       .where(and(inArray(audioGenerationBatches.status, ['pending', 'processing']), lt(audioGenerationBatches.updatedAt, graceCutoff)));
-    for (const batch of batches) {
+    await each('batch', batches, (b) => b.id, async (batch) => {
       // A run's age counts from its start (a retry resets started_at), as for books.
       if ((batch.startedAt ?? batch.createdAt) < stuckCutoff) {
         const hours = Math.round(ctx.config.STUCK_AFTER_MS / 360_000) / 10;
@@ -50,26 +69,26 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
         const result = await finaliseBatch(ctx.db, batch.id, { run: batch.run, errorType: 'TimeoutError', reason: () => reason });
         await ctx.publish(result.events);
         if (result.events.length > 0) report.batchesTimedOut.push(batch.id);
-        continue;
+        return;
       }
-      if (await rootAlive(ctx, 'audio-batch', jobId.audioBatch(batch.id, batch.run))) continue;
+      if (await rootAlive(ctx, 'audio-batch', jobId.audioBatch(batch.id, batch.run))) return;
       const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));
       const [bumped] = await ctx.db
         .update(audioGenerationBatches)
         .set({ run: sql`${audioGenerationBatches.run} + 1`, updatedAt: sql`now()` })
         .where(and(eq(audioGenerationBatches.id, batch.id), eq(audioGenerationBatches.run, batch.run)))
         .returning({ run: audioGenerationBatches.run });
-      if (!bumped) continue;
+      if (!bumped) return;
       await flows.add(buildAudioBatchFlow(batch.id, bumped.run, open.map((t) => t.id), tuning));
       ctx.logger.warn({ batchId: batch.id, run: bumped.run, tracks: open.length }, 'reconciler re-enqueued a batch whose jobs Redis no longer held');
       report.batchesRequeued.push(batch.id);
-    }
+    });
 
     const unfinishedBooks = await ctx.db
       .select()
       .from(books)
       .where(and(inArray(books.status, ['pending', 'processing']), lt(books.updatedAt, graceCutoff)));
-    for (const book of unfinishedBooks) {
+    await each('book', unfinishedBooks, (b) => b.id, async (book) => {
       if ((book.startedAt ?? book.createdAt) < stuckCutoff) {
         const message = 'Processing did not finish in time and was stopped; start generation again.';
         const reason = { message, stack: null, attempt: 0 };
@@ -82,22 +101,22 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
         });
         await ctx.publish(result.events);
         if (result.status) report.booksTimedOut.push(book.id);
-        continue;
+        return;
       }
-      if (await rootAlive(ctx, 'book', jobId.book(book.id, book.run))) continue;
+      if (await rootAlive(ctx, 'book', jobId.book(book.id, book.run))) return;
       const spreads = await ctx.db.select({ index: bookSpreads.index }).from(bookSpreads).where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.status, ['pending', 'analyzing'])));
       const [bumped] = await ctx.db
         .update(books)
         .set({ run: sql`${books.run} + 1`, updatedAt: sql`now()` })
         .where(and(eq(books.id, book.id), eq(books.run, book.run)))
         .returning({ run: books.run });
-      if (!bumped) continue;
+      if (!bumped) return;
       // The new root segments again: finished spreads and soundscapes are kept, and only
       // the unfinished ones get jobs.
       await flows.add(buildBookFlow(book.id, bumped.run, spreads.map((s) => s.index), tuning));
       ctx.logger.warn({ bookId: book.id, run: bumped.run, spreads: spreads.length }, 'reconciler re-enqueued a book whose jobs Redis no longer held');
       report.booksRequeued.push(book.id);
-    }
+    });
     // Webhook deliveries recorded but without a job: Redis refused the job when the event was
     // dispatched (the transition had committed, so nothing dispatches it again), or lost it
     // since. Queued again under their own job id; one whose job still exists (waiting,
@@ -106,12 +125,12 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       .select({ id: webhookDeliveries.id })
       .from(webhookDeliveries)
       .where(and(eq(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.updatedAt, graceCutoff)));
-    for (const { id } of pendingDeliveries) {
+    await each('webhook', pendingDeliveries, (d) => d.id, async ({ id }) => {
       const deliveryJob = jobId.webhook(id);
-      if ((await ctx.queues.webhooks.getJobState(deliveryJob)) !== 'unknown') continue;
+      if ((await ctx.queues.webhooks.getJobState(deliveryJob)) !== 'unknown') return;
       await ctx.queues.webhooks.add('deliver', { deliveryId: id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: deliveryJob });
       report.webhooksRequeued.push(id);
-    }
+    });
   } finally {
     await flows.close();
   }
