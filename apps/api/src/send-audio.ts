@@ -1,12 +1,13 @@
 import type { Request, Response } from 'express';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Storage } from '@soundqueue/shared/storage/index';
 import { HttpError } from './http-errors';
 
 /**
  * Parses a single-range `Range: bytes=...` header against a size. Returns null for "no
- * usable range" (serve the whole file, as RFC 9110 allows for multiple ranges), or
- * 'unsatisfiable' for a 416.
+ * usable range" (serve the whole file, as RFC 9110 has a server do for several ranges and for
+ * a range it cannot parse, such as `bytes=5-2`), or 'unsatisfiable' for a 416.
  */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
   if (!header) return null;
@@ -20,10 +21,24 @@ export function parseRange(header: string | undefined, size: number): { start: n
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(from);
-  const end = to === '' ? size - 1 : Math.min(Number(to), size - 1);
-  if (start >= size || end < start) return 'unsatisfiable';
-  return { start, end };
+  // A last position before the first is not a range at all (RFC 9110 §14.1.1: invalid).
+  if (to !== '' && Number(to) < start) return null;
+  if (start >= size) return 'unsatisfiable';
+  return { start, end: to === '' ? size - 1 : Math.min(Number(to), size - 1) };
 }
+
+/**
+ * Whether an If-None-Match header matches the ETag: `*`, or any entity tag of its list,
+ * compared weakly as RFC 9110 asks for If-None-Match (a proxy may have weakened the tag).
+ */
+export function noneMatch(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === '*') return true;
+  const opaque = (tag: string) => tag.trim().replace(/^W\//, '');
+  return header.split(',').some((tag) => opaque(tag) === opaque(etag));
+}
+
+const isMissing = (error: unknown) => (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
 /** Streams a stored audio file with ETag, conditional GET and HTTP Range (206 / 416). */
 export async function sendStoredAudio(req: Request, res: Response, storage: Storage, key: string, filename: string): Promise<void> {
@@ -35,7 +50,7 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
     res.setHeader('Last-Modified', object.modifiedAt.toUTCString());
     res.setHeader('Cache-Control', 'private, max-age=3600');
   };
-  if (req.headers['if-none-match'] === object.etag) {
+  if (noneMatch(req.headers['if-none-match'], object.etag)) {
     validators();
     res.status(304).end();
     return;
@@ -48,6 +63,17 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
     res.setHeader('Content-Range', `bytes */${object.size}`);
     throw new HttpError(416, 'range_not_satisfiable', `range ${req.headers.range} is outside the file's ${object.size} bytes`);
   }
+  // Opened before any of the audio's headers are set: an object deleted since stat() is a
+  // plain 404, not a 500 (or a cut connection) dressed as audio.
+  let stream: Readable | undefined;
+  if (req.method !== 'HEAD') {
+    try {
+      stream = await storage.read(key, range ?? undefined);
+    } catch (error) {
+      if (isMissing(error)) throw new HttpError(404, 'not_found', 'audio file not found');
+      throw error;
+    }
+  }
   validators();
   res.setHeader('Content-Disposition', `inline; filename="${filename}"`);
   res.setHeader('Content-Type', 'audio/mpeg');
@@ -58,10 +84,16 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
   } else {
     res.setHeader('Content-Length', String(object.size));
   }
-  if (req.method === 'HEAD') {
+  if (!stream) {
     res.end();
     return;
   }
-  const stream = await storage.read(key, range ?? undefined);
-  await pipeline(stream, res);
+  try {
+    await pipeline(stream, res);
+  } catch (error) {
+    // A player that seeks or stops closes its connection mid-file: pipeline has closed the
+    // stored object's stream, and there is no one left to answer.
+    if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE' && res.destroyed) return;
+    throw error;
+  }
 }

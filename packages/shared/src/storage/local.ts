@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { access, copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -38,7 +39,9 @@ export function createLocalStorage(root: string): Storage {
   // killed mid-write leaves no object behind.
   const atomically = async (key: string, write: (tmp: string) => Promise<void>) => {
     const path = pathOf(key);
-    const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+    // Unique per write: replicas in containers share one pid, and two deliveries of a job can
+    // write the same key in the same millisecond.
+    const tmp = `${path}.${randomUUID()}.tmp`;
     try {
       await inParentOf(path, () => write(tmp));
       await rename(tmp, path);
@@ -68,7 +71,11 @@ export function createLocalStorage(root: string): Storage {
     put: (key, data) => atomically(key, (tmp) => writeFile(tmp, data)),
     stat: (key) => describe(pathOf(key)),
     async read(key, range): Promise<Readable> {
-      return createReadStream(pathOf(key), range ? { start: range.start, end: range.end } : {});
+      // Opened before it is handed over, so a missing file fails here with ENOENT (as S3's
+      // GetObject does) rather than later, mid-response.
+      const stream = createReadStream(pathOf(key), range ? { start: range.start, end: range.end } : {});
+      await once(stream, 'open');
+      return stream;
     },
     async localFile(key) {
       // Fails with ENOENT for a missing object here, as S3's download does, not later in ffmpeg.
