@@ -47,7 +47,8 @@ export async function createApiContext(config: Config, logger = createLogger('ap
   const onError = (error: Error) => logger.debug({ err: error.message }, 'queue client error');
   for (const queue of Object.values(queues)) queue.on('error', onError);
   flows.on('error', onError);
-  const subscriber = createWorkerConnection(config.REDIS_URL);
+  // Named, so an operator (and a test) can tell it apart in CLIENT LIST.
+  const subscriber = createWorkerConnection(config.REDIS_URL, `${prefix}:events-subscriber`);
   logConnectionState(subscriber, logger, 'events subscriber');
   const events = new EventHub(redis, subscriber, prefix);
   const removeMetricsSource = addMetricsSource({ db: dbHandle.db, queues: Object.values(queues) });

@@ -4,8 +4,8 @@ import { Redis } from 'ioredis';
  * For BullMQ workers and blocking commands: never give up on a command, because a worker
  * that rejects its own commands during a Redis blip would fail jobs that did nothing wrong.
  */
-export function createWorkerConnection(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+export function createWorkerConnection(url: string, connectionName?: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, ...(connectionName ? { connectionName } : {}) });
 }
 
 /**

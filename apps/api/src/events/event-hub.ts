@@ -9,7 +9,11 @@ export interface StreamEvent {
   terminal: boolean;
 }
 
-type Listener = (event: StreamEvent) => void;
+interface Listener {
+  event: (event: StreamEvent) => void;
+  /** Called after the subscriber reconnected: events published meanwhile never arrived. */
+  gap: () => void;
+}
 
 /**
  * Fans progress events out to this process's open event streams. One Redis subscriber
@@ -19,16 +23,38 @@ type Listener = (event: StreamEvent) => void;
 export class EventHub {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly ready: Promise<unknown>;
+  private readonly channel: string;
 
   constructor(
     private readonly redis: Redis,
     private readonly subscriber: Redis,
     private readonly prefix: string,
   ) {
+    this.channel = `${prefix}:${EVENTS_CHANNEL}`;
     this.subscriber.on('message', (_channel, message) => this.dispatch(message));
-    this.ready = this.subscriber.subscribe(`${prefix}:${EVENTS_CHANNEL}`);
+    this.ready = this.subscriber.subscribe(this.channel);
     // Closed before the subscription was made (a short-lived process): nothing to report.
     this.ready.catch(() => {});
+    // Pub/sub keeps nothing for a subscriber that is away: whatever was published while this
+    // connection was down (a Redis restart, a network blip, a killed client) is lost to it,
+    // though it is in each subject's log. After every reconnect, once the subscription is
+    // certainly back, each open stream is told to catch up from the log.
+    let connections = 0;
+    this.subscriber.on('ready', () => {
+      connections += 1;
+      if (connections > 1) void this.afterReconnect();
+    });
+  }
+
+  private async afterReconnect(): Promise<void> {
+    try {
+      // ioredis subscribes again by itself; this reply, ordered after its own, says the
+      // subscription is active, so nothing published from here on is missed.
+      await this.subscriber.subscribe(this.channel);
+    } catch {
+      return; // Down again: the next reconnect tries again.
+    }
+    for (const set of this.listeners.values()) for (const listener of set) listener.gap();
   }
 
   private dispatch(message: string): void {
@@ -37,14 +63,15 @@ export class EventHub {
       const set = this.listeners.get(`${subject.kind}:${subject.id}`);
       if (!set) return;
       const event = { id, ...(JSON.parse(body) as Omit<StreamEvent, 'id'>) };
-      for (const listener of set) listener(event);
+      for (const listener of set) listener.event(event);
     } catch {
       // A malformed message is not ours to crash on.
     }
   }
 
-  async listen(subject: Subject, listener: Listener): Promise<() => void> {
+  async listen(subject: Subject, onEvent: Listener['event'], onGap: Listener['gap'] = () => {}): Promise<() => void> {
     await this.ready;
+    const listener: Listener = { event: onEvent, gap: onGap };
     const key = `${subject.kind}:${subject.id}`;
     let set = this.listeners.get(key);
     if (!set) this.listeners.set(key, (set = new Set()));
@@ -53,6 +80,13 @@ export class EventHub {
       set.delete(listener);
       if (set.size === 0) this.listeners.delete(key);
     };
+  }
+
+  /** How many streams this process is serving (listeners across every subject). */
+  listenerCount(): number {
+    let n = 0;
+    for (const set of this.listeners.values()) n += set.size;
+    return n;
   }
 
   /** Entries after `afterId` from the bounded log, or null when the log no longer reaches back that far. */
