@@ -77,8 +77,9 @@ interface ComposeFile {
 }
 
 const composeText = read('docker-compose.yml');
-// What an operator must set; the optional variables stay unset, as on a bare host.
-const hostEnv: Env = { AUTH_JWT_SECRET: 'a-long-random-secret-for-tests', POSTGRES_PASSWORD: 'pw-for-tests' };
+// What an operator must set; the optional variables stay unset, as on a bare host. The secret
+// is as long as README's `openssl rand -hex 32` makes one (production wants 32 characters).
+const hostEnv: Env = { AUTH_JWT_SECRET: '0123456789abcdef'.repeat(4), POSTGRES_PASSWORD: 'pw-for-tests' };
 
 function loadCompose(env: Env): ComposeFile {
   return interpolateTree(parse(composeText, { merge: true }), env) as ComposeFile;
@@ -232,6 +233,12 @@ describe('docker-compose.yml', () => {
     const withKeys = loadCompose({ ...hostEnv, OPENAI_API_KEY: 'sk-x' });
     expect(loadConfig(envOf(withKeys.services['worker-generation']!)).speechProvider).toBe('openai');
     expect(loadConfig(envOf(withKeys.services['worker-mixing']!)).speechProvider).toBe('openai');
+  });
+
+  it("holds the API to a production-length AUTH_JWT_SECRET, as README's quick start makes one", () => {
+    expect(read('README.md')).toContain('AUTH_JWT_SECRET=$(openssl rand -hex 32)');
+    const weak = loadCompose({ ...hostEnv, AUTH_JWT_SECRET: 'short' });
+    expect(() => loadConfig(envOf(weak.services.api!))).toThrow(/AUTH_JWT_SECRET must be at least 32 characters in production.*openssl rand -hex 32/);
   });
 
   it('names only files that exist in the commands', () => {

@@ -1,5 +1,22 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '@soundqueue/shared/config';
+import { ConfigError, loadConfig, type Config } from '@soundqueue/shared/config';
+
+// Every variable the schema reads, from its source, so a setting added later is held to the
+// same rules without a test to remember.
+const schemaVariables = [...readFileSync(new URL('../../packages/shared/src/config.ts', import.meta.url), 'utf8').matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map(
+  (m) => m[1]!,
+);
+
+const problemsOf = (env: Record<string, string>): string => {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems.join('\n');
+    throw error;
+  }
+  return '';
+};
 
 describe('config', () => {
   it('has defaults that work on this machine', () => {
@@ -37,5 +54,51 @@ describe('config', () => {
   it('refuses a cloud provider without its key', () => {
     expect(() => loadConfig({ SPEECH_PROVIDER: 'openai' })).toThrow(/SPEECH_PROVIDER=openai needs OPENAI_API_KEY/);
     expect(() => loadConfig({ ADMIN_USER: 'ops' })).toThrow(/ADMIN_USER and ADMIN_PASSWORD must be set together/);
+  });
+
+  it('treats an empty or blank value as unset, so every variable keeps its default', () => {
+    expect(schemaVariables.length).toBeGreaterThan(60);
+    const defaults = loadConfig({});
+    for (const name of schemaVariables) {
+      expect(loadConfig({ [name]: '' }), name).toEqual(defaults);
+      expect(loadConfig({ [name]: ' \t' }), name).toEqual(defaults);
+    }
+    // The two that did harm: port 0 is a random port, and a metrics server started on it.
+    expect(loadConfig({ PORT: '' }).PORT).toBe(3000);
+    expect(loadConfig({ WORKER_METRICS_PORT: '' }).WORKER_METRICS_PORT).toBeUndefined();
+  });
+
+  it('caps every millisecond setting at the largest delay a Node timer takes', () => {
+    const msVariables = schemaVariables.filter((name) => name.endsWith('_MS'));
+    expect(msVariables).toEqual(expect.arrayContaining(['SSE_HEARTBEAT_MS', 'JOB_BACKOFF_MS', 'REPLICATE_POLL_INTERVAL_MS']));
+    for (const name of msVariables) {
+      expect(loadConfig({ [name]: '2147483647' })[name as keyof Config], name).toBe(2_147_483_647);
+      expect(problemsOf({ [name]: '3000000000' }), name).toContain(`${name} must be at most 2147483647`);
+    }
+    // A rate limit's duration is a delay too: 596 h fits, 597 h does not.
+    expect(loadConfig({ TTS_RATE_LIMIT: '1/596h' }).TTS_RATE_LIMIT).toEqual({ max: 1, duration: 596 * 3_600_000 });
+    expect(problemsOf({ TTS_RATE_LIMIT: '1/597h' })).toContain("TTS_RATE_LIMIT's duration must be at most 2147483647 ms");
+  });
+
+  it('accepts only http and https for the URLs it fetches or shows as links', () => {
+    const urlVariables = schemaVariables.filter((name) => /_URL$|_ENDPOINT$/.test(name) && !['DATABASE_URL', 'REDIS_URL'].includes(name));
+    expect(urlVariables.sort()).toEqual(['AUTH_JWKS_URL', 'GEMINI_BASE_URL', 'OPENAI_BASE_URL', 'PUBLIC_URL', 'REPLICATE_BASE_URL', 'S3_ENDPOINT']);
+    for (const name of urlVariables) {
+      for (const bad of ['ftp://keys.example.com/jwks.json', 'javascript:alert(1)', 'file:///etc/passwd', 'not a url']) {
+        expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toContain(`${name} must be an http(s) URL`);
+      }
+      expect(problemsOf({ [name]: 'https://example.com/x' }), name).toBe('');
+      expect(problemsOf({ [name]: 'http://127.0.0.1:9000' }), name).toBe('');
+    }
+  });
+
+  it('wants a 32-character AUTH_JWT_SECRET and AUTH_SERVICE_TOKEN in production, saying how to make one', () => {
+    const weak = problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y'.repeat(31) });
+    expect(weak).toContain('AUTH_JWT_SECRET must be at least 32 characters in production; make one with: openssl rand -hex 32');
+    expect(weak).toContain('AUTH_SERVICE_TOKEN must be at least 32 characters in production; make one with: openssl rand -hex 32');
+    expect(problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), AUTH_SERVICE_TOKEN: 'y'.repeat(64) })).toBe('');
+    // Unset stays allowed (JWKS users, no service token), and development keeps short secrets.
+    expect(problemsOf({ NODE_ENV: 'production', AUTH_JWKS_URL: 'https://auth.example.com/jwks.json' })).toBe('');
+    expect(problemsOf({ NODE_ENV: 'development', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y' })).toBe('');
   });
 });

@@ -3,42 +3,45 @@ import { z } from 'zod';
 // Environment is parsed once at boot into one typed object. Every service reads `config`
 // (or calls loadConfig in tests with its own env) instead of touching process.env.
 
-const optionalString = z
-  .string()
-  .optional()
-  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+// Empty and whitespace-only values are dropped before parsing (loadConfig), so every
+// variable treats them as unset and gets its default: `PORT=` must not coerce to 0 (a random
+// port), and docker-compose passes variables through as `${VAR:-}`, which is "" when unset.
+const optionalString = z.string().optional();
+
+function hasProtocol(value: string, protocols: string[]): boolean {
+  try {
+    return protocols.includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
 
 const url = (name: string, protocols: string[]) =>
-  z.string().refine(
-    (v) => {
-      try {
-        return protocols.includes(new URL(v).protocol);
-      } catch {
-        return false;
-      }
-    },
-    { message: `${name} must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL` },
-  );
+  z.string().refine((v) => hasProtocol(v, protocols), {
+    message: `${name} must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`,
+  });
 
+// Every optional URL is fetched (JWKS, S3, provider APIs) or printed as a link (PUBLIC_URL):
+// ftp:, file: or javascript: would only fail later, or worse, be clicked.
 const optionalUrl = (name: string) =>
-  optionalString.refine(
-    (v) => {
-      if (v === undefined) return true;
-      try {
-        new URL(v);
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    { message: `${name} must be an http(s) URL` },
-  );
+  optionalString.refine((v) => v === undefined || hasProtocol(v, ['http:', 'https:']), { message: `${name} must be an http(s) URL` });
 
-const positiveInt = (name: string, fallback: number) =>
+const wholePositive = (name: string) =>
   z.coerce
     .number({ message: `${name} must be a number` })
     .int({ message: `${name} must be a whole number` })
-    .positive({ message: `${name} must be greater than 0` })
+    .positive({ message: `${name} must be greater than 0` });
+
+const positiveInt = (name: string, fallback: number) => wholePositive(name).default(fallback);
+
+// Node's timers take a signed 32-bit delay: a longer one is replaced by 1 ms, so a too-large
+// heartbeat or poll interval would fire continuously instead of rarely. Every *_MS setting
+// has the cap, the few only compared with ages too, so the rule has no exceptions.
+const MAX_TIMER_MS = 2_147_483_647;
+
+const milliseconds = (name: string, fallback: number) =>
+  wholePositive(name)
+    .max(MAX_TIMER_MS, { message: `${name} must be at most ${MAX_TIMER_MS} (about 24.8 days)` })
     .default(fallback);
 
 const bool = (fallback: boolean) =>
@@ -60,6 +63,10 @@ export function parseRateLimit(value: string): { max: number; duration: number }
 const rateLimit = (name: string) =>
   optionalString
     .refine((v) => v === undefined || parseRateLimit(v) !== null, { message: `${name} must look like 50/1s (jobs per duration: ms, s, m or h)` })
+    // The duration becomes the limiter's delay in milliseconds, a timer like any *_MS setting.
+    .refine((v) => v === undefined || (parseRateLimit(v)?.duration ?? 0) <= MAX_TIMER_MS, {
+      message: `${name}'s duration must be at most ${MAX_TIMER_MS} ms (about 24.8 days)`,
+    })
     .transform((v) => (v === undefined ? undefined : parseRateLimit(v)!));
 
 const envSchema = z.object({
@@ -97,8 +104,8 @@ const envSchema = z.object({
   WORKER_CONCURRENCY_SOUNDSCAPE: positiveInt('WORKER_CONCURRENCY_SOUNDSCAPE', 2),
   WORKER_CONCURRENCY_BOOK: positiveInt('WORKER_CONCURRENCY_BOOK', 4),
   WORKER_CONCURRENCY_WEBHOOKS: positiveInt('WORKER_CONCURRENCY_WEBHOOKS', 8),
-  WORKER_LOCK_DURATION_MS: positiveInt('WORKER_LOCK_DURATION_MS', 30_000),
-  WORKER_STALLED_INTERVAL_MS: positiveInt('WORKER_STALLED_INTERVAL_MS', 30_000),
+  WORKER_LOCK_DURATION_MS: milliseconds('WORKER_LOCK_DURATION_MS', 30_000),
+  WORKER_STALLED_INTERVAL_MS: milliseconds('WORKER_STALLED_INTERVAL_MS', 30_000),
   WORKER_MAX_STALLED_COUNT: positiveInt('WORKER_MAX_STALLED_COUNT', 3),
   RATE_LIMIT_MAX_RESTARTS: positiveInt('RATE_LIMIT_MAX_RESTARTS', 20),
   WORKER_METRICS_PORT: z.coerce.number({ message: 'WORKER_METRICS_PORT must be a number' }).int().min(0).max(65535).optional(),
@@ -112,13 +119,13 @@ const envSchema = z.object({
   JOB_KEEP_COMPLETED_SECONDS: positiveInt('JOB_KEEP_COMPLETED_SECONDS', 3_600),
   JOB_KEEP_FAILED: positiveInt('JOB_KEEP_FAILED', 5_000),
   JOB_KEEP_FAILED_SECONDS: positiveInt('JOB_KEEP_FAILED_SECONDS', 7 * 86_400),
-  JOB_BACKOFF_MS: positiveInt('JOB_BACKOFF_MS', 2000),
+  JOB_BACKOFF_MS: milliseconds('JOB_BACKOFF_MS', 2000),
 
   SPEECH_PROVIDER: z.enum(['openai', 'local'], { message: 'SPEECH_PROVIDER must be openai or local' }).optional(),
   OPENAI_API_KEY: optionalString,
   OPENAI_BASE_URL: optionalUrl('OPENAI_BASE_URL'),
   OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
-  PROVIDER_TIMEOUT_MS: positiveInt('PROVIDER_TIMEOUT_MS', 120_000),
+  PROVIDER_TIMEOUT_MS: milliseconds('PROVIDER_TIMEOUT_MS', 120_000),
 
   ANALYSIS_PROVIDER: z.enum(['gemini', 'local'], { message: 'ANALYSIS_PROVIDER must be gemini or local' }).optional(),
   GEMINI_API_KEY: optionalString,
@@ -129,22 +136,22 @@ const envSchema = z.object({
   REPLICATE_API_TOKEN: optionalString,
   REPLICATE_BASE_URL: optionalUrl('REPLICATE_BASE_URL'),
   REPLICATE_SOUNDSCAPE_MODEL: z.string().min(1).default('meta/musicgen'),
-  REPLICATE_POLL_INTERVAL_MS: positiveInt('REPLICATE_POLL_INTERVAL_MS', 1000),
+  REPLICATE_POLL_INTERVAL_MS: milliseconds('REPLICATE_POLL_INTERVAL_MS', 1000),
   SOUNDSCAPE_SECONDS: positiveInt('SOUNDSCAPE_SECONDS', 60),
 
   BOOK_MAX_PAGES: positiveInt('BOOK_MAX_PAGES', 2000),
   BOOK_MAX_UPLOAD_BYTES: positiveInt('BOOK_MAX_UPLOAD_BYTES', 20 * 1024 * 1024),
 
-  RECONCILE_INTERVAL_MS: positiveInt('RECONCILE_INTERVAL_MS', 60_000),
+  RECONCILE_INTERVAL_MS: milliseconds('RECONCILE_INTERVAL_MS', 60_000),
   // Work the database calls unfinished is only touched once it is this old, so a batch
   // whose flow is being added right now is never mistaken for lost work.
-  RECONCILE_GRACE_MS: positiveInt('RECONCILE_GRACE_MS', 60_000),
-  STUCK_AFTER_MS: positiveInt('STUCK_AFTER_MS', 6 * 3_600_000),
+  RECONCILE_GRACE_MS: milliseconds('RECONCILE_GRACE_MS', 60_000),
+  STUCK_AFTER_MS: milliseconds('STUCK_AFTER_MS', 6 * 3_600_000),
   EVENT_LOG_TTL_SECONDS: positiveInt('EVENT_LOG_TTL_SECONDS', 86_400),
   EVENT_LOG_FINISHED_TTL_SECONDS: positiveInt('EVENT_LOG_FINISHED_TTL_SECONDS', 300),
   // Enqueueing a flow waits for Redis; past this the request gives up (503) instead of hanging.
-  ENQUEUE_TIMEOUT_MS: positiveInt('ENQUEUE_TIMEOUT_MS', 5_000),
-  SSE_HEARTBEAT_MS: positiveInt('SSE_HEARTBEAT_MS', 15_000),
+  ENQUEUE_TIMEOUT_MS: milliseconds('ENQUEUE_TIMEOUT_MS', 5_000),
+  SSE_HEARTBEAT_MS: milliseconds('SSE_HEARTBEAT_MS', 15_000),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
   PLAYBACK_URL_TTL_SECONDS: positiveInt('PLAYBACK_URL_TTL_SECONDS', 3600),
 
@@ -154,9 +161,11 @@ const envSchema = z.object({
   WEBHOOK_ALLOW_PRIVATE: bool(false),
   // 10 attempts doubling from 3 minutes: the last one comes about a day (20–26 h, with jitter) after the first.
   WEBHOOK_ATTEMPTS: positiveInt('WEBHOOK_ATTEMPTS', 10),
-  WEBHOOK_BACKOFF_MS: positiveInt('WEBHOOK_BACKOFF_MS', 180_000),
-  WEBHOOK_TIMEOUT_MS: positiveInt('WEBHOOK_TIMEOUT_MS', 10_000),
+  WEBHOOK_BACKOFF_MS: milliseconds('WEBHOOK_BACKOFF_MS', 180_000),
+  WEBHOOK_TIMEOUT_MS: milliseconds('WEBHOOK_TIMEOUT_MS', 10_000),
 });
+
+const MIN_PRODUCTION_SECRET_LENGTH = 32;
 
 export type Config = z.infer<typeof envSchema> & {
   speechProvider: 'openai' | 'local';
@@ -174,7 +183,8 @@ export class ConfigError extends Error {
 
 /** Parses an environment; throws ConfigError listing every bad variable at once. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = envSchema.safeParse(env);
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
+  const parsed = envSchema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
@@ -193,6 +203,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(c.S3_ACCESS_KEY_ID) !== Boolean(c.S3_SECRET_ACCESS_KEY)) problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
   if (c.S3_PREFIX !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9._-]*(\/[a-zA-Z0-9][a-zA-Z0-9._-]*)*\/?$/.test(c.S3_PREFIX)) {
     problems.push('S3_PREFIX must be a relative path like soundqueue/prod (letters, digits, . _ - and /)');
+  }
+  // Stream and playback tokens are HS256-signed with AUTH_JWT_SECRET and travel in URLs, so
+  // they end up in logs and browser history; one of them is enough to guess a short secret
+  // offline. The service token is a standing admin credential, so the same length holds.
+  if (c.NODE_ENV === 'production') {
+    for (const name of ['AUTH_JWT_SECRET', 'AUTH_SERVICE_TOKEN'] as const) {
+      const value = c[name];
+      if (value !== undefined && value.length < MIN_PRODUCTION_SECRET_LENGTH) {
+        problems.push(`${name} must be at least ${MIN_PRODUCTION_SECRET_LENGTH} characters in production; make one with: openssl rand -hex 32`);
+      }
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return {

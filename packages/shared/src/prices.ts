@@ -3,7 +3,8 @@
 
 function price(name: string, fallback: number): number {
   const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  // Empty or blank means unset, as in config.ts (Number('  ') would be a price of 0).
+  const value = raw === undefined || raw.trim() === '' ? fallback : Number(raw);
   if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number`);
   return value;
 }
