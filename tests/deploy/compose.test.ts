@@ -110,6 +110,38 @@ const seconds = (duration: string | undefined) => {
   return Number(m[1]) * ({ ms: 0.001, s: 1, m: 60 } as const)[(m[2] ?? 's') as 'ms' | 's' | 'm'];
 };
 
+// Every name the app reads from its environment: config.ts's schema and prices.ts's PRICE_*.
+const knownVariables = new Set([
+  ...[...read('packages/shared/src/config.ts').matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map((m) => m[1]!),
+  ...[...read('packages/shared/src/prices.ts').matchAll(/price\('([A-Z][A-Z0-9_]+)'/g)].map((m) => m[1]!),
+]);
+
+/**
+ * The variables README's configuration table documents, from its first column. Shorthands
+ * such as `_AUDIO_MIX` after `WORKER_CONCURRENCY_AUDIO_TTS` are the one known name that
+ * starts like the row's first name and ends with them.
+ */
+function readmeVariables(): string[] {
+  const readme = read('README.md');
+  const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));
+  const names: string[] = [];
+  for (const row of section.split('\n').filter((line) => line.startsWith('| `'))) {
+    const tokens = [...row.split('|')[1]!.matchAll(/`(_?[A-Z][A-Z0-9_]*)`/g)].map((m) => m[1]!);
+    const first = tokens[0]!;
+    for (const token of tokens) {
+      if (!token.startsWith('_')) {
+        names.push(token);
+        continue;
+      }
+      const head = first.split('_')[0]!;
+      const matches = [...knownVariables].filter((name) => name.startsWith(`${head}_`) && name.endsWith(token));
+      expect(matches, `README's ${token} after ${first}`).toHaveLength(1);
+      names.push(matches[0]!);
+    }
+  }
+  return names;
+}
+
 const appServices = Object.entries(services).filter(([, s]) => s.image?.startsWith('soundqueue'));
 const workers = appServices.filter(([, s]) => commandOf(s).includes('apps/worker/src/main.ts'));
 const api = services.api!;
@@ -212,7 +244,7 @@ describe('docker-compose.yml', () => {
   it('runs every app service from the one image, in production mode, with a config that loads', () => {
     expect(appServices.map(([name]) => name).sort()).toEqual(['api', 'migrate', 'worker-generation', 'worker-mixing']);
     // Names the config schema knows: a misspelt variable would otherwise be ignored silently.
-    const known = new Set([...read('packages/shared/src/config.ts').matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map((m) => m[1]));
+    const known = knownVariables;
     expect(known.size).toBeGreaterThan(20);
     for (const [name, s] of appServices) {
       expect(s.build, name).toBeDefined();
@@ -233,6 +265,74 @@ describe('docker-compose.yml', () => {
     const withKeys = loadCompose({ ...hostEnv, OPENAI_API_KEY: 'sk-x' });
     expect(loadConfig(envOf(withKeys.services['worker-generation']!)).speechProvider).toBe('openai');
     expect(loadConfig(envOf(withKeys.services['worker-mixing']!)).speechProvider).toBe('openai');
+  });
+
+  it('passes every setting README documents through from the host, to the services that read it', () => {
+    const documented = readmeVariables();
+    expect(documented.length).toBeGreaterThan(60);
+    expect(documented).toEqual(expect.arrayContaining(['STORAGE_DRIVER', 'S3_BUCKET', 'TTS_RATE_LIMIT', 'WORKER_METRICS_PORT', 'PLAYBACK_URL_TTL_SECONDS', 'WORKER_CONCURRENCY_WEBHOOKS', 'PRICE_REPLICATE_PER_SECOND']));
+    for (const name of documented) expect(knownVariables.has(name), `README's ${name} is read by the app`).toBe(true);
+
+    // What the file sets itself, whatever the host says (its own services, the container's
+    // port and paths, and each worker deployment's queues and the mixing concurrency that
+    // matches its CPU limit).
+    const fixed = new Set(['NODE_ENV', 'PORT', 'DATABASE_URL', 'REDIS_URL', 'STORAGE_DIR', 'WORKER_QUEUES', 'WORKER_CONCURRENCY_AUDIO_MIX']);
+    const fromHost = (name: string) => `from-host-${name}`;
+    const set = loadCompose({ ...hostEnv, ...Object.fromEntries(documented.map((name) => [name, fromHost(name)])) }).services;
+    const generation = envOf(set['worker-generation']!);
+    const mixing = envOf(set['worker-mixing']!);
+    const apiEnv = envOf(set.api!);
+
+    // Authentication, Bull Board and the printed URL are the API's; provider keys and
+    // settings the workers' (SPEECH_PROVIDER=openai would stop an API without the key);
+    // everything else reaches both, as most of it (queue prefix, storage, job options) must.
+    const apiOnly = (name: string) => /^(AUTH_|ADMIN_)/.test(name) || name === 'PUBLIC_URL';
+    const workersOnly = (name: string) =>
+      name !== 'OPENAI_TTS_MODEL' &&
+      /^(OPENAI_|GEMINI_|REPLICATE_|PRICE_)|_PROVIDER$|_RATE_LIMIT$|^(PROVIDER_TIMEOUT_MS|SOUNDSCAPE_SECONDS|RATE_LIMIT_MAX_RESTARTS)$/.test(name);
+    for (const name of documented.filter((n) => !fixed.has(n))) {
+      const reaches = { api: apiEnv[name], 'worker-generation': generation[name], 'worker-mixing': mixing[name] };
+      const expected = apiOnly(name)
+        ? { api: fromHost(name), 'worker-generation': undefined, 'worker-mixing': undefined }
+        : workersOnly(name)
+          ? { api: undefined, 'worker-generation': fromHost(name), 'worker-mixing': fromHost(name) }
+          : { api: fromHost(name), 'worker-generation': fromHost(name), 'worker-mixing': fromHost(name) };
+      expect(reaches, name).toEqual(expected);
+    }
+    expect([apiEnv.PORT, apiEnv.NODE_ENV, apiEnv.STORAGE_DIR]).toEqual(['3000', 'production', '/data']);
+    expect([generation.WORKER_QUEUES, mixing.WORKER_QUEUES]).toEqual([envOf(services['worker-generation']!).WORKER_QUEUES, 'audio-mix']);
+    expect(mixing.WORKER_CONCURRENCY_AUDIO_MIX).toBe('2');
+    expect(new URL(generation.DATABASE_URL!).hostname).toBe('postgres');
+  });
+
+  it("gives each service a config that loads with an operator's settings, and the defaults when unset", () => {
+    // Unset on the host, the passed-through variables arrive empty: empty means unset.
+    for (const [name, s] of workers) {
+      const config = loadConfig(envOf(s));
+      expect(config.WORKER_METRICS_PORT, name).toBeUndefined();
+      expect([config.STORAGE_DRIVER, config.S3_REGION, config.QUEUE_PREFIX, config.DATABASE_POOL_SIZE], name).toEqual(['local', 'us-east-1', 'soundqueue', 10]);
+    }
+    const operator: Env = {
+      ...hostEnv,
+      STORAGE_DRIVER: 's3',
+      S3_BUCKET: 'audio',
+      S3_ENDPOINT: 'https://s3.example.com',
+      QUEUE_PREFIX: 'sq-prod',
+      WORKER_METRICS_PORT: '9100',
+      TTS_RATE_LIMIT: '50/1s',
+      SPEECH_PROVIDER: 'openai',
+      OPENAI_API_KEY: 'sk-x',
+      PLAYBACK_URL_TTL_SECONDS: '600',
+      AUTH_SERVICE_TOKEN: 'f'.repeat(64),
+    };
+    const set = loadCompose(operator).services;
+    const apiConfig = loadConfig(envOf(set.api!));
+    expect([apiConfig.STORAGE_DRIVER, apiConfig.S3_BUCKET, apiConfig.QUEUE_PREFIX, apiConfig.PLAYBACK_URL_TTL_SECONDS]).toEqual(['s3', 'audio', 'sq-prod', 600]);
+    for (const name of ['worker-generation', 'worker-mixing']) {
+      const config = loadConfig(envOf(set[name]!));
+      expect([config.STORAGE_DRIVER, config.QUEUE_PREFIX, config.WORKER_METRICS_PORT, config.speechProvider], name).toEqual(['s3', 'sq-prod', 9100, 'openai']);
+      expect(config.TTS_RATE_LIMIT, name).toEqual({ max: 50, duration: 1000 });
+    }
   });
 
   it("holds the API to a production-length AUTH_JWT_SECRET, as README's quick start makes one", () => {
