@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { errorHandler } from '../../apps/api/src/http-errors';
 import { sendStoredAudio } from '../../apps/api/src/send-audio';
 import { makeMp3 } from '../fakes/http-server';
 import { createTestEnv, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
 
 // s3rver (a fake S3 on the local disk) ships no types; this is the part of it the tests use.
 interface S3rverInstance {
@@ -57,15 +59,22 @@ afterAll(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-const s3Options = (extra: { prefix?: string } = {}) => ({
+const s3Options = (extra: { prefix?: string; maxSockets?: number; requestTimeoutMs?: number; endpoint?: string } = {}) => ({
   endpoint: s3Endpoint,
   region: 'us-east-1',
   bucket: BUCKET,
   accessKeyId: S3_KEY,
   secretAccessKey: S3_KEY,
   forcePathStyle: true,
+  maxSockets: 50,
+  connectionTimeoutMs: 5_000,
+  requestTimeoutMs: 60_000,
+  socketTimeoutMs: 120_000,
   ...extra,
 });
+
+// The API's routes pass AUDIO_IDLE_TIMEOUT_MS; these tests read every response at once.
+const sendOptions = { idleTimeoutMs: 60_000 };
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -335,6 +344,15 @@ describe('storage config', () => {
     expect(createStorage(config).driver).toBe('local');
   });
 
+  it('sizes the S3 pool for streaming players, and keeps its idle timeout longer than the audio one', () => {
+    const config = loadConfig({});
+    expect(config.S3_MAX_SOCKETS).toBe(256);
+    expect(config.AUDIO_IDLE_TIMEOUT_MS).toBe(60_000);
+    expect(config.S3_SOCKET_TIMEOUT_MS).toBeGreaterThan(config.AUDIO_IDLE_TIMEOUT_MS);
+    // Else a paused player's stream would be cut as an S3 failure before the API ends it.
+    expect(() => loadConfig({ AUDIO_IDLE_TIMEOUT_MS: '120000' })).toThrow(/S3_SOCKET_TIMEOUT_MS must be longer than AUDIO_IDLE_TIMEOUT_MS/);
+  });
+
   it('uses path-style by default only when S3_ENDPOINT is set', () => {
     expect(loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b', S3_ENDPOINT: 'http://127.0.0.1:9000' }).S3_FORCE_PATH_STYLE).toBe(true);
     expect(loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'b' }).S3_FORCE_PATH_STYLE).toBe(false);
@@ -398,10 +416,10 @@ describe('API serving an S3-stored file', () => {
 
     const app = express();
     app.get('/audio', async (req, res) => {
-      await sendStoredAudio(req, res, storage, key, 'track-1.mp3');
+      await sendStoredAudio(req, res, storage, key, 'track-1.mp3', sendOptions);
     });
     app.get('/missing', async (req, res) => {
-      await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope'), 'nope.mp3');
+      await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope'), 'nope.mp3', sendOptions);
     });
     app.use(errorHandler(createLogger('storage-test', 'silent')));
     server = app.listen(0, '127.0.0.1');
@@ -483,8 +501,8 @@ describe.each(drivers)('serving stored audio, edge cases: $name driver', (driver
       },
     };
     const app = express();
-    app.get('/audio', async (req, res) => sendStoredAudio(req, res, made.storage, key, 'track-1.mp3'));
-    app.get('/vanishing', async (req, res) => sendStoredAudio(req, res, vanishing, gone, 'gone.mp3'));
+    app.get('/audio', async (req, res) => sendStoredAudio(req, res, made.storage, key, 'track-1.mp3', sendOptions));
+    app.get('/vanishing', async (req, res) => sendStoredAudio(req, res, vanishing, gone, 'gone.mp3', sendOptions));
     app.use(errorHandler(createLogger('storage-test', 'silent')));
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
@@ -523,5 +541,101 @@ describe.each(drivers)('serving stored audio, edge cases: $name driver', (driver
       expect(res.headers.get('etag'), header).toBe(etag);
     }
     expect((await fetch(`${url}/audio`, { headers: { 'If-None-Match': '"other", W/"another"' } })).status).toBe(200);
+  });
+});
+
+describe('S3 connections: paused players and a store that does not answer', () => {
+  let storage: S3Storage;
+  let server: ReturnType<ReturnType<typeof express>['listen']>;
+  let url: string;
+  let idleTimeoutMs: number;
+  /** Responses of the long track the server closed before their last byte. */
+  let cutOff = 0;
+  const big = storageKeys.track('batch-paused', 'long-track');
+  const small = storageKeys.track('batch-paused', 'short-track');
+  const smallData = patterned(20_000);
+  // Larger than every buffer between s3rver and a client that stopped reading (socket buffers
+  // on both hops, streams' high-water marks), so a paused response keeps its S3 socket busy.
+  const bigSize = 48 * 1024 * 1024;
+
+  beforeAll(async () => {
+    const config = loadConfig({
+      STORAGE_DRIVER: 's3',
+      S3_ENDPOINT: s3Endpoint,
+      S3_BUCKET: BUCKET,
+      S3_ACCESS_KEY_ID: S3_KEY,
+      S3_SECRET_ACCESS_KEY: S3_KEY,
+      // A pool this small is exhausted by two paused players, as 50 were by default before.
+      S3_MAX_SOCKETS: '2',
+      AUDIO_IDLE_TIMEOUT_MS: '1000',
+    });
+    idleTimeoutMs = config.AUDIO_IDLE_TIMEOUT_MS;
+    storage = createStorage(config) as S3Storage;
+    await storage.put(big, randomBytes(bigSize), 'audio/mpeg');
+    await storage.put(small, smallData, 'audio/mpeg');
+    const app = express();
+    app.get('/audio/:name', async (req, res) => {
+      const key = req.params.name === 'long' ? big : small;
+      if (key === big) res.on('close', () => !res.writableFinished && cutOff++);
+      await sendStoredAudio(req, res, storage, key, `${req.params.name}.mp3`, { idleTimeoutMs });
+    });
+    app.use(errorHandler(createLogger('storage-test', 'silent')));
+    server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server?.closeAllConnections();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    storage?.client.destroy();
+  });
+
+  /** A player that asks for the long track, takes its first bytes and then stops reading. */
+  async function pausedPlayer() {
+    const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    let received = 0;
+    socket.write(`GET /audio/long HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    const [first] = (await once(socket, 'data')) as [Buffer];
+    received += first.length;
+    socket.pause();
+    expect(first.toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
+    return {
+      /** Reads what the server sent until it closed the connection; the byte count. */
+      async drain(): Promise<number> {
+        socket.on('data', (chunk: Buffer) => (received += chunk.length));
+        socket.on('error', () => {});
+        socket.resume();
+        await once(socket, 'close');
+        return received;
+      },
+    };
+  }
+
+  it('ends a response whose player stopped reading, so later requests still get a socket and their audio', { timeout: 120_000 }, async () => {
+    const players = [await pausedPlayer(), await pausedPlayer()];
+    // Each paused response holds one of the pool's two sockets until it is ended. Before, the
+    // stat and read below waited for a socket for ever.
+    const res = await fetch(`${url}/audio/short`, { signal: AbortSignal.timeout(60_000) });
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(smallData)).toBe(true);
+    // The paused responses were ended mid-file (a player resumes with a Range request).
+    await waitFor(() => cutOff === players.length, { timeoutMs: 60_000, what: 'the paused responses to be ended' });
+    for (const player of players) expect(await player.drain()).toBeLessThan(bigSize);
+  });
+
+  it('fails a request to a store that accepts connections but never answers, instead of waiting for ever', { timeout: 60_000 }, async () => {
+    const silent = createNetServer(() => {});
+    const held = new Set<Socket>();
+    silent.on('connection', (socket) => held.add(socket));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const stuck = createS3Storage(s3Options({ endpoint: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, requestTimeoutMs: 300 }));
+    try {
+      await expect(stuck.stat('tracks/b/t.mp3')).rejects.toMatchObject({ name: 'TimeoutError' });
+    } finally {
+      stuck.client.destroy();
+      for (const socket of held) socket.destroy();
+      silent.close();
+    }
   });
 });

@@ -40,8 +40,20 @@ export function noneMatch(header: string | undefined, etag: string): boolean {
 
 const isMissing = (error: unknown) => (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
+export interface SendAudioOptions {
+  /** A response whose client has read nothing for this long is ended (AUDIO_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs: number;
+}
+
 /** Streams a stored audio file with ETag, conditional GET and HTTP Range (206 / 416). */
-export async function sendStoredAudio(req: Request, res: Response, storage: Storage, key: string, filename: string): Promise<void> {
+export async function sendStoredAudio(
+  req: Request,
+  res: Response,
+  storage: Storage,
+  key: string,
+  filename: string,
+  options: SendAudioOptions,
+): Promise<void> {
   const object = await storage.stat(key);
   if (!object) throw new HttpError(404, 'not_found', 'audio file not found');
   res.setHeader('Accept-Ranges', 'bytes');
@@ -88,12 +100,22 @@ export async function sendStoredAudio(req: Request, res: Response, storage: Stor
     res.end();
     return;
   }
+  const socket = res.socket;
+  // A paused <audio> stops reading but keeps its connection open, for as long as the page
+  // stays open; its response would hold the stored object's stream (with S3, a socket from
+  // the client's bounded pool) all that time, and enough paused players starve every other
+  // request. A socket whose writes have made no progress for the idle timeout is ended: that
+  // destroys the stream and releases its socket, and the player resumes with a Range request.
+  res.setTimeout(options.idleTimeoutMs, () => res.destroy());
   try {
     await pipeline(stream, res);
   } catch (error) {
-    // A player that seeks or stops closes its connection mid-file: pipeline has closed the
-    // stored object's stream, and there is no one left to answer.
+    // A player that seeks or stops closes its connection mid-file (or sat idle and was ended
+    // above): pipeline has closed the stored object's stream, and there is no one left to answer.
     if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE' && res.destroyed) return;
     throw error;
+  } finally {
+    // The connection may carry further requests (keep-alive), which have no such limit.
+    if (!socket?.destroyed) socket?.setTimeout(0);
   }
 }

@@ -113,7 +113,9 @@ export function batchRoutes(ctx: ApiContext): Router {
       throw new HttpError(409, 'audio_not_ready', `track is ${track.status}; its audio exists once it is completed`);
     }
     // The key comes from our own row, never from the URL, so no path can be smuggled in.
-    await sendStoredAudio(req, res, ctx.storage, storageKeys.track(track.batchId, track.id), `${track.sectionKey}-${track.variantId}.mp3`);
+    await sendStoredAudio(req, res, ctx.storage, storageKeys.track(track.batchId, track.id), `${track.sectionKey}-${track.variantId}.mp3`, {
+      idleTimeoutMs: ctx.config.AUDIO_IDLE_TIMEOUT_MS,
+    });
   });
 
   return router;

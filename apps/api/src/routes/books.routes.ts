@@ -81,7 +81,9 @@ export function bookRoutes(ctx: ApiContext): Router {
     const [row] = await ctx.db.select().from(soundscapes).where(and(eq(soundscapes.id, id), eq(soundscapes.userId, userOf(req))));
     if (!row) throw new HttpError(404, 'not_found', 'soundscape not found');
     if (row.status !== 'completed') throw new HttpError(409, 'audio_not_ready', `soundscape is ${row.status}`);
-    await sendStoredAudio(req, res, ctx.storage, storageKeys.soundscape(row.bookId, row.id), `soundscape-${row.id}.mp3`);
+    await sendStoredAudio(req, res, ctx.storage, storageKeys.soundscape(row.bookId, row.id), `soundscape-${row.id}.mp3`, {
+      idleTimeoutMs: ctx.config.AUDIO_IDLE_TIMEOUT_MS,
+    });
   });
 
   return router;

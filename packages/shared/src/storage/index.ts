@@ -16,6 +16,10 @@ export type StorageConfig = Pick<
   | 'S3_ACCESS_KEY_ID'
   | 'S3_SECRET_ACCESS_KEY'
   | 'S3_FORCE_PATH_STYLE'
+  | 'S3_MAX_SOCKETS'
+  | 'S3_CONNECTION_TIMEOUT_MS'
+  | 'S3_REQUEST_TIMEOUT_MS'
+  | 'S3_SOCKET_TIMEOUT_MS'
 >;
 
 /** The storage driver the config asks for: files under STORAGE_DIR, or an S3 bucket. */
@@ -30,6 +34,10 @@ export function createStorage(config: StorageConfig): Storage {
       accessKeyId: config.S3_ACCESS_KEY_ID,
       secretAccessKey: config.S3_SECRET_ACCESS_KEY,
       forcePathStyle: config.S3_FORCE_PATH_STYLE,
+      maxSockets: config.S3_MAX_SOCKETS,
+      connectionTimeoutMs: config.S3_CONNECTION_TIMEOUT_MS,
+      requestTimeoutMs: config.S3_REQUEST_TIMEOUT_MS,
+      socketTimeoutMs: config.S3_SOCKET_TIMEOUT_MS,
     });
   }
   return createLocalStorage(config.STORAGE_DIR);

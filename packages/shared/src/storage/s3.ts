@@ -11,6 +11,7 @@ import {
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { assertSafeKey, type Storage, type StoredObject } from './types';
 
 export interface S3StorageOptions {
@@ -25,6 +26,18 @@ export interface S3StorageOptions {
   forcePathStyle: boolean;
   /** Keys are stored under `<prefix>/`, so one bucket can hold several deployments. */
   prefix?: string;
+  /**
+   * Sockets open to the store at once. A streamed read holds its socket until its reader has
+   * taken the last byte, so the API's audio responses in flight count against this; requests
+   * beyond it wait for a socket.
+   */
+  maxSockets: number;
+  /** How long to wait for a TCP connection to the store. */
+  connectionTimeoutMs: number;
+  /** How long to wait for a response's headers (an upload's includes sending its part). */
+  requestTimeoutMs: number;
+  /** A socket with no traffic for this long is closed, also mid-body: a stalled store fails. */
+  socketTimeoutMs: number;
 }
 
 export interface S3Storage extends Storage {
@@ -45,6 +58,18 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     region: options.region,
     endpoint: options.endpoint,
     forcePathStyle: options.forcePathStyle,
+    // The SDK's default handler has 50 sockets and no timeouts: 50 paused players (each
+    // response streaming from its own GetObject) would leave every other request of the
+    // process waiting for a socket, for ever.
+    requestHandler: new NodeHttpHandler({
+      httpAgent: { keepAlive: true, maxSockets: options.maxSockets },
+      httpsAgent: { keepAlive: true, maxSockets: options.maxSockets },
+      connectionTimeout: options.connectionTimeoutMs,
+      requestTimeout: options.requestTimeoutMs,
+      // Without it, requestTimeout only logs a warning.
+      throwOnRequestTimeout: true,
+      socketTimeout: options.socketTimeoutMs,
+    }),
     credentials:
       options.accessKeyId && options.secretAccessKey
         ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
