@@ -4,12 +4,13 @@ import { eq } from 'drizzle-orm';
 import { audioTracks } from '@soundqueue/shared/db/schema';
 import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { finishTrack, markMixing } from '@soundqueue/shared/rollup/tracks';
+import { detachRendition, finishTrack, markMixing } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { removeScratchFiles } from '../scratch-files';
+import { dropMissingRendition } from '../speech/rendition';
 import { voiceTrack } from './audio-tts';
 
 /** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
@@ -32,18 +33,51 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
     mixing = await markMixing(ctx.db, trackId);
     if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   }
-  const { track, rendition } = mixing;
   await ctx.publish(mixing.events);
+  // A voice whose stored file is missing is made again once per attempt; a second miss, right
+  // after it was stored, is a storage fault and fails like any other error.
+  for (let revoiced = false; ; revoiced = true) {
+    const outcome = await mixVoice(ctx, run, batchId, mixing, { recoverMissingVoice: !revoiced });
+    if (!('voiceMissing' in outcome)) return outcome;
+    const again = await revoiceTrack(ctx, run, trackId, outcome.voiceMissing);
+    if ('skipped' in again) return again;
+    mixing = again;
+  }
+}
+
+type Mixing = NonNullable<Awaited<ReturnType<typeof markMixing>>>;
+
+/**
+ * Mixes the track's voice and stores the result, or, with `recoverMissingVoice`, reports a
+ * voice that cannot be read because it is gone: a rendition row without its stored file, or
+ * a rendition row another job dropped for that reason (see revoiceTrack).
+ */
+async function mixVoice(
+  ctx: WorkerContext,
+  run: JobRun,
+  batchId: string,
+  { track, rendition }: Mixing,
+  { recoverMissingVoice }: { recoverMissingVoice: boolean },
+): Promise<{ durationMs: number } | { voiceMissing: { keyHash: string; rendition: Mixing['rendition'] } }> {
+  const trackId = track.id;
+  const voiceMissing = { voiceMissing: { keyHash: track.renditionKey!, rendition } };
   const scratch = join(ctx.scratchDir, randomUUID());
   // The scratch files this attempt made and has not handed over to storage.
   const scratchFiles = new Set<string>();
   try {
     const variant = getVariant(track.variantId);
     if (!variant) throw new ValidationError(`unknown variant "${track.variantId}"`);
-    if (!rendition?.storageKey || rendition.status !== 'ready') throw new MixingError('the voice rendition is not available yet');
+    if (!rendition?.storageKey || rendition.status !== 'ready') {
+      if (recoverMissingVoice) return voiceMissing;
+      throw new MixingError('the voice rendition is not available yet');
+    }
     // With local storage ffmpeg reads the stored voice itself; other drivers download it.
     const voiceScratch = `${scratch}-voice${extname(rendition.storageKey)}`;
-    const voicePath = await ctx.storage.localFile(rendition.storageKey, voiceScratch);
+    const voicePath = await ctx.storage.localFile(rendition.storageKey, voiceScratch).catch((error: unknown) => {
+      if (recoverMissingVoice && (error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    });
+    if (voicePath === null) return voiceMissing;
     if (voicePath === voiceScratch) scratchFiles.add(voiceScratch);
     const outPath = `${scratch}-mix.mp3`;
     scratchFiles.add(outPath);
@@ -63,4 +97,33 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
   } finally {
     await removeScratchFiles(...scratchFiles);
   }
+}
+
+/**
+ * A rendition marked ready whose stored file is gone would fail this track on every attempt
+ * and every retry of the batch. Instead: drop the rendition row (only as read, so a
+ * re-synthesis another track's job has finished meanwhile is kept), take the voice off the
+ * track, and voice it again through the single-flight step, as for a lost speech job: however
+ * many tracks find the file missing at once, one of them synthesizes and the rest wait for it.
+ * Outside mixVoice's failure handling, because voiceTrack handles its own (a 429 pauses the
+ * speech queue; a last attempt fails the track with the speech error).
+ */
+async function revoiceTrack(
+  ctx: WorkerContext,
+  run: JobRun,
+  trackId: string,
+  missing: { keyHash: string; rendition: Mixing['rendition'] },
+): Promise<Mixing | { skipped: string }> {
+  if (missing.rendition && (await dropMissingRendition(ctx, missing.rendition))) {
+    ctx.logger.warn({ trackId, renditionKey: missing.keyHash, storageKey: missing.rendition.storageKey }, 'voice rendition file is missing; synthesizing it again');
+  }
+  const detached = await detachRendition(ctx.db, trackId, missing.keyHash);
+  if (!detached.changed) return { skipped: 'track is no longer being mixed with that voice' };
+  await ctx.publish(detached.events);
+  const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId);
+  if ('skipped' in voiced) return voiced;
+  const mixing = await markMixing(ctx.db, trackId);
+  if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
+  await ctx.publish(mixing.events);
+  return mixing;
 }

@@ -99,6 +99,31 @@ export async function obtainRendition(
   }
 }
 
+/**
+ * Forgets a ready rendition whose stored file is gone (storage drivers switched, a volume
+ * lost, a lifecycle rule), so that the next obtainRendition synthesizes it again instead of
+ * handing out the missing file for ever. Only the row as the caller read it is deleted: a
+ * rendition's storage key comes from its hash, so a re-synthesis another job has finished
+ * since (its file in place again) has the same key, and only its updated_at tells it apart.
+ * Returns whether the row was deleted.
+ */
+export async function dropMissingRendition(ctx: WorkerContext, rendition: Rendition): Promise<boolean> {
+  if (rendition.status !== 'ready' || !rendition.storageKey) return false;
+  const dropped = await ctx.db
+    .delete(voiceRenditions)
+    .where(
+      and(
+        eq(voiceRenditions.keyHash, rendition.keyHash),
+        eq(voiceRenditions.status, 'ready'),
+        eq(voiceRenditions.storageKey, rendition.storageKey),
+        // PostgreSQL keeps microseconds, a Date milliseconds (truncated when it is read).
+        sql`date_trunc('milliseconds', ${voiceRenditions.updatedAt}) = ${rendition.updatedAt.toISOString()}::timestamptz`,
+      ),
+    )
+    .returning({ keyHash: voiceRenditions.keyHash });
+  return dropped.length > 0;
+}
+
 async function synthesize(
   ctx: WorkerContext,
   keyHash: string,

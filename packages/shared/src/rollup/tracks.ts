@@ -172,6 +172,21 @@ export async function markMixing(
   return row ? { track: row.t, rendition: row.voice_renditions, events: [trackEvent(row.t)] } : null;
 }
 
+/**
+ * mixing → generating without a voice, for a track whose rendition turned out to have no
+ * stored file: the state the speech step (startTrack, then attachRendition) starts from, so
+ * the track is voiced again. Only while the track still points at that rendition; counters
+ * do not move (a track is pending until it is terminal).
+ */
+export async function detachRendition(db: Db, trackId: string, keyHash: string): Promise<{ changed: boolean; events: ProgressEvent[] }> {
+  const [row] = await db
+    .update(audioTracks)
+    .set({ status: 'generating', mixStatus: 'pending', renditionKey: null, voiceFileKey: null, updatedAt: sql`now()` })
+    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing']), eq(audioTracks.renditionKey, keyHash)))
+    .returning();
+  return row ? { changed: true, events: [trackEvent(row)] } : { changed: false, events: [] };
+}
+
 type Terminal =
   | { status: 'completed'; mixedFileKey: string; mixedBytes: number; durationMs: number }
   | { status: 'failed'; errorType: string; errorMessage: string }
