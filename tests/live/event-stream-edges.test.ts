@@ -112,7 +112,7 @@ describe('event streams', () => {
     const gate = new Promise<void>((resolve) => (openGate = resolve));
     let serverSawClose!: () => void;
     const closedOnServer = new Promise<void>((resolve) => (serverSawClose = resolve));
-    let handled!: Promise<void>;
+    let handled: Promise<void> | undefined;
     const app = express();
     app.get('/events', (req, res) => {
       res.on('close', serverSawClose);
@@ -132,7 +132,7 @@ describe('event streams', () => {
       req.destroy();
       await closedOnServer;
       openGate();
-      await handled;
+      await handled!;
       expect(api.ctx.events.listenerCount()).toBe(0);
     } finally {
       server.closeAllConnections();

@@ -95,17 +95,17 @@ const envSchema = z.object({
   // as it streams, so the pool is sized for players, not for the SDK's default of 50; the
   // timeouts make a store that does not answer an error instead of a request that waits forever.
   S3_MAX_SOCKETS: positiveInt('S3_MAX_SOCKETS', 256),
-  S3_CONNECTION_TIMEOUT_MS: positiveInt('S3_CONNECTION_TIMEOUT_MS', 5_000),
+  S3_CONNECTION_TIMEOUT_MS: milliseconds('S3_CONNECTION_TIMEOUT_MS', 5_000),
   // Until the response's headers: an upload's request includes its 5 MiB part.
-  S3_REQUEST_TIMEOUT_MS: positiveInt('S3_REQUEST_TIMEOUT_MS', 60_000),
+  S3_REQUEST_TIMEOUT_MS: milliseconds('S3_REQUEST_TIMEOUT_MS', 60_000),
   // A socket with no traffic for this long is closed, also mid-body (a store that stalls while
   // a worker downloads a voice). Longer than AUDIO_IDLE_TIMEOUT_MS, so a paused player's
   // response is ended by the API's own idle timeout, not cut as an S3 failure.
-  S3_SOCKET_TIMEOUT_MS: positiveInt('S3_SOCKET_TIMEOUT_MS', 120_000),
+  S3_SOCKET_TIMEOUT_MS: milliseconds('S3_SOCKET_TIMEOUT_MS', 120_000),
   // An audio response whose client has read nothing for this long is ended: a paused <audio>
   // keeps its connection open without reading, and each such response holds a stored-object
   // stream (an S3 socket). Players resume with a Range request.
-  AUDIO_IDLE_TIMEOUT_MS: positiveInt('AUDIO_IDLE_TIMEOUT_MS', 60_000),
+  AUDIO_IDLE_TIMEOUT_MS: milliseconds('AUDIO_IDLE_TIMEOUT_MS', 60_000),
 
   AUTH_JWT_SECRET: optionalString,
   AUTH_JWKS_URL: optionalUrl('AUTH_JWKS_URL'),
@@ -216,7 +216,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(c.ADMIN_USER) !== Boolean(c.ADMIN_PASSWORD)) problems.push('ADMIN_USER and ADMIN_PASSWORD must be set together');
   if (c.STORAGE_DRIVER === 's3' && !c.S3_BUCKET) problems.push('STORAGE_DRIVER=s3 needs S3_BUCKET');
   if (Boolean(c.S3_ACCESS_KEY_ID) !== Boolean(c.S3_SECRET_ACCESS_KEY)) problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
-  if (c.S3_SOCKET_TIMEOUT_MS <= c.AUDIO_IDLE_TIMEOUT_MS) {
+  if (c.STORAGE_DRIVER === 's3' && c.S3_SOCKET_TIMEOUT_MS <= c.AUDIO_IDLE_TIMEOUT_MS) {
     problems.push('S3_SOCKET_TIMEOUT_MS must be longer than AUDIO_IDLE_TIMEOUT_MS (a paused player would otherwise be cut off as an S3 failure)');
   }
   if (c.S3_PREFIX !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9._-]*(\/[a-zA-Z0-9][a-zA-Z0-9._-]*)*\/?$/.test(c.S3_PREFIX)) {
