@@ -118,3 +118,43 @@ describe('WORKER_QUEUES', () => {
     expect(() => selectQueues('audio-mix,audio-mixx')).toThrow(/unknown queue\(s\): audio-mixx/);
   });
 });
+
+describe('auth with a JWKS URL and the tokens meant for this service', () => {
+  it('refuses a token of the same provider made for another audience or by another issuer', async () => {
+    const strict = await createAuth(loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: jwksUrl, AUTH_JWT_AUDIENCE: 'soundqueue, soundqueue-web', AUTH_JWT_ISSUER: 'https://idp.example/' }));
+    const token = (claims: { aud?: string; iss?: string }) => {
+      const jwt = new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('aud-user').setExpirationTime('5m');
+      if (claims.aud) jwt.setAudience(claims.aud);
+      if (claims.iss) jwt.setIssuer(claims.iss);
+      return jwt.sign(rsa.privateKey);
+    };
+    expect(await strict.verify(await token({ aud: 'soundqueue-web', iss: 'https://idp.example/' }))).toEqual({ userId: 'aud-user', role: 'user' });
+    // Before, all of these were accepted: a token the provider made for another app worked here.
+    for (const claims of [{ aud: 'some-other-app', iss: 'https://idp.example/' }, { iss: 'https://idp.example/' }, { aud: 'soundqueue', iss: 'https://elsewhere.example/' }, { aud: 'soundqueue' }]) {
+      await expect(strict.verify(await token(claims)), JSON.stringify(claims)).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
+    }
+    // Our own short-lived tokens (HS256, no aud) still work alongside.
+    const stream = await strict.signStream({ userId: 'aud-user', role: 'user' }, '60s');
+    expect(await strict.verify(stream, { eventStream: true })).toEqual({ userId: 'aud-user', role: 'user' });
+  });
+
+  it('allows a few seconds of clock difference with the provider', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const early = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('clock').setNotBefore(now + 5).setExpirationTime(now + 300).sign(rsa.privateKey);
+    expect(await auth.verify(early)).toEqual({ userId: 'clock', role: 'user' });
+    const farAhead = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('clock').setNotBefore(now + 600).setExpirationTime(now + 900).sign(rsa.privateKey);
+    await expect(auth.verify(farAhead)).rejects.toMatchObject({ status: 401 });
+  });
+
+  it('answers 503, not 401, while the provider\'s keys cannot be fetched', async () => {
+    // A port nothing listens on: the key set was never fetched. A 401 would tell every client
+    // to throw its (good) token away.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const down = await createAuth(loadConfig({ NODE_ENV: 'production', AUTH_JWKS_URL: `http://127.0.0.1:${port}/jwks.json` }));
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('x').setExpirationTime('5m').sign(rsa.privateKey);
+    await expect(down.verify(token)).rejects.toMatchObject({ status: 503, code: 'auth_unavailable' });
+  });
+});

@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '@soundqueue/shared/config';
 import { parseAudioPath } from './audio-paths';
 import { isEventStreamPath } from './event-paths';
@@ -45,6 +45,36 @@ declare module 'express-serve-static-core' {
 
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
 
+// What a key set answers about a token's key itself; anything else it throws means the key
+// set could not be fetched (a network error, a timeout, a non-200 answer, a broken body).
+const KEY_ERRORS = [joseErrors.JWKSNoMatchingKey, joseErrors.JWKSMultipleMatchingKeys, joseErrors.JOSENotSupported];
+
+/**
+ * The identity provider's keys from its JWKS URL, fetched when missing or older than ten
+ * minutes. While the URL cannot be reached, the last key set fetched stays in use, so an
+ * outage of the provider does not log every user out (a 401 tells clients to drop their
+ * tokens); before any key set was fetched, or for a key it does not hold, the answer is 503.
+ */
+function remoteKeys(url: URL): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(url, { timeoutDuration: 5_000 });
+  const unavailable = () => new HttpError(503, 'auth_unavailable', "the identity provider's keys (AUTH_JWKS_URL) cannot be fetched; retry shortly");
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      if (KEY_ERRORS.some((type) => error instanceof type)) throw error;
+      const last = remote.jwks();
+      if (!last) throw unavailable();
+      try {
+        return await createLocalJWKSet(last)(header, token);
+      } catch (stale) {
+        // A key the last set does not hold may be a new one the provider published since.
+        throw stale instanceof joseErrors.JWKSNoMatchingKey ? unavailable() : stale;
+      }
+    }
+  };
+}
+
 /**
  * JWT auth: HS256 with AUTH_JWT_SECRET, or RS256/ES256 keys from AUTH_JWKS_URL; every token
  * must carry exp. In development with neither set, a random secret and a demo user's token are
@@ -52,7 +82,15 @@ const unauthorized = (message: string) => new HttpError(401, 'unauthorized', mes
  */
 export async function createAuth(config: Config, options: { sharedKey?: () => Promise<Uint8Array> } = {}): Promise<Auth> {
   const secret: Uint8Array | null = config.AUTH_JWT_SECRET ? new TextEncoder().encode(config.AUTH_JWT_SECRET) : null;
-  const jwks: JWTVerifyGetKey | null = config.AUTH_JWKS_URL ? createRemoteJWKSet(new URL(config.AUTH_JWKS_URL)) : null;
+  const jwks: JWTVerifyGetKey | null = config.AUTH_JWKS_URL ? remoteKeys(new URL(config.AUTH_JWKS_URL)) : null;
+  // The identity provider's tokens must be meant for this service when these are set: one
+  // provider often serves many apps, and a token it made for another must not work here.
+  const providerClaims = {
+    ...(config.AUTH_JWT_AUDIENCE ? { audience: config.AUTH_JWT_AUDIENCE } : {}),
+    ...(config.AUTH_JWT_ISSUER ? { issuer: config.AUTH_JWT_ISSUER } : {}),
+  };
+  // Clocks differ by a few seconds between the provider and this service.
+  const clockTolerance = 30;
   let devToken: string | null = null;
   if (!secret && !jwks && config.NODE_ENV === 'production') {
     throw new Error('Refusing to start: set AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256) in production.');
@@ -105,13 +143,13 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       // Playback tokens are ours alone (HS256 with our key), never an identity provider's.
       if (jwks && playbackPath === undefined) {
         try {
-          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'] })).payload, use, playbackPath);
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'], clockTolerance, ...providerClaims })).payload, use, playbackPath);
         } catch (error) {
           // Our own short-lived tokens are HS256 even in JWKS mode.
           if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
         }
       }
-      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'], requiredClaims: ['exp'] })).payload, use, playbackPath);
+      return toPrincipal((await jwtVerify(token, signingKey, { algorithms: ['HS256'], requiredClaims: ['exp'], clockTolerance })).payload, use, playbackPath);
     } catch (error) {
       if (error instanceof HttpError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw unauthorized('token expired');

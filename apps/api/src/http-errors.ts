@@ -136,6 +136,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.end();
       return;
     }
+    // Every 503 is a moment's outage of something this service depends on.
+    if (http.status === 503 && !res.hasHeader('Retry-After')) res.setHeader('Retry-After', '5');
     res.status(http.status).json({ error: { code: http.code, message: http.message, details: http.details } });
   };
 }

@@ -109,6 +109,13 @@ const envSchema = z.object({
 
   AUTH_JWT_SECRET: optionalString,
   AUTH_JWKS_URL: optionalUrl('AUTH_JWKS_URL'),
+  // Checked on the identity provider's (JWKS) tokens: `aud` must hold one of these, `iss`
+  // must be this. A comma-separated audience lists several.
+  AUTH_JWT_AUDIENCE: optionalString.transform((v) => {
+    const audiences = (v ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+    return audiences.length > 0 ? audiences : undefined;
+  }),
+  AUTH_JWT_ISSUER: optionalString,
   AUTH_SERVICE_TOKEN: optionalString,
 
   WORKER_QUEUES: optionalString,
