@@ -36,6 +36,11 @@ describe('Bull Board', () => {
   it('answers 401 without credentials, 200 with, and guards its static files', async () => {
     expect((await fetch(`${api.url}/admin/queues`)).status).toBe(401);
     expect((await fetch(`${api.url}/admin/queues`, { headers: basic('ops', 'wrong') })).status).toBe(401);
+    expect((await fetch(`${api.url}/admin/queues`, { headers: basic('ops', 'secret-password-and-more') })).status).toBe(401);
+    expect((await fetch(`${api.url}/admin/queues`, { headers: basic('op', 'secret-password') })).status).toBe(401);
+    // The scheme is case-insensitive (RFC 7617): a client sending "basic" was refused.
+    const lower = { Authorization: basic('ops', 'secret-password').Authorization.replace(/^Basic/, 'basic') };
+    expect((await fetch(`${api.url}/admin/queues`, { headers: lower })).status).toBe(200);
     const page = await fetch(`${api.url}/admin/queues`, { headers: basic('ops', 'secret-password') });
     expect(page.status).toBe(200);
     const html = await page.text();

@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
@@ -7,21 +7,22 @@ import type { ApiContext } from '../context';
 
 export const BOARD_PATH = '/admin/queues';
 
-function same(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
+// Compared as SHA-256 digests, both always: neither the length of the secret nor which of
+// the two was wrong shows in the time an answer takes.
+const digest = (value: string) => createHash('sha256').update(value).digest();
 
 /** HTTP basic auth in front of the board and its static files. */
 function basicAuth(user: string, password: string): RequestHandler {
+  const userDigest = digest(user);
+  const passwordDigest = digest(password);
   return (req, res, next) => {
-    const header = req.headers.authorization ?? '';
-    const [scheme, encoded] = header.split(' ');
-    if (scheme === 'Basic' && encoded) {
-      const decoded = Buffer.from(encoded, 'base64').toString();
+    const match = /^basic\s+(\S+)$/i.exec(req.headers.authorization ?? ''); // the scheme is case-insensitive (RFC 7617)
+    if (match) {
+      const decoded = Buffer.from(match[1]!, 'base64').toString();
       const i = decoded.indexOf(':');
-      if (i >= 0 && same(decoded.slice(0, i), user) && same(decoded.slice(i + 1), password)) return next();
+      const userOk = timingSafeEqual(digest(i >= 0 ? decoded.slice(0, i) : ''), userDigest);
+      const passwordOk = timingSafeEqual(digest(i >= 0 ? decoded.slice(i + 1) : ''), passwordDigest);
+      if (i >= 0 && userOk && passwordOk) return next();
     }
     res.setHeader('WWW-Authenticate', 'Basic realm="soundqueue admin", charset="UTF-8"');
     res.status(401).json({ error: { code: 'unauthorized', message: 'admin credentials required', details: null } });
