@@ -1,5 +1,5 @@
 import { WaitingChildrenError } from 'bullmq';
-import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
 import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
@@ -88,6 +88,8 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
       if (same) keep.set(scene.index, same.id);
     }
     const stale = existing.filter((e) => ![...keep.values()].includes(e.id)).map((e) => e.id);
+    // Their soundscapes' rows go with them (cascade); their files are removed once this commits.
+    const orphaned = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(and(inArray(soundscapes.sceneId, stale), isNotNull(soundscapes.fileKey)));
     if (stale.length > 0) await tx.delete(scenes).where(inArray(scenes.id, stale));
     // Renumber kept scenes out of the way first: (book_id, index) is unique.
     for (const [index, id] of keep) await tx.update(scenes).set({ index: -1 - index }).where(eq(scenes.id, id));
@@ -126,9 +128,14 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
       })
       .where(eq(books.id, bookId))
       .returning();
-    return { book: book!, pending: all.filter((s) => s.status === 'pending' || s.status === 'generating').map((s) => s.id) };
+    return { book: book!, pending: all.filter((s) => s.status === 'pending' || s.status === 'generating').map((s) => s.id), orphaned };
   });
   if (!result) return null;
+  // A replaced scene's audio is no longer served (its row is gone): its file would only fill
+  // storage. A file that cannot be removed now is logged; nothing depends on it.
+  for (const { fileKey } of result.orphaned) {
+    await ctx.storage.delete(fileKey!).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey }, 'could not remove a replaced scene\'s soundscape file'));
+  }
   await ctx.publish([bookCountersEvent(result.book)]);
   return result.pending;
 }
