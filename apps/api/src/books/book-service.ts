@@ -17,6 +17,9 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
   } catch (error) {
     const message = `Could not enqueue the book's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, bookId: book.id }, 'enqueue failed');
+    // The enqueue failure is recorded on the book itself, once, even when no spread was left to
+    // fail (a restart of a book whose spreads are all analysed): the user asked for a run that
+    // did not happen, and this says why. (finaliseBook's leftovers record only what they fail.)
     const entry: ProcessingError = { timestamp: new Date().toISOString(), spreadIndex: 0, pages: '1-2', errorType: 'DatabaseError', message, stack: null, attempt: 1 };
     // Processing cannot start, so nothing may wait for it: the spreads this run was to analyse
     // fail with the reason, and the book ends by the usual rule (ready if spreads of an
