@@ -1,5 +1,5 @@
 import { WaitingChildrenError } from 'bullmq';
-import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
 import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
@@ -89,7 +89,13 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
     }
     const stale = existing.filter((e) => ![...keep.values()].includes(e.id)).map((e) => e.id);
     // Their soundscapes' rows go with them (cascade); their files are removed once this commits.
-    const orphaned = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(and(inArray(soundscapes.sceneId, stale), isNotNull(soundscapes.fileKey)));
+    // Locked as read: a job of an earlier run still completing one of them then waits, finds
+    // its row gone and removes its file itself (processors/soundscape.ts); unlocked, it could
+    // record its file between this read and the delete, and the file would be nobody's.
+    // Every one is locked, those without a file yet too: those are the ones such a job may be
+    // about to complete.
+    const replaced = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(inArray(soundscapes.sceneId, stale)).for('update');
+    const orphaned = replaced.filter((s) => s.fileKey !== null);
     if (stale.length > 0) await tx.delete(scenes).where(inArray(scenes.id, stale));
     // Renumber kept scenes out of the way first: (book_id, index) is unique.
     for (const [index, id] of keep) await tx.update(scenes).set({ index: -1 - index }).where(eq(scenes.id, id));

@@ -51,9 +51,9 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     const key = storageKeys.soundscape(bookId, soundscapeId);
     const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
     scratchFile = undefined;
-    await ctx.publish(
-      await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name }),
-    );
+    const events = await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
+    if (events.length === 0) return await dropIfReplaced(ctx, soundscapeId, key, probe.durationMs);
+    await ctx.publish(events);
     return { durationMs: probe.durationMs };
   } catch (error) {
     stopRenewing();
@@ -75,4 +75,18 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     stopRenewing();
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
+}
+
+/**
+ * After a completion that changed nothing. If the soundscape's row is gone (running generation
+ * again replaced its scene while this job generated it), the file just stored is nobody's: its
+ * key holds the id of a row that no longer exists, so no later job writes or serves it.
+ * Otherwise the row was completed or failed meanwhile and is left as it is: a completed one
+ * refers to this same key, and a failed one may be given another go that writes it again.
+ */
+async function dropIfReplaced(ctx: WorkerContext, soundscapeId: string, key: string, durationMs: number): Promise<{ durationMs: number } | { skipped: string }> {
+  const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(eq(soundscapes.id, soundscapeId));
+  if (row) return { durationMs };
+  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey: key }, "could not remove the file of a soundscape whose scene was replaced"));
+  return { skipped: 'soundscape replaced while it was generated' };
 }
