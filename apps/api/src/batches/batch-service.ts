@@ -5,6 +5,7 @@ import { tuningFrom } from '@soundqueue/shared/queues';
 import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
+import { checkBudget } from '../budget';
 import { HttpError } from '../http-errors';
 import { requestHash, type CreateBatchRequest } from './batch-request';
 
@@ -53,7 +54,7 @@ export async function createBatch(
     const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
     if (existing) return sameOrConflict(existing, hash);
   }
-  await checkBudget(ctx, userId);
+  await checkBudget(ctx.db, ctx.config, userId);
   const total = body.sections.length * body.variants.length;
   let created: { batch: Batch; trackIds: string[] };
   try {
@@ -114,24 +115,6 @@ export async function createBatch(
   return { batch: created.batch, created: true };
 }
 
-/** With USER_MONTHLY_BUDGET_USD set, a user whose calls this month cost that much gets a 402. */
-async function checkBudget(ctx: ApiContext, userId: string): Promise<void> {
-  const budget = ctx.config.USER_MONTHLY_BUDGET_USD;
-  if (budget === undefined) return;
-  const [row] = (
-    await ctx.db.execute<{ spent: string | null }>(
-      sql`select sum(cost_usd)::text as spent from provider_calls where user_id = ${userId} and created_at >= date_trunc('month', now())`,
-    )
-  ).rows;
-  const spent = Number(row?.spent ?? 0);
-  if (spent >= budget) {
-    throw new HttpError(402, 'budget_exhausted', `this month's budget of $${budget.toFixed(2)} is spent ($${spent.toFixed(4)}); new batches start again next month`, {
-      budgetUsd: budget,
-      spentUsd: spent,
-    });
-  }
-}
-
 function sameOrConflict(existing: Batch, hash: string): { batch: Batch; created: boolean } {
   if (existing.requestHash !== hash) {
     throw new HttpError(409, 'idempotency_conflict', 'this Idempotency-Key was already used with a different request body', {
@@ -164,6 +147,7 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
     if (!TERMINAL.includes(batch.status)) {
       throw new HttpError(409, 'batch_active', `batch is ${batch.status}; retry once it has finished`);
     }
+    await checkBudget(tx, ctx.config, userId);
     const failed = await tx
       .update(audioTracks)
       .set({

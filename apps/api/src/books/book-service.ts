@@ -6,6 +6,7 @@ import { tuningFrom } from '@soundqueue/shared/queues';
 import { finaliseBook, lockBookRun } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
+import { checkBudget } from '../budget';
 import { HttpError } from '../http-errors';
 import type { BookInput } from './book-input';
 
@@ -52,6 +53,7 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
 
 /** Creates the book and its spreads in one transaction, then starts its flow. */
 export async function createBook(ctx: ApiContext, userId: string, input: BookInput): Promise<Book> {
+  await checkBudget(ctx.db, ctx.config, userId);
   const spreads = toSpreads(input.pages);
   const book = await ctx.db.transaction(async (tx) => {
     const [row] = await tx
@@ -95,6 +97,7 @@ export async function restartBook(ctx: ApiContext, userId: string, bookId: strin
     if (book.status === 'processing' || book.status === 'pending') {
       throw new HttpError(409, 'book_processing', 'the book is already processing; wait for it to finish');
     }
+    await checkBudget(tx, ctx.config, userId);
     const retried = await tx
       .update(bookSpreads)
       .set({ status: 'pending', attempts: 0, errorMessage: null, updatedAt: sql`now()` })
