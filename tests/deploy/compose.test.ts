@@ -324,6 +324,7 @@ describe('docker-compose.yml', () => {
       OPENAI_API_KEY: 'sk-x',
       PLAYBACK_URL_TTL_SECONDS: '600',
       AUTH_SERVICE_TOKEN: 'f'.repeat(64),
+      METRICS_TOKEN: 'm'.repeat(64),
     };
     const set = loadCompose(operator).services;
     const apiConfig = loadConfig(envOf(set.api!));
@@ -333,6 +334,8 @@ describe('docker-compose.yml', () => {
       expect([config.STORAGE_DRIVER, config.QUEUE_PREFIX, config.WORKER_METRICS_PORT, config.speechProvider], name).toEqual(['s3', 'sq-prod', 9100, 'openai']);
       expect(config.TTS_RATE_LIMIT, name).toEqual({ max: 50, duration: 1000 });
     }
+    // One metrics token guards the API's /metrics and every worker's alike.
+    for (const name of ['api', 'worker-generation', 'worker-mixing']) expect(loadConfig(envOf(set[name]!)).METRICS_TOKEN, name).toBe('m'.repeat(64));
   });
 
   it("holds the API to a production-length AUTH_JWT_SECRET, as README's quick start makes one", () => {

@@ -92,13 +92,20 @@ describe('config', () => {
     }
   });
 
-  it('wants a 32-character AUTH_JWT_SECRET and AUTH_SERVICE_TOKEN in production, saying how to make one', () => {
-    const weak = problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y'.repeat(31) });
+  it('wants a 32-character AUTH_JWT_SECRET, AUTH_SERVICE_TOKEN and METRICS_TOKEN in production, saying how to make one', () => {
+    const weak = problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y'.repeat(31), METRICS_TOKEN: 'z'.repeat(16) });
     expect(weak).toContain('AUTH_JWT_SECRET must be at least 32 characters in production; make one with: openssl rand -hex 32');
     expect(weak).toContain('AUTH_SERVICE_TOKEN must be at least 32 characters in production; make one with: openssl rand -hex 32');
-    expect(problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), AUTH_SERVICE_TOKEN: 'y'.repeat(64) })).toBe('');
-    // Unset stays allowed (JWKS users, no service token), and development keeps short secrets.
+    expect(weak).toContain('METRICS_TOKEN must be at least 32 characters in production; make one with: openssl rand -hex 32');
+    expect(problemsOf({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), AUTH_SERVICE_TOKEN: 'y'.repeat(64), METRICS_TOKEN: 'z'.repeat(32) })).toBe('');
+    // Unset stays allowed (JWKS users, no service token, open metrics), and development keeps short secrets.
     expect(problemsOf({ NODE_ENV: 'production', AUTH_JWKS_URL: 'https://auth.example.com/jwks.json' })).toBe('');
-    expect(problemsOf({ NODE_ENV: 'development', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y' })).toBe('');
+    expect(problemsOf({ NODE_ENV: 'development', AUTH_JWT_SECRET: 'x', AUTH_SERVICE_TOKEN: 'y', METRICS_TOKEN: 'z' })).toBe('');
+  });
+
+  it('refuses a METRICS_TOKEN no Authorization header could carry', () => {
+    // A bearer token is one word (RFC 6750): one with a space could never match.
+    for (const bad of ['two words', ' padded-token', 'tab\there']) expect(problemsOf({ METRICS_TOKEN: bad }), bad).toContain('METRICS_TOKEN must not contain spaces');
+    expect(loadConfig({ METRICS_TOKEN: 'one-word_token.~+/=' }).METRICS_TOKEN).toBe('one-word_token.~+/=');
   });
 });

@@ -19,7 +19,7 @@ export function createApp(ctx: ApiContext): Express {
   app.set('trust proxy', true);
   app.set('query parser', 'simple');
   app.use(healthRoutes(ctx));
-  app.use(metricsRoutes());
+  app.use(metricsRoutes(ctx.config.METRICS_TOKEN));
   app.use(docsRoutes());
   const board = adminBoardRoutes(ctx);
   if (board) app.use(board);

@@ -37,7 +37,10 @@ export function openApiDocument() {
     servers: [{ url: '/' }],
     security: [{ bearer: [] }],
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+        metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, wanted by /metrics only when it is set' },
+      },
       schemas: {
         Error: {
           type: 'object',
@@ -108,7 +111,14 @@ export function openApiDocument() {
       '/v1/admin/batches': { get: { summary: 'Batches across all users (admin)', parameters: [{ name: 'status', in: 'query', schema: { type: 'string' } }], responses: { 200: { description: 'batches' } } } },
       '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'ok' } } } },
       '/readyz': { get: { summary: 'Readiness (Redis and PostgreSQL)', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'names what is unreachable', ...json(error) } } } },
-      '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { 200: { description: 'text exposition format' } } } },
+      '/metrics': {
+        get: {
+          summary: 'Prometheus metrics',
+          // No credentials unless METRICS_TOKEN is set; then its bearer token.
+          security: [{}, { metricsToken: [] }],
+          responses: { 200: { description: 'text exposition format' }, 401: { description: 'METRICS_TOKEN is set and was not sent (WWW-Authenticate: Bearer)', ...json(error) } },
+        },
+      },
     },
   };
 }

@@ -1,9 +1,8 @@
-import { createServer } from 'node:http';
 import { loadConfig } from '@soundqueue/shared/config';
-import { metricsRegistry } from '@soundqueue/shared/metrics';
 import { runMigrations } from '@soundqueue/shared/db/migrate';
 import { createLogger } from '@soundqueue/shared/logger';
 import { createWorkerContext } from './context';
+import { createMetricsServer } from './metrics-server';
 import { selectQueues, startWorkers } from './workers';
 
 // The worker process: runs the processors of WORKER_QUEUES (default: all), no HTTP routes.
@@ -16,18 +15,7 @@ const running = await startWorkers(ctx, queues);
 logger.info({ queues, speech: ctx.providers.speech.name, analysis: ctx.providers.analysis.name, soundscape: ctx.providers.soundscape.name }, 'worker started');
 
 // Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
-const metricsServer =
-  config.WORKER_METRICS_PORT === undefined
-    ? null
-    : createServer(async (req, res) => {
-        if (req.url !== '/metrics') {
-          res.statusCode = 404;
-          res.end();
-          return;
-        }
-        res.setHeader('Content-Type', metricsRegistry.contentType);
-        res.end(await metricsRegistry.metrics());
-      }).listen(config.WORKER_METRICS_PORT);
+const metricsServer = config.WORKER_METRICS_PORT === undefined ? null : createMetricsServer(config.METRICS_TOKEN).listen(config.WORKER_METRICS_PORT);
 
 let stopping = false;
 async function shutdown(signal: string) {

@@ -117,6 +117,9 @@ const envSchema = z.object({
   }),
   AUTH_JWT_ISSUER: optionalString,
   AUTH_SERVICE_TOKEN: optionalString,
+  // Bearer token /metrics wants (the API's and a worker's); unset, /metrics answers anyone.
+  // A bearer token is one word: one with spaces could never be sent, and scraping would fail.
+  METRICS_TOKEN: optionalString.refine((v) => v === undefined || !/\s/.test(v), { message: 'METRICS_TOKEN must not contain spaces' }),
 
   WORKER_QUEUES: optionalString,
   WORKER_CONCURRENCY_AUDIO_TTS: positiveInt('WORKER_CONCURRENCY_AUDIO_TTS', 4),
@@ -231,9 +234,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   // Stream and playback tokens are HS256-signed with AUTH_JWT_SECRET and travel in URLs, so
   // they end up in logs and browser history; one of them is enough to guess a short secret
-  // offline. The service token is a standing admin credential, so the same length holds.
+  // offline. The service token is a standing admin credential, and the metrics token guards
+  // an endpoint on the public port, so the same length holds for both.
   if (c.NODE_ENV === 'production') {
-    for (const name of ['AUTH_JWT_SECRET', 'AUTH_SERVICE_TOKEN'] as const) {
+    for (const name of ['AUTH_JWT_SECRET', 'AUTH_SERVICE_TOKEN', 'METRICS_TOKEN'] as const) {
       const value = c[name];
       if (value !== undefined && value.length < MIN_PRODUCTION_SECRET_LENGTH) {
         problems.push(`${name} must be at least ${MIN_PRODUCTION_SECRET_LENGTH} characters in production; make one with: openssl rand -hex 32`);

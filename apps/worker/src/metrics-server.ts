@@ -1,0 +1,26 @@
+import { createServer, type Server } from 'node:http';
+import { METRICS_CHALLENGE, METRICS_UNAUTHORIZED, metricsAccess } from '@soundqueue/shared/metrics-auth';
+import { metricsRegistry } from '@soundqueue/shared/metrics';
+
+/**
+ * A worker serves no routes, only its own metrics for Prometheus (WORKER_METRICS_PORT), behind
+ * the same METRICS_TOKEN as the API's /metrics: a port opened for scraping is often reachable
+ * from more than the monitoring network.
+ */
+export function createMetricsServer(token: string | undefined): Server {
+  const allowed = metricsAccess(token);
+  return createServer(async (req, res) => {
+    if (req.url !== '/metrics') {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    if (!allowed(req.headers.authorization)) {
+      res.writeHead(401, { 'Content-Type': 'application/json; charset=utf-8', 'WWW-Authenticate': METRICS_CHALLENGE });
+      res.end(JSON.stringify(METRICS_UNAUTHORIZED));
+      return;
+    }
+    res.setHeader('Content-Type', metricsRegistry.contentType);
+    res.end(await metricsRegistry.metrics());
+  });
+}

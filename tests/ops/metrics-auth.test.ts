@@ -1,0 +1,79 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '@soundqueue/shared/config';
+import { createMetricsServer } from '../../apps/worker/src/metrics-server';
+import { startTestApi, type TestApi } from '../helpers/app';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+
+// /metrics with METRICS_TOKEN set: the API's (on its public port) and a worker's answer only
+// a scrape that carries the token. Before, both answered anyone who asked.
+const TOKEN = 'metrics-token-0123456789abcdef0123456789abcdef';
+
+let env: TestEnv;
+let guarded: TestApi;
+let open: TestApi;
+
+beforeAll(async () => {
+  env = await createTestEnv({ METRICS_TOKEN: TOKEN });
+  guarded = await startTestApi(env.config);
+  open = await startTestApi(loadConfig({ ...env.env, METRICS_TOKEN: '' }));
+});
+afterAll(async () => {
+  await guarded?.close();
+  await open?.close();
+  await env?.cleanup();
+});
+
+const scrape = (url: string, authorization?: string) => fetch(url, { headers: authorization === undefined ? {} : { Authorization: authorization } });
+
+/** What every /metrics endpoint guarded by TOKEN must answer. */
+async function expectGuarded(url: string) {
+  for (const authorization of [undefined, 'Bearer', `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(0, -1)}`, `Basic ${Buffer.from(`x:${TOKEN}`).toString('base64')}`, TOKEN, `Bearer ${TOKEN} extra`]) {
+    const res = await scrape(url, authorization);
+    expect(res.status, String(authorization)).toBe(401);
+    expect(res.headers.get('www-authenticate'), String(authorization)).toMatch(/^Bearer\b/);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await res.json()).toEqual({ error: { code: 'unauthorized', message: 'metrics require Authorization: Bearer <METRICS_TOKEN>', details: null } });
+  }
+  // The scheme is case-insensitive; the token is not.
+  for (const authorization of [`Bearer ${TOKEN}`, `bearer ${TOKEN}`, `BEARER  ${TOKEN}`]) {
+    const res = await scrape(url, authorization);
+    expect(res.status, authorization).toBe(200);
+    expect(await res.text()).toContain('soundqueue_process_cpu_seconds_total');
+  }
+  expect((await scrape(url, `Bearer ${TOKEN.toUpperCase()}`)).status).toBe(401);
+}
+
+describe('/metrics with METRICS_TOKEN', () => {
+  it('on the API: 401 in the error shape with a Bearer challenge, unless the token is sent', async () => {
+    await expectGuarded(`${guarded.url}/metrics`);
+    // The token opens /metrics only: it is no API credential.
+    expect((await fetch(`${guarded.url}/v1/audio/variants`, { headers: { Authorization: `Bearer ${TOKEN}` } })).status).toBe(401);
+  });
+
+  it('on a worker: the same', async () => {
+    const server = createMetricsServer(loadConfig({ METRICS_TOKEN: TOKEN }).METRICS_TOKEN).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      await expectGuarded(`${base}/metrics`);
+      expect((await scrape(`${base}/other`, `Bearer ${TOKEN}`)).status).toBe(404);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('unset (or empty): both answer without a token, as before', async () => {
+    expect((await scrape(`${open.url}/metrics`)).status).toBe(200);
+    const server = createMetricsServer(loadConfig({ METRICS_TOKEN: ' ' }).METRICS_TOKEN).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const res = await scrape(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('soundqueue_process_cpu_seconds_total');
+    } finally {
+      server.close();
+    }
+  });
+});
