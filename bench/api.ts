@@ -133,7 +133,9 @@ export async function api(options: BenchOptions): Promise<BenchResult> {
   const clients = options.quick ? 200 : 1_000;
   const events = options.quick ? 3 : 10;
 
-  const env = await createTestEnv({ LOG_LEVEL: 'error', DATABASE_POOL_SIZE: '10' });
+  // Every stream client is the one bench user: the per-user stream cap (default 20) is moved
+  // out of the way, as this measures fan-out, not the cap.
+  const env = await createTestEnv({ LOG_LEVEL: 'error', DATABASE_POOL_SIZE: '10', SSE_MAX_STREAMS_PER_USER: '1000000' });
   onCleanup(`api env ${env.prefix}`, () => env.cleanup());
   const app = await startTestApi(env.config);
   onCleanup('api server', () => app.close());

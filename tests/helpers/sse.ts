@@ -50,7 +50,12 @@ export async function openSse(url: string, headers: Record<string, string> = {})
     }
   })();
   let done = false;
-  void ended.finally(() => (done = true));
+  // Both ways: a stream the server cuts (a shutdown) rejects `ended` for whoever awaits it,
+  // and must not become an unhandled rejection here.
+  ended.then(
+    () => (done = true),
+    () => (done = true),
+  );
   return {
     events,
     comments,

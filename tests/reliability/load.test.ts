@@ -26,7 +26,8 @@ let auth: Record<string, string>;
 beforeAll(async () => {
   env = await createTestEnv();
   const port = await freePort();
-  apiProcess = spawnApi({ ...env.env, PORT: String(port), DATABASE_POOL_SIZE: '10', SSE_HEARTBEAT_MS: '1000' });
+  // One user opens the 100 streams: above the default per-user cap of 20, which is not what this measures.
+  apiProcess = spawnApi({ ...env.env, PORT: String(port), DATABASE_POOL_SIZE: '10', SSE_HEARTBEAT_MS: '1000', SSE_MAX_STREAMS_PER_USER: '100' });
   await apiProcess.ready;
   url = `http://127.0.0.1:${port}`;
   auth = { Authorization: `Bearer ${await tokenFor('load-user')}` };

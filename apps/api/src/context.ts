@@ -12,6 +12,7 @@ import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
 import { sharedSigningKey } from './signing-key';
 import { EventHub } from './events/event-hub';
+import { createStreamLimit, type StreamLimit } from './events/stream-limit';
 
 /** Everything a route needs, built once per process and passed in plainly. */
 export interface ApiContext {
@@ -24,6 +25,8 @@ export interface ApiContext {
   publish: Publish;
   auth: Auth;
   events: EventHub;
+  /** Open event streams per user in this process, capped at SSE_MAX_STREAMS_PER_USER. */
+  streams: StreamLimit;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -62,6 +65,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     publish: createNotifier(dbHandle.db, redis, queues.webhooks, config, logger),
     auth,
     events,
+    streams: createStreamLimit(config.SSE_MAX_STREAMS_PER_USER),
     logger,
     async close() {
       removeMetricsSource();

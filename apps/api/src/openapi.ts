@@ -14,7 +14,7 @@ const errors = (...codes: number[]) =>
 
 function describeStatus(code: number): string {
   return (
-    { 400: 'invalid input', 401: 'missing or bad token', 402: 'monthly budget spent', 404: 'not found (or not yours)', 409: 'conflict with the current state', 413: 'too large', 415: 'unsupported content type', 416: 'range not satisfiable', 422: 'unprocessable book', 503: 'queue unavailable; nothing waits' } as Record<number, string>
+    { 400: 'invalid input', 401: 'missing or bad token', 402: 'monthly budget spent', 404: 'not found (or not yours)', 409: 'conflict with the current state', 429: 'too many event streams open for this user in this API process (Retry-After)', 413: 'too large', 415: 'unsupported content type', 416: 'range not satisfiable', 422: 'unprocessable book', 503: 'queue unavailable; nothing waits' } as Record<number, string>
   )[code] ?? 'error';
 }
 
@@ -66,7 +66,7 @@ export function openApiDocument() {
       '/v1/audio/batches/{id}': { get: { summary: 'A batch with every track', parameters: [id('id')], responses: { 200: { description: 'the batch' }, ...errors(401, 404) } } },
       '/v1/audio/batches/{id}/retry': { post: { summary: 'Re-run only the failed tracks', parameters: [id('id')], responses: { 202: { description: 'processing again' }, ...errors(401, 402, 404, 409, 503) } } },
       '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
-      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
+      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, ...errors(401, 404, 429) } } },
       '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
       '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
@@ -88,7 +88,7 @@ export function openApiDocument() {
       '/v1/books/{id}': { get: { summary: "The book's state in the seed's response formats", parameters: [id('id')], responses: { 200: { description: 'the book' }, ...errors(401, 404) } } },
       '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 402, 404, 409, 503) } } },
-      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, ...errors(401, 404) } } },
+      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, ...errors(401, 404, 429) } } },
       '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/playback-urls': {
         post: {

@@ -177,6 +177,9 @@ const envSchema = z.object({
   // Enqueueing a flow waits for Redis; past this the request gives up (503) instead of hanging.
   ENQUEUE_TIMEOUT_MS: milliseconds('ENQUEUE_TIMEOUT_MS', 5_000),
   SSE_HEARTBEAT_MS: milliseconds('SSE_HEARTBEAT_MS', 15_000),
+  // Each open stream holds a socket, a listener and a heartbeat timer in one API process: one
+  // user (a script, a page reopened in a loop) must not hold them without bound.
+  SSE_MAX_STREAMS_PER_USER: positiveInt('SSE_MAX_STREAMS_PER_USER', 20),
   STREAM_TOKEN_TTL_SECONDS: positiveInt('STREAM_TOKEN_TTL_SECONDS', 300),
   PLAYBACK_URL_TTL_SECONDS: positiveInt('PLAYBACK_URL_TTL_SECONDS', 3600),
 

@@ -23,11 +23,13 @@ export function eventRoutes(ctx: ApiContext): Router {
   });
 
   // One stream per batch or book: check ownership once, then snapshot the current state
-  // whenever the stream (re)starts.
+  // whenever the stream (re)starts. The user's slot is taken first, so a user at the cap
+  // costs no database read, and given back when the response closes, a 404 included.
   const stream =
     (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<{ data: Record<string, unknown>; terminal: boolean }>): RequestHandler =>
     async (req, res) => {
       const userId = req.principal!.userId;
+      if (!ctx.streams.admit(req, res, userId)) return;
       const id = parseId(req.params.id, kind);
       await state(userId, id); // 404 before the stream starts
       await streamEvents(req, res, {

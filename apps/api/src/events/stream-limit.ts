@@ -1,0 +1,50 @@
+import type { Request, Response } from 'express';
+import { HttpError } from '../http-errors';
+
+/**
+ * How long a refused client is told to wait. A slot frees when one of the user's own streams
+ * ends, which nobody can predict; a few seconds keeps a retrying script from spinning.
+ */
+export const STREAMS_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Counts the event streams each user holds open in this API process, up to a cap. Each open
+ * stream holds a socket, a subscription listener and a heartbeat timer; the count is per
+ * process (replicas do not share it), which bounds what one process holds for one user.
+ */
+export interface StreamLimit {
+  /**
+   * Takes a slot for the request's user, given back when its response closes, whatever ends
+   * it (the client leaving, the stream's end, an error answer such as 404, a server
+   * shutdown). Throws 429 `too_many_streams` when the user is at the cap; false when the
+   * client has gone already (nothing to serve, no slot taken).
+   */
+  admit(req: Request, res: Response, userId: string): boolean;
+  /** Streams the user holds open in this process. */
+  openFor(userId: string): number;
+}
+
+export function createStreamLimit(maxPerUser: number): StreamLimit {
+  const open = new Map<string, number>();
+  const release = (userId: string) => {
+    const n = (open.get(userId) ?? 1) - 1;
+    if (n > 0) open.set(userId, n);
+    else open.delete(userId); // no entry kept per user who ever streamed
+  };
+  return {
+    admit(req, res, userId) {
+      // A client that left during authentication: its response has closed already and will
+      // not say so again, so a slot taken now would never be given back.
+      if (res.destroyed || req.socket.destroyed) return false;
+      const n = open.get(userId) ?? 0;
+      if (n >= maxPerUser) {
+        res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
+        throw new HttpError(429, 'too_many_streams', `at most ${maxPerUser} event streams may be open at once per user; close one first`, { limit: maxPerUser });
+      }
+      open.set(userId, n + 1);
+      res.once('close', () => release(userId));
+      return true;
+    },
+    openFor: (userId) => open.get(userId) ?? 0,
+  };
+}
