@@ -61,19 +61,20 @@ describe('batch event streams', () => {
     expect([...completed].sort((a, b) => a - b)).toEqual(completed);
     expect(mirror.events.slice(1).map((e) => e.id)).toEqual(changes.map((e) => e.id));
 
-    // A stream opened after the end gets the final snapshot and ends at once.
+    // A stream opened after the end gets the final snapshot and ends at once, with an id
+    // saying it has the end of run 1.
     const late = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, await auth());
     await late.ended;
     expect(late.events).toHaveLength(1);
     expect(late.events[0]!.data.status).toBe('completed');
+    expect(late.events[0]!.id).toBe('end-1');
 
-    // So does one resuming after the terminal event (EventSource reconnects whenever a stream
-    // closes, with the last id it saw): nothing is replayed, the final state comes as a snapshot.
+    // One resuming after the terminal event (EventSource reconnects whenever a stream closes,
+    // with the last id it saw) has missed nothing: 204, which stops EventSource reconnecting.
     const terminalId = changes.at(-1)!.id;
-    const resumed = await openSse(`${api.url}/v1/audio/batches/${created.body.id}/events`, { ...(await auth()), 'Last-Event-ID': terminalId });
-    await resumed.ended;
-    expect(resumed.events.map((e) => [e.event, e.id])).toEqual([['snapshot', terminalId]]);
-    expect(resumed.events[0]!.data).toMatchObject({ status: 'completed', tracks_completed: 2 });
+    const resumed = await fetch(`${api.url}/v1/audio/batches/${created.body.id}/events`, { headers: { ...(await auth()), 'Last-Event-ID': terminalId } });
+    expect(resumed.status).toBe(204);
+    expect(await resumed.text()).toBe('');
     // An id Redis cannot hold (over 64 bits) is an id we never sent: a fresh snapshot, as for
     // any unknown id (it broke the replay mid-stream, leaving an empty stream).
     for (const odd of ['99999999999999999999-0', '18446744073709551616-0', '0-18446744073709551616']) {
@@ -173,5 +174,12 @@ describe('book event streams', () => {
     expect(types).toContain('soundscape.updated');
     expect(types.at(-1)).toBe('book.ready');
     expectOrdered(stream.events.slice(1).map((e) => e.id));
+    // Its reconnect has missed nothing: 204. So has one from a stream opened after the end.
+    const url = `${api.url}/v1/books/${created.body.bookId}/events`;
+    expect((await fetch(url, { headers: { ...(await auth()), 'Last-Event-ID': stream.events.at(-1)!.id } })).status).toBe(204);
+    const late = await openSse(url, await auth());
+    await late.ended;
+    expect(late.events.map((e) => [e.event, e.id, e.data.status])).toEqual([['snapshot', 'end-1', 'ready']]);
+    expect((await fetch(`${url}?lastEventId=end-1`, { headers: await auth() })).status).toBe(204);
   });
 });

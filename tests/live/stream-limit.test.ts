@@ -119,6 +119,12 @@ describe('the cap on open event streams per user', () => {
       await streams[0]!.ended;
       expect(streams[0]!.events.at(-1)!.event).toBe('batch.cancelled');
       await settled(CAP - 1);
+      // Its reconnects have the end: answered 204, and no slot kept (else the third would be refused).
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(streamUrl(endingId), { headers: { ...(await auth()), 'Last-Event-ID': streams[0]!.events.at(-1)!.id } });
+        expect(res.status).toBe(204);
+        await settled(CAP - 1);
+      }
       // A stream opened on the finished batch sends the final snapshot and ends: twice, and
       // neither keeps a slot (with a leak the second would already be refused).
       for (let i = 0; i < 2; i++) {

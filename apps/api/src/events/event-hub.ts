@@ -100,8 +100,15 @@ export class EventHub {
 
   /** The id of the newest entry in the log, so a snapshot can carry a resumable id. */
   async latestId(subject: Subject): Promise<string> {
-    const [newest] = await this.redis.xrevrange(eventLogKey(this.prefix, subject), '+', '-', 'COUNT', 1);
-    return newest?.[0] ?? '0-0';
+    return (await this.newest(subject))?.id ?? '0-0';
+  }
+
+  /** The newest entry in the log and whether it was a terminal event; null for an empty or expired log. */
+  async newest(subject: Subject): Promise<{ id: string; terminal: boolean } | null> {
+    const [entry] = await this.redis.xrevrange(eventLogKey(this.prefix, subject), '+', '-', 'COUNT', 1);
+    if (!entry) return null;
+    const body = JSON.parse(entry[1][1] ?? '{}') as { terminal?: unknown };
+    return { id: entry[0], terminal: body.terminal === true };
   }
 
   async close(): Promise<void> {

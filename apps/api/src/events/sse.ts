@@ -2,12 +2,57 @@ import type { Request, Response } from 'express';
 import type { Subject } from '@soundqueue/shared/events';
 import { compareIds, isStreamId, type EventHub, type StreamEvent } from './event-hub';
 
+export interface Snapshot {
+  data: Record<string, unknown>;
+  terminal: boolean;
+  /** The subject's run: it ends once per run (a retry or restart starts the next one). */
+  run: number;
+}
+
 export interface StreamOptions {
   hub: EventHub;
   subject: Subject;
   /** The full current state, sent first (and instead of a replay the log cannot serve). */
-  snapshot: () => Promise<{ data: Record<string, unknown>; terminal: boolean }>;
+  snapshot: () => Promise<Snapshot>;
   heartbeatMs: number;
+}
+
+/**
+ * The id of a final snapshot: "this client has the end of run N". A log id would not do: a
+ * stream opened after the end, or after the log expired, has no log entry that says the
+ * subject ended, and the log may be gone by the client's reconnect. Not a Redis stream id
+ * (isStreamId refuses it), so nothing replays from it; naming the run means a retry that has
+ * ended again since is not mistaken for the end the client has.
+ */
+export function endId(run: number): string {
+  return `end-${run}`;
+}
+
+const END_ID = /^end-(\d{1,15})$/;
+
+/** How a stream starts: with the missed events, with a snapshot, or not at all (204). */
+type Start = { kind: 'replay'; from: string; events: StreamEvent[] } | { kind: 'snapshot' } | { kind: 'nothing-left' };
+
+/**
+ * Where a (re)connecting client starts. EventSource reconnects ~2 s after every stream that
+ * closes, for ever, unless it is answered 204: a client that already has the end is answered
+ * so. One that resumes from an id the log holds has it when nothing follows that id, the
+ * newest logged event is terminal and the subject is finished (not retried since); one that
+ * resumes from a final snapshot's id has it while that run's end is still the subject's state.
+ */
+async function startOf(options: StreamOptions, resumeFrom: string | undefined): Promise<Start> {
+  if (resumeFrom !== undefined && isStreamId(resumeFrom)) {
+    const events = await options.hub.replay(options.subject, resumeFrom);
+    if (events === null) return { kind: 'snapshot' }; // the log no longer reaches back
+    if (events.length === 0 && (await options.hub.newest(options.subject))?.terminal && (await options.snapshot()).terminal) return { kind: 'nothing-left' };
+    return { kind: 'replay', from: resumeFrom, events };
+  }
+  const endedRun = resumeFrom === undefined ? null : END_ID.exec(resumeFrom)?.[1];
+  if (endedRun) {
+    const state = await options.snapshot();
+    if (state.terminal && state.run === Number(endedRun)) return { kind: 'nothing-left' };
+  }
+  return { kind: 'snapshot' };
 }
 
 /**
@@ -20,9 +65,11 @@ export const MAX_UNREAD_BYTES = 1024 * 1024;
 /**
  * Serves one Server-Sent Events stream: a snapshot (or, with Last-Event-ID, the missed
  * events from the log), then every change, a heartbeat comment, and the end after the
- * terminal event (or at once, with the final snapshot, when resuming after it). Live events
- * are buffered while the snapshot is read, so none falls in the gap between the two; after
- * the events subscriber reconnects, the stream catches up from the log the same way.
+ * terminal event (or at once, with the final snapshot, when the subject has finished). A
+ * client resuming with nothing left to receive, the end included, is answered 204, which
+ * stops EventSource's reconnecting. Live events are buffered while the snapshot is read, so
+ * none falls in the gap between the two; after the events subscriber reconnects, the stream
+ * catches up from the log the same way.
  */
 export async function streamEvents(req: Request, res: Response, options: StreamOptions): Promise<void> {
   const buffered: StreamEvent[] = [];
@@ -90,6 +137,16 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     return;
   }
 
+  // Decided before any header is sent: the answer may be a 204 rather than a stream.
+  const resumeFrom = req.get('Last-Event-ID') ?? (typeof req.query.lastEventId === 'string' ? req.query.lastEventId : undefined);
+  const start = await startOf(options, resumeFrom);
+  if (!open) return;
+  if (start.kind === 'nothing-left') {
+    res.status(204);
+    finish();
+    return;
+  }
+
   res.status(200);
   res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
   res.setHeader('Cache-Control', 'no-cache, no-transform');
@@ -99,13 +156,9 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   send('retry: 2000\n\n');
   heartbeat = setInterval(() => send(': heartbeat\n\n'), options.heartbeatMs);
 
-  const header = req.get('Last-Event-ID') ?? (typeof req.query.lastEventId === 'string' ? req.query.lastEventId : undefined);
-  const resumeFrom = header && isStreamId(header) ? header : undefined;
-  const replayed = resumeFrom ? await options.hub.replay(options.subject, resumeFrom) : null;
-  if (!open) return;
-  if (replayed) {
-    lastId = resumeFrom!;
-    for (const event of replayed) deliver(event);
+  if (start.kind === 'replay') {
+    lastId = start.from;
+    for (const event of start.events) deliver(event);
   } else {
     // The snapshot's id is the newest logged event, read before the state: any change after
     // it arrives live with a larger id; a change before it is inside the snapshot.
@@ -113,7 +166,7 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     const snapshot = await options.snapshot();
     if (!open) return;
     lastId = id;
-    send(`id: ${id}\nevent: snapshot\ndata: ${JSON.stringify(snapshot.data)}\n\n`);
+    send(`id: ${snapshot.terminal ? endId(snapshot.run) : id}\nevent: snapshot\ndata: ${JSON.stringify(snapshot.data)}\n\n`);
     if (snapshot.terminal) {
       finish();
       return;
@@ -122,14 +175,14 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   live = true;
   for (const event of buffered.splice(0)) deliver(event);
   if (gapWhileStarting) await catchUp();
-  if (replayed && open) {
-    // Resumed after the end: the terminal event is at or before Last-Event-ID, so nothing
-    // would ever end this stream, and EventSource reconnects whenever a stream closes. If the
-    // subject has finished, send its final state and end, as a stream opened after the end
-    // does. (A terminal event still arriving live ends the stream by itself meanwhile.)
+  if (start.kind === 'replay' && open) {
+    // The replay held no terminal event, yet the subject may have finished: its terminal event
+    // not logged yet (the row commits first), or never (a publish Redis refused). Nothing
+    // would then end this stream: send the final state and end, with the id whose reconnect
+    // is answered 204. (A terminal event arriving live meanwhile ends the stream by itself.)
     const snapshot = await options.snapshot();
     if (open && snapshot.terminal) {
-      send(`id: ${lastId}\nevent: snapshot\ndata: ${JSON.stringify(snapshot.data)}\n\n`);
+      send(`id: ${endId(snapshot.run)}\nevent: snapshot\ndata: ${JSON.stringify(snapshot.data)}\n\n`);
       finish();
     }
   }

@@ -7,7 +7,7 @@ import { getOwnedBook } from '../books/book-service';
 import { bookView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { parseId } from '../ids';
-import { streamEvents } from '../events/sse';
+import { streamEvents, type Snapshot } from '../events/sse';
 
 const BATCH_TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
 
@@ -26,7 +26,7 @@ export function eventRoutes(ctx: ApiContext): Router {
   // whenever the stream (re)starts. The user's slot is taken first, so a user at the cap
   // costs no database read, and given back when the response closes, a 404 included.
   const stream =
-    (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<{ data: Record<string, unknown>; terminal: boolean }>): RequestHandler =>
+    (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<Snapshot>): RequestHandler =>
     async (req, res) => {
       const userId = req.principal!.userId;
       if (!ctx.streams.admit(req, res, userId)) return;
@@ -45,7 +45,7 @@ export function eventRoutes(ctx: ApiContext): Router {
     stream('batch', async (userId, id) => {
       const batch = await getOwnedBatch(ctx, userId, id);
       const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, id));
-      return { data: batchView(batch, tracks), terminal: BATCH_TERMINAL.includes(batch.status) };
+      return { data: batchView(batch, tracks), terminal: BATCH_TERMINAL.includes(batch.status), run: batch.run };
     }),
   );
 
@@ -53,7 +53,7 @@ export function eventRoutes(ctx: ApiContext): Router {
     '/books/:id/events',
     stream('book', async (userId, id) => {
       const book = await getOwnedBook(ctx, userId, id);
-      return { data: bookView(book), terminal: ['ready', 'failed'].includes(book.status) };
+      return { data: bookView(book), terminal: ['ready', 'failed'].includes(book.status), run: book.run };
     }),
   );
 
