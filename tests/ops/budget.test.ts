@@ -23,6 +23,7 @@ beforeAll(async () => {
       // Every track fails at once, so the batch has something to retry.
       speech: {
         name: real.speech.name,
+        usesInstructions: real.speech.usesInstructions,
         async synthesize() {
           throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
         },
