@@ -49,6 +49,42 @@ describe('migrations', () => {
     ]);
   });
 
+  it('raise the version of a batch, track or book row with every update, in place: version is in no index', async () => {
+    const indexed = await query<{ table: string }>(
+      `select distinct i.indrelid::regclass::text as table
+         from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+        where a.attname = 'version'`,
+    );
+    expect(indexed).toEqual([]);
+    // One connection, one transaction: its own counts of HOT updates are exact at once.
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query('begin');
+      const [batch] = (
+        await client.query(`insert into audio_generation_batches (user_id, vision_id, variant_ids, voice_id, model, sections_requested, total_tracks_expected, tracks_pending, request_hash)
+                            values ('u', 'v', '[]', 'alloy', 'm', '[]', 2, 2, 'h') returning id, version`)
+      ).rows;
+      expect(Number(batch.version)).toBe(1);
+      const versions: number[] = [];
+      // The counter updates a finished track makes (status is indexed, so a status change is not HOT either way).
+      for (const step of ['tracks_pending = 1, tracks_completed = 1', 'tracks_pending = 0, tracks_failed = 1', 'version = 1']) {
+        const { rows } = await client.query(`update audio_generation_batches set ${step} where id = $1 returning version`, [batch.id]);
+        versions.push(Number(rows[0].version));
+      }
+      // A statement cannot set it back either: the trigger has the last word.
+      expect(versions).toEqual([2, 3, 4]);
+      const { rows } = await client.query(`select pg_stat_get_xact_tuples_hot_updated('audio_generation_batches'::regclass)::int as hot`);
+      expect(rows[0].hot).toBe(3);
+      const [book] = (await client.query(`insert into books (user_id, title, page_count, spread_count) values ('u', 't', 2, 1) returning id`)).rows;
+      const bumped = await client.query(`update books set processed_spreads = 1 where id = $1 returning version`, [book.id]);
+      expect(Number(bumped.rows[0].version)).toBe(2);
+      await client.query('rollback');
+    } finally {
+      await client.end();
+    }
+  });
+
   it('apply a second time, and from several processes at once, without change', async () => {
     const before = await query<{ n: string }>(`select count(*) as n from drizzle.__drizzle_migrations`);
     await Promise.all([runMigrations(url), runMigrations(url), runMigrations(url)]);

@@ -2,7 +2,7 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import { audioGenerationBatches, audioSets, audioTracks } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import { batchCountersEvent, finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -191,7 +191,8 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
     {
       subject: { kind: 'batch', id: batchId },
       type: 'batch.retried',
-      data: { run: result.batch.run, tracksRetried: result.trackIds.length, status: result.batch.status },
+      // The whole row state, version included, as every batch event carries it.
+      data: { ...batchCountersEvent(result.batch).data, run: result.batch.run, tracksRetried: result.trackIds.length },
     },
   ]);
   await enqueueRun(ctx, batchId, result.batch.run, result.trackIds);

@@ -21,6 +21,7 @@ export function trackView(track: Track) {
     error_message: track.errorMessage,
     attempts: track.attempts,
     cost_usd: track.costUsd,
+    version: track.version,
     audio_url: track.status === 'completed' ? `/v1/audio/tracks/${track.id}/audio` : null,
     started_at: track.startedAt,
     completed_at: track.completedAt,
@@ -44,6 +45,9 @@ export function batchView(batch: Batch, tracks?: Track[]) {
     audio_set_ids: batch.audioSetIds,
     error_message: batch.errorMessage,
     run: batch.run,
+    // Raised by every change: an event or answer with a lower version than one already
+    // applied is older than it (events can arrive out of commit order).
+    version: batch.version,
     cost_usd: batch.costUsd,
     created_at: batch.createdAt,
     started_at: batch.startedAt,

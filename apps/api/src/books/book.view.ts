@@ -29,6 +29,8 @@ export function bookView(book: Book) {
       pageCount: book.pageCount,
     },
     run: book.run,
+    // As a batch's: a state with a lower version than one already applied is older.
+    version: book.version,
     costUsd: book.costUsd,
     createdAt: book.createdAt,
     startedAt: book.startedAt,

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   check,
   doublePrecision,
   index,
@@ -22,6 +23,12 @@ const timestamps = {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 };
 const money = (name: string) => numeric(name, { precision: 14, scale: 6, mode: 'number' }).notNull().default(0);
+// The row's version, raised by one on every UPDATE by a trigger (migration 0004), so no
+// statement can forget it. Progress events carry the state a transition committed but reach
+// Redis in the order their workers publish, which is not always the commit order: clients
+// (and the API's event streams) keep the highest version they applied and ignore a lower
+// one. Never indexed: the rows it is on change in place (HOT, see audio_tracks below).
+const rowVersion = () => bigint('version', { mode: 'number' }).notNull().default(1);
 
 export const batchStatuses = ['pending', 'processing', 'completed', 'partial_success', 'failed', 'cancelled'] as const;
 export type BatchStatus = (typeof batchStatuses)[number];
@@ -66,6 +73,7 @@ export const audioGenerationBatches = pgTable(
     // Each retry of failed tracks is a new run: job ids carry it, so a retry never collides
     // with the finished jobs of the run before.
     run: integer('run').notNull().default(1),
+    version: rowVersion(),
     cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true }),
     costUsd: money('cost_usd'),
     startedAt: timestamp('started_at', { withTimezone: true }),
@@ -136,6 +144,7 @@ export const audioTracks = pgTable(
     errorMessage: text('error_message'),
     attempts: integer('attempts').notNull().default(0),
     costUsd: money('cost_usd'),
+    version: rowVersion(),
     startedAt: timestamp('started_at', { withTimezone: true }),
     completedAt: timestamp('completed_at', { withTimezone: true }),
     ...timestamps,
@@ -209,6 +218,7 @@ export const books = pgTable(
     // Per-step wall times in ms (analysis, segmentation, soundscapes), for metrics.
     stepTimings: jsonb('step_timings').$type<Record<string, number>>().notNull().default({}),
     run: integer('run').notNull().default(1),
+    version: rowVersion(),
     costUsd: money('cost_usd'),
     startedAt: timestamp('started_at', { withTimezone: true }),
     completedAt: timestamp('completed_at', { withTimezone: true }),

@@ -15,6 +15,8 @@ export function bookCountersEvent(book: Book): ProgressEvent {
     subject: { kind: 'book', id: book.id },
     type: 'book.updated',
     data: {
+      // The row's version (see rollup/tracks.ts): a reader ignores a lower one than it applied.
+      version: book.version,
       status: book.status,
       totalSpreads: book.spreadCount,
       processedSpreads: book.processedSpreads,

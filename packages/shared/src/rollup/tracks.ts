@@ -17,12 +17,16 @@ const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
 type TrackRow = typeof audioTracks.$inferSelect;
 type BatchRow = typeof audioGenerationBatches.$inferSelect;
 
+// Every event built from a row carries the row's version (raised by a trigger on each
+// update): events are published after their commit, so two workers can publish in the other
+// order than they committed, and a reader keeps the highest version it has applied.
 function trackEvent(track: TrackRow): ProgressEvent {
   return {
     subject: { kind: 'batch', id: track.batchId },
     type: 'track.updated',
     data: {
       trackId: track.id,
+      version: track.version,
       sectionKey: track.sectionKey,
       variantId: track.variantId,
       status: track.status,
@@ -34,11 +38,12 @@ function trackEvent(track: TrackRow): ProgressEvent {
   };
 }
 
-function countersEvent(batch: BatchRow): ProgressEvent {
+export function batchCountersEvent(batch: BatchRow): ProgressEvent {
   return {
     subject: { kind: 'batch', id: batch.id },
     type: 'batch.updated',
     data: {
+      version: batch.version,
       status: batch.status,
       tracksCompleted: batch.tracksCompleted,
       tracksFailed: batch.tracksFailed,
@@ -111,7 +116,7 @@ export async function startTrack(
   const [row] = await statement.execute({ trackId });
   if (!row) return { started: false, events: [] };
   const events = [trackEvent(row.t)];
-  if (row.b) events.push(countersEvent(row.b));
+  if (row.b) events.push(batchCountersEvent(row.b));
   return { started: true, track: row.t, request: row.request, events };
 }
 
@@ -244,7 +249,7 @@ export async function finishTrack(
   const [row] = await statement.execute({ ...values, trackId, allowedFrom: [...allowedFrom] });
   if (!row) return { changed: false, events: [] };
   const events = [trackEvent(row.t)];
-  if (row.b) events.push(countersEvent(row.b));
+  if (row.b) events.push(batchCountersEvent(row.b));
   if (outcome.status === 'failed') {
     events.push({ subject: { kind: 'batch', id: row.t.batchId }, type: 'track.failed', data: trackEvent(row.t).data });
   }
@@ -341,11 +346,11 @@ export async function finaliseBatch(
       .returning();
     if (done) {
       outcomes.inc({ kind: 'batch', status });
-      events.push(countersEvent(done));
+      events.push(batchCountersEvent(done));
       events.push({
         subject: { kind: 'batch', id: batchId },
         type: `batch.${status}`,
-        data: { ...countersEvent(done).data, errorMessage, completedAt: done.completedAt },
+        data: { ...batchCountersEvent(done).data, errorMessage, completedAt: done.completedAt },
         terminal: true,
       });
     }
