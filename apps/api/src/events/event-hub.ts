@@ -98,6 +98,12 @@ export class EventHub {
     return entries.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) }));
   }
 
+  /** Entries up to and including `throughId`: what a client resuming from it already had. */
+  async history(subject: Subject, throughId: string): Promise<StreamEvent[]> {
+    const entries = await this.redis.xrange(eventLogKey(this.prefix, subject), '-', throughId);
+    return entries.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) }));
+  }
+
   /** The id of the newest entry in the log, so a snapshot can carry a resumable id. */
   async latestId(subject: Subject): Promise<string> {
     return (await this.newest(subject))?.id ?? '0-0';

@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Subject } from '@soundqueue/shared/events';
 import { compareIds, isStreamId, type EventHub, type StreamEvent } from './event-hub';
+import { rowVersions } from './row-versions';
 
 export interface Snapshot {
   data: Record<string, unknown>;
@@ -101,9 +102,14 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
       res.destroy(); // what it has not read is dropped with the connection
     }
   };
+  // Events can reach the log out of commit order: one older than a state this client has
+  // (a snapshot, an event) is not shown. Its id alone is sent, an SSE block without data that
+  // dispatches nothing but moves the client's Last-Event-ID past it.
+  const versions = rowVersions();
   const deliver = (event: StreamEvent) => {
     if (!open || compareIds(event.id, lastId) <= 0) return;
     lastId = event.id;
+    if (versions.isStale(event)) return send(`id: ${event.id}\n\n`);
     send(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
     if (event.terminal) finish();
   };
@@ -158,6 +164,8 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
 
   if (start.kind === 'replay') {
     lastId = start.from;
+    // What the client had before it left holds the newest versions it has shown.
+    for (const event of await options.hub.history(options.subject, start.from).catch(() => [])) versions.saw(event.data);
     for (const event of start.events) deliver(event);
   } else {
     // The snapshot's id is the newest logged event, read before the state: any change after
@@ -166,6 +174,7 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     const snapshot = await options.snapshot();
     if (!open) return;
     lastId = id;
+    versions.saw(snapshot.data);
     send(`id: ${snapshot.terminal ? endId(snapshot.run) : id}\nevent: snapshot\ndata: ${JSON.stringify(snapshot.data)}\n\n`);
     if (snapshot.terminal) {
       finish();

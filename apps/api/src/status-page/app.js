@@ -52,6 +52,13 @@
   const TRACK_LABEL = { pending: 'Pending', generating: 'Generating voice', mixing: 'Mixing', completed: 'Completed', failed: 'Failed', cancelled: 'Cancelled' };
   const SOUNDSCAPE_LABEL = { pending: 'Pending', generating: 'Generating', completed: 'Completed', failed: 'Failed' };
 
+  /**
+   * Events are published after their change commits, so two changes can arrive in the other
+   * order; each batch, track and book state carries its row's `version`, raised by every
+   * change. A state older than the one shown (a lower version) is ignored.
+   */
+  const older = (state, shown) => Boolean(shown) && typeof state.version === 'number' && typeof shown.version === 'number' && state.version < shown.version;
+
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
@@ -460,6 +467,12 @@
 
   function applyBatchSnapshot(data) {
     if (data.id !== view.batchId) return false;
+    if (batch && batch.id === data.id) {
+      if (older(data, batch)) return BATCH_TERMINAL.includes(batch.status);
+      // A track an event moved on since this state was read stays as the event left it.
+      const shown = new Map((batch.tracks || []).map((t) => [t.id, t]));
+      if (data.tracks) data.tracks = data.tracks.map((t) => (older(t, shown.get(t.id)) ? shown.get(t.id) : t));
+    }
     batch = data;
     renderBatch();
     const terminal = BATCH_TERMINAL.includes(data.status);
@@ -483,7 +496,8 @@
     if (type === 'track.updated' || type === 'track.failed') {
       const track = (batch.tracks || []).find((t) => t.id === d.trackId);
       if (!track) refetchBatchSoon();
-      else {
+      else if (!older(d, track)) {
+        track.version = d.version;
         track.status = d.status;
         track.mix_status = d.mixStatus;
         track.duration_ms = d.durationMs;
@@ -491,11 +505,15 @@
         track.error_message = d.errorMessage;
         track.audio_url = d.status === 'completed' ? `/v1/audio/tracks/${track.id}/audio` : null;
       }
+    } else if (older(d, batch)) {
+      return false; // not even a terminal event: the batch has moved on since (a retry)
     } else if (type === 'batch.retried') {
+      batch.version = d.version;
       batch.status = d.status;
       batch.run = d.run;
       refetchBatchSoon();
     } else if (type.startsWith('batch.')) {
+      batch.version = d.version;
       batch.status = d.status;
       batch.tracks_completed = d.tracksCompleted;
       batch.tracks_failed = d.tracksFailed;
@@ -804,6 +822,7 @@
 
   function applyBookSnapshot(data) {
     if (data.bookId !== view.bookId) return false;
+    if (book && book.bookId === data.bookId && older(data, book)) return BOOK_TERMINAL.includes(book.status);
     book = data;
     renderBook();
     const terminal = BOOK_TERMINAL.includes(data.status);
@@ -828,7 +847,10 @@
         scene.soundscape.audioUrl = d.status === 'completed' ? `/v1/soundscapes/${d.soundscapeId}/audio` : null;
         renderScenes();
       } else loadScenesSoon();
+    } else if (older(d, book)) {
+      return false; // the book has moved on since (a restart)
     } else if (type.startsWith('book.')) {
+      book.version = d.version;
       book.status = d.status;
       Object.assign(book.stats, {
         totalSpreads: d.totalSpreads,
@@ -846,7 +868,7 @@
     if (terminal) {
       // The terminal event has the counters; the book's JSON adds the warning and errors.
       const id = book.bookId;
-      api(`/v1/books/${encodeURIComponent(id)}`).then((data) => { if (view.bookId === id) { book = data; renderBook(); } }).catch(() => {});
+      api(`/v1/books/${encodeURIComponent(id)}`).then((data) => { if (view.bookId === id && !older(data, book)) { book = data; renderBook(); } }).catch(() => {});
       loadScenesSoon();
       refreshRecentBooks();
     }
