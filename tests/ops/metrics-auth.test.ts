@@ -1,7 +1,9 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gauge } from 'prom-client';
 import { loadConfig } from '@soundqueue/shared/config';
+import { metricsRegistry } from '@soundqueue/shared/metrics';
 import { createMetricsServer } from '../../apps/worker/src/metrics-server';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createTestEnv, type TestEnv } from '../helpers/services';
@@ -73,6 +75,29 @@ describe('/metrics with METRICS_TOKEN', () => {
       expect(res.status).toBe(200);
       expect(await res.text()).toContain('soundqueue_process_cpu_seconds_total');
     } finally {
+      server.close();
+    }
+  });
+
+  it("a worker's endpoint answers a scrape with a query string, and a collector's failure with a 500", async () => {
+    const server = createMetricsServer(undefined).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    // A collector that throws, in the registry the worker serves (removed again below).
+    const broken = new Gauge({ name: 'soundqueue_test_broken', help: 'throws when collected', registers: [metricsRegistry], collect() { throw new Error('store unreachable'); } });
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const failed = await scrape(`${base}/metrics?format=prometheus`);
+      expect(failed.status).toBe(500);
+      expect(((await failed.json()) as { error: unknown }).error).toMatchObject({ code: 'metrics_unavailable', message: 'store unreachable' });
+      metricsRegistry.removeSingleMetric('soundqueue_test_broken');
+      expect((await scrape(`${base}/metrics?format=prometheus`)).status).toBe(200);
+      expect(rejections).toEqual([]);
+    } finally {
+      metricsRegistry.removeSingleMetric('soundqueue_test_broken');
+      process.off('unhandledRejection', onRejection);
       server.close();
     }
   });

@@ -10,7 +10,8 @@ import { metricsRegistry } from '@soundqueue/shared/metrics';
 export function createMetricsServer(token: string | undefined): Server {
   const allowed = metricsAccess(token);
   return createServer(async (req, res) => {
-    if (req.url !== '/metrics') {
+    // By path: a scrape configured with params sends a query string.
+    if (new URL(req.url ?? '/', 'http://worker').pathname !== '/metrics') {
       res.statusCode = 404;
       res.end();
       return;
@@ -20,7 +21,17 @@ export function createMetricsServer(token: string | undefined): Server {
       res.end(JSON.stringify(METRICS_UNAUTHORIZED));
       return;
     }
+    // Awaited inside a request callback nobody awaits: a collector that throws would be an
+    // unhandled rejection, which ends the worker process, jobs and all. A failed scrape is a 500.
+    let body: string;
+    try {
+      body = await metricsRegistry.metrics();
+    } catch (error) {
+      res.writeHead(500, { 'Content-Type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify({ error: { code: 'metrics_unavailable', message: error instanceof Error ? error.message : String(error) } }));
+      return;
+    }
     res.setHeader('Content-Type', metricsRegistry.contentType);
-    res.end(await metricsRegistry.metrics());
+    res.end(body);
   });
 }
