@@ -91,7 +91,7 @@ describe('/metrics with METRICS_TOKEN', () => {
       const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       const failed = await scrape(`${base}/metrics?format=prometheus`);
       expect(failed.status).toBe(500);
-      expect(((await failed.json()) as { error: unknown }).error).toMatchObject({ code: 'metrics_unavailable', message: 'store unreachable' });
+      expect(((await failed.json()) as { error: unknown }).error).toEqual({ code: 'metrics_unavailable', message: 'store unreachable', details: null });
       metricsRegistry.removeSingleMetric('soundqueue_test_broken');
       expect((await scrape(`${base}/metrics?format=prometheus`)).status).toBe(200);
       expect(rejections).toEqual([]);

@@ -28,7 +28,7 @@ export function createMetricsServer(token: string | undefined): Server {
       body = await metricsRegistry.metrics();
     } catch (error) {
       res.writeHead(500, { 'Content-Type': 'application/json; charset=utf-8' });
-      res.end(JSON.stringify({ error: { code: 'metrics_unavailable', message: error instanceof Error ? error.message : String(error) } }));
+      res.end(JSON.stringify({ error: { code: 'metrics_unavailable', message: error instanceof Error ? error.message : String(error), details: null } }));
       return;
     }
     res.setHeader('Content-Type', metricsRegistry.contentType);
