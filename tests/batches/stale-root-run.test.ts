@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProviders } from '../../apps/worker/src/providers';
 import { processAudioBatch } from '../../apps/worker/src/processors/audio-batch';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { refusingSpeech } from '../helpers/providers';
 import { waitFor } from '../helpers/wait';
 
 // The audio-batch root checks `batch.run === job.data.run` with a plain SELECT, then awaits
@@ -19,19 +18,7 @@ let worker: TestWorker;
 beforeAll(async () => {
   env = await createTestEnv({ SPEECH_PROVIDER: 'local', WORKER_QUEUES: 'audio-tts,audio-mix' });
   api = await startTestApi(env.config);
-  const real = createProviders(env.config);
-  worker = await startTestWorker(env.config, {
-    providers: {
-      ...real,
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        async synthesize() {
-          throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-        },
-      },
-    },
-  });
+  worker = await startTestWorker(env.config, { providers: refusingSpeech(env.config) });
 });
 afterAll(async () => {
   await worker?.close();

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { createPublisher } from '@soundqueue/shared/events';
-import { createProviders } from '../../apps/worker/src/providers';
 import { startTestApi, startTestWorker, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { refusingSpeech } from '../helpers/providers';
 import { openSse, type SseEvent } from '../helpers/sse';
 
 // A client that has the end of a stream, reconnecting (EventSource does so ~2 s after every
@@ -112,17 +111,7 @@ describe('a stream that has ended', () => {
   });
 
   it('does not stop a client whose end is a run the batch has been retried past', async () => {
-    const real = createProviders(env.config);
-    const failing = {
-      ...real,
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        synthesize: async () => {
-          throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-        },
-      },
-    };
+    const failing = refusingSpeech(env.config);
     const batchId = await newBatch();
     let worker = await startTestWorker(env.config, { providers: failing });
     try {

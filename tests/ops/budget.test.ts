@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
-import { createProviders } from '../../apps/worker/src/providers';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { postBook, waitForBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { refusingSpeech } from '../helpers/providers';
 
 // USER_MONTHLY_BUDGET_USD stopped new batches only: a user past the budget could still have
 // failed tracks voiced again, and start books and their soundscapes again, all paid calls.
@@ -16,20 +15,8 @@ let worker: TestWorker;
 beforeAll(async () => {
   env = await createTestEnv({ USER_MONTHLY_BUDGET_USD: '1', SOUNDSCAPE_SECONDS: '2' });
   api = await startTestApi(env.config);
-  const real = createProviders(env.config);
-  worker = await startTestWorker(env.config, {
-    providers: {
-      ...real,
-      // Every track fails at once, so the batch has something to retry.
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        async synthesize() {
-          throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-        },
-      },
-    },
-  });
+  // Every track fails at once, so the batch has something to retry.
+  worker = await startTestWorker(env.config, { providers: refusingSpeech(env.config) });
 });
 afterAll(async () => {
   await worker?.close();
