@@ -95,13 +95,13 @@ export class EventHub {
     const [oldest] = await this.redis.xrange(key, '-', '+', 'COUNT', 1);
     if (!oldest || compareIds(oldest[0], afterId) > 0) return null;
     const entries = await this.redis.xrange(key, `(${afterId}`, '+');
-    return entries.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) }));
+    return entries.map(logEntryEvent);
   }
 
   /** Entries up to and including `throughId`: what a client resuming from it already had. */
   async history(subject: Subject, throughId: string): Promise<StreamEvent[]> {
     const entries = await this.redis.xrange(eventLogKey(this.prefix, subject), '-', throughId);
-    return entries.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) }));
+    return entries.map(logEntryEvent);
   }
 
   /** The id of the newest entry in the log, so a snapshot can carry a resumable id. */
@@ -113,8 +113,7 @@ export class EventHub {
   async newest(subject: Subject): Promise<{ id: string; terminal: boolean } | null> {
     const [entry] = await this.redis.xrevrange(eventLogKey(this.prefix, subject), '+', '-', 'COUNT', 1);
     if (!entry) return null;
-    const body = JSON.parse(entry[1][1] ?? '{}') as { terminal?: unknown };
-    return { id: entry[0], terminal: body.terminal === true };
+    return { id: entry[0], terminal: logEntryEvent(entry).terminal === true };
   }
 
   async close(): Promise<void> {
@@ -136,4 +135,9 @@ const MAX_STREAM_ID_PART = 2n ** 64n - 1n;
 export function isStreamId(value: string): boolean {
   const match = /^(\d{1,20})-(\d{1,20})$/.exec(value);
   return match !== null && BigInt(match[1]!) <= MAX_STREAM_ID_PART && BigInt(match[2]!) <= MAX_STREAM_ID_PART;
+}
+
+/** An event as the log holds it: one field, `e`, the JSON the publisher wrote (events.ts). */
+function logEntryEvent([id, fields]: [string, string[]]): StreamEvent {
+  return { id, ...(JSON.parse(fields[1] ?? '{}') as Omit<StreamEvent, 'id'>) };
 }
