@@ -3,7 +3,7 @@ import { books, bookSpreads, soundscapes, type ProcessingError } from '@soundque
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { finaliseBook, lockBookRun } from '@soundqueue/shared/rollup/books';
+import { finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -27,7 +27,9 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     // earlier run were processed, failed if none), so a restart of a ready book that cannot
     // be enqueued leaves it ready. Starting generation again picks the spreads up.
     await ctx.db.transaction(async (tx) => {
-      // Only while the book is still on this run (as every change a run's failure makes).
+      // The spreads before the book's row (the lock order of rollup/books.ts), and only while
+      // the book is still on this run (as every change a run's failure makes).
+      await lockBookChildren(tx, book.id, { spreads: ['pending', 'analyzing'], spreadIndexes });
       if (!(await lockBookRun(tx, book.id, book.run))) return;
       const failed = await tx
         .update(bookSpreads)
@@ -92,6 +94,9 @@ export async function getOwnedBook(ctx: ApiContext, userId: string, bookId: stri
  */
 export async function restartBook(ctx: ApiContext, userId: string, bookId: string): Promise<Book> {
   const result = await ctx.db.transaction(async (tx) => {
+    // What the restart changes before the book's row (the lock order of rollup/books.ts): an
+    // old run's job may still be finishing a spread or soundscape of a book that has ended.
+    await lockBookChildren(tx, bookId, { spreads: ['pending', 'analyzing', 'failed'], soundscapes: ['failed'] });
     const [book] = await tx.select().from(books).where(and(eq(books.id, bookId), eq(books.userId, userId))).for('update');
     if (!book) throw new HttpError(404, 'not_found', 'book not found');
     if (book.status === 'processing' || book.status === 'pending') {

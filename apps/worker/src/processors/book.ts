@@ -3,7 +3,7 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
 import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
-import { bookCountersEvent, failBookLeftovers, finaliseBook, lockBookRun } from '@soundqueue/shared/rollup/books';
+import { bookCountersEvent, failBookLeftovers, finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
 import { segmentScenes } from '@soundqueue/shared/scenes';
 import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
@@ -71,6 +71,9 @@ export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ st
  */
 async function segment(ctx: WorkerContext, bookId: string, run: number, timing: { analysisMs: number; segmentStarted: number }): Promise<string[] | null> {
   const result = await ctx.db.transaction(async (tx) => {
+    // Every soundscape of the book before the book's row (the lock order of rollup/books.ts):
+    // the replaced scenes' soundscapes are deleted below, and the others' counts read.
+    await lockBookChildren(tx, bookId, { soundscapes: 'all' });
     if (!(await lockBookRun(tx, bookId, run))) return null;
     const spreads = await tx.select().from(bookSpreads).where(eq(bookSpreads.bookId, bookId)).orderBy(asc(bookSpreads.index));
     const planned = segmentScenes(
@@ -89,12 +92,12 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
     }
     const stale = existing.filter((e) => ![...keep.values()].includes(e.id)).map((e) => e.id);
     // Their soundscapes' rows go with them (cascade); their files are removed once this commits.
-    // Locked as read: a job of an earlier run still completing one of them then waits, finds
-    // its row gone and removes its file itself (processors/soundscape.ts); unlocked, it could
-    // record its file between this read and the delete, and the file would be nobody's.
-    // Every one is locked, those without a file yet too: those are the ones such a job may be
-    // about to complete.
-    const replaced = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(inArray(soundscapes.sceneId, stale)).for('update');
+    // Locked (above) before this read: a job of an earlier run still completing one of them
+    // then waits, finds its row gone and removes its file itself (processors/soundscape.ts);
+    // unlocked, it could record its file between this read and the delete, and the file would
+    // be nobody's. Those without a file yet are locked too: those are the ones such a job may
+    // be about to complete.
+    const replaced = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(inArray(soundscapes.sceneId, stale));
     const orphaned = replaced.filter((s) => s.fileKey !== null);
     if (stale.length > 0) await tx.delete(scenes).where(inArray(scenes.id, stale));
     // Renumber kept scenes out of the way first: (book_id, index) is unique.

@@ -1,12 +1,17 @@
-import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
-import { books, bookSpreads, scenes, soundscapes, type ProcessingError } from '../db/schema';
+import { books, bookSpreads, scenes, soundscapes, type ProcessingError, type spreadStatuses, type soundscapeStatuses } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 import type { SpreadAnalysis } from '../analysis';
 
 // State transitions of spreads, soundscapes and books; the same pattern as tracks: a
 // conditional update of the child row, and the book's counters only when it hit a row.
+//
+// Lock order, as for tracks (rollup/tracks.ts): a spread's or soundscape's row, then its
+// book's. A transaction that changes children under the book row's lock (a run's leftovers,
+// segmentation, a restart, a refused enqueue) locks them first with lockBookChildren, spreads
+// before soundscapes, each in id order, and takes the book's lock after them.
 
 type Book = typeof books.$inferSelect;
 
@@ -240,6 +245,48 @@ export interface BookLeftovers {
   soundscapes?: FailureReason;
 }
 
+type SpreadStatus = (typeof spreadStatuses)[number];
+type SoundscapeStatus = (typeof soundscapeStatuses)[number];
+
+/**
+ * Locks the book's spreads and soundscapes in the given statuses (all soundscapes with
+ * 'all'), for a transaction that changes them under the book row's lock, which it must take
+ * after this (see "Lock order" above). A child a transition is changing is waited for and
+ * then judged by its new status. Returns the spreads' indexes and the soundscapes with their
+ * scenes, in lock order.
+ */
+export async function lockBookChildren(
+  tx: Tx,
+  bookId: string,
+  which: { spreads?: readonly SpreadStatus[]; spreadIndexes?: readonly number[]; soundscapes?: readonly SoundscapeStatus[] | 'all' },
+): Promise<{ spreads: number[]; soundscapes: { id: string; scene: SceneSpan }[] }> {
+  const spreads = which.spreads
+    ? await tx
+        .select({ index: bookSpreads.index })
+        .from(bookSpreads)
+        .where(
+          and(
+            eq(bookSpreads.bookId, bookId),
+            inArray(bookSpreads.status, which.spreads),
+            which.spreadIndexes ? inArray(bookSpreads.index, [...which.spreadIndexes]) : undefined,
+          ),
+        )
+        .orderBy(asc(bookSpreads.id))
+        .for('no key update')
+    : [];
+  const sounds = which.soundscapes
+    ? await tx
+        .select({ id: soundscapes.id, scene: { firstSpread: scenes.firstSpread, firstPage: scenes.firstPage, lastPage: scenes.lastPage } })
+        .from(soundscapes)
+        .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+        .where(and(eq(soundscapes.bookId, bookId), which.soundscapes === 'all' ? undefined : inArray(soundscapes.status, which.soundscapes)))
+        .orderBy(asc(soundscapes.id))
+        // The soundscapes only: segmentation changes scenes under the book's lock.
+        .for('update', { of: soundscapes })
+    : [];
+  return { spreads: spreads.map((r) => r.index), soundscapes: sounds };
+}
+
 /**
  * The book row, locked for this transaction, if it is still processing `run`. A restart
  * takes the same lock to start a new run, so a job of an older run that passed its own run
@@ -251,29 +298,33 @@ export async function lockBookRun(tx: Tx, bookId: string, run: number | undefine
   return run === undefined || book.run === run ? book : null;
 }
 
-async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[]> {
+type LockedChildren = Awaited<ReturnType<typeof lockBookChildren>>;
+
+/** The run's unfinished children, locked before the book (see "Lock order" above). */
+function lockLeftovers(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<LockedChildren> {
+  return lockBookChildren(tx, bookId, {
+    ...(leftovers.spreads ? { spreads: ['pending', 'analyzing'] } : {}),
+    ...(leftovers.soundscapes ? { soundscapes: ['pending', 'generating'] } : {}),
+  });
+}
+
+async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers, open: LockedChildren): Promise<ProgressEvent[]> {
   const events: ProgressEvent[] = [];
   if (leftovers.spreads) {
-    const open = await tx
-      .select({ index: bookSpreads.index })
-      .from(bookSpreads)
-      .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
-    for (const { index } of open) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
+    for (const index of open.spreads) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
   }
   if (leftovers.soundscapes) {
-    const open = await tx
-      .select({ id: soundscapes.id, scene: scenes })
-      .from(soundscapes)
-      .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
-      .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
-    for (const { id, scene } of open) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
+    for (const { id, scene } of open.soundscapes) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
   }
   return events;
 }
 
 /** Fails a run's leftovers under the book row's lock; null if the book is no longer processing that run. */
 export async function failBookLeftovers(db: Db, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[] | null> {
-  return db.transaction(async (tx) => ((await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers) : null));
+  return db.transaction(async (tx) => {
+    const open = await lockLeftovers(tx, bookId, leftovers);
+    return (await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers, open) : null;
+  });
 }
 
 /**
@@ -288,9 +339,10 @@ export async function finaliseBook(
   leftovers?: BookLeftovers,
 ): Promise<{ status: string | null; events: ProgressEvent[] }> {
   return db.transaction(async (tx) => {
+    const open = leftovers ? await lockLeftovers(tx, bookId, leftovers) : null;
     const book = await lockBookRun(tx, bookId, leftovers?.run);
     if (!book) return { status: null, events: [] };
-    const events = leftovers ? await failLeftoversIn(tx, bookId, leftovers) : [];
+    const events = leftovers && open ? await failLeftoversIn(tx, bookId, leftovers, open) : [];
     const status = book.processedSpreads > 0 ? 'ready' : 'failed';
     const [done] = await tx
       .update(books)

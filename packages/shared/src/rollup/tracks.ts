@@ -1,7 +1,8 @@
-import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
+import type { Tx } from '../db/client';
 import type { Db } from '../db/client';
 import { preparedFor } from '../db/prepared';
-import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest } from '../db/schema';
+import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest, type TrackStatus } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 
@@ -11,6 +12,14 @@ import { outcomes } from '../metrics';
 // batch counters. One statement is as atomic as a transaction and costs one round trip;
 // the hot ones are prepared once per database handle (db/prepared.ts). This is how
 // invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries.
+//
+// Lock order: a track's row, then its batch's. Every transition takes them in that order (the
+// track update, then the counters in the same statement), so a transaction that changes
+// unfinished tracks under the batch row's lock (finaliseBatch's leftovers) locks those tracks
+// first, in id order, and the batch after them. The other way round it and a transition could
+// each hold the row the other waits for: a deadlock, which PostgreSQL ends after a second by
+// aborting one of them, perhaps a mix that had just finished. (A retry changes only failed
+// tracks, which no transition touches.)
 
 const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
 
@@ -284,6 +293,22 @@ function summariseFailures(rows: { errorType: string | null; errorMessage: strin
   return `${rows.length} of ${total} tracks failed. ${parts.join('; ')}${more}`;
 }
 
+/**
+ * Locks the batch's tracks in `statuses`, in id order, for a transaction that changes them
+ * under the batch row's lock, which it must take after this (see "Lock order" above).
+ * Returns their ids. A track a transition is changing is waited for and then judged by its
+ * new status.
+ */
+export async function lockTracks(tx: Tx, batchId: string, statuses: readonly TrackStatus[]): Promise<string[]> {
+  const rows = await tx
+    .select({ id: audioTracks.id })
+    .from(audioTracks)
+    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, statuses)))
+    .orderBy(asc(audioTracks.id))
+    .for('no key update');
+  return rows.map((r) => r.id);
+}
+
 /** Tracks a run left unfinished, failed when that run is finalised: by its root job once
  * every job of the run has ended (a job lost past the stall limit or removed), by the
  * reconciler when the run is stuck, by the API when the run could not be enqueued. */
@@ -308,6 +333,9 @@ export async function finaliseBatch(
 ): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
   const events: ProgressEvent[] = [];
   return db.transaction(async (tx) => {
+    // The leftovers before the batch (see "Lock order" above). None can appear after this:
+    // a track leaves a terminal status only by a retry, which needs the batch terminal.
+    const open = leftovers ? await lockTracks(tx, batchId, NOT_TERMINAL) : [];
     const [locked] = await tx
       .select()
       .from(audioGenerationBatches)
@@ -317,11 +345,7 @@ export async function finaliseBatch(
     if (leftovers && locked.run !== leftovers.run) return { status: null, events };
     let batch: typeof locked | undefined = locked;
     if (leftovers) {
-      const open = await tx
-        .select({ id: audioTracks.id })
-        .from(audioTracks)
-        .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)));
-      for (const { id } of open) {
+      for (const id of open) {
         // The transaction handle has the same query API as Db (finishTrack's statement is
         // prepared per handle; this path is rare).
         const r = await finishTrack(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) });
