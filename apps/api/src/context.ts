@@ -7,7 +7,7 @@ import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { addMetricsSource } from '@soundqueue/shared/metrics';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
+import { createEnqueueConnection, createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
 import { sharedSigningKey } from './signing-key';
@@ -44,7 +44,12 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     QueueName,
     Queue
   >;
-  const flows = new FlowProducer({ connection: redis, prefix });
+  // Flows go over a connection of their own that never holds a command for later: an enqueue
+  // the API reported as failed must not land when Redis comes back (createEnqueueConnection).
+  // The version check is left to the queues above: it is the one command BullMQ sends before
+  // the first add, and one lost in a reconnect (not resent here) would fail every add after it.
+  const enqueueRedis = createEnqueueConnection(config.REDIS_URL, `${prefix}:flows`);
+  const flows = new FlowProducer({ connection: enqueueRedis, prefix, skipVersionCheck: true });
   // BullMQ emits connection trouble as 'error' events; without a listener an event emitted
   // while a context closes (its Redis client already gone) becomes an unhandled rejection.
   const onError = (error: Error) => logger.debug({ err: error.message }, 'queue client error');
@@ -72,6 +77,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
       await events.close();
       await flows.close();
       await Promise.all(Object.values(queues).map((queue) => queue.close()));
+      enqueueRedis.disconnect();
       redis.disconnect();
       await dbHandle.close();
     },

@@ -17,6 +17,25 @@ export function createProducerConnection(url: string): Redis {
 }
 
 /**
+ * For the API's FlowProducer: a flow reaches Redis when the API adds it, or never. Once the
+ * API gives up on an enqueue it records the work as failed and answers 503, so nothing may be
+ * kept for later: while the connection is down a command is refused at once instead of
+ * waiting in the offline queue (ioredis would deliver it on reconnect), and a command in
+ * flight when the connection dropped is not sent again on reconnect. A flow is one MULTI/EXEC
+ * written in one piece, so it is refused whole, never in part.
+ */
+export function createEnqueueConnection(url: string, connectionName?: string): Redis {
+  return new Redis(url, {
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5_000,
+    commandTimeout: 5_000,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    ...(connectionName ? { connectionName } : {}),
+  });
+}
+
+/**
  * Logs a Redis outage once when it starts and once when it ends, rather than once per
  * reconnection attempt (ioredis retries every few hundred milliseconds).
  */

@@ -1,0 +1,73 @@
+import { createServer, connect, type Socket } from 'node:net';
+
+export interface TcpProxy {
+  /** The proxy's address, as a redis:// URL. */
+  url: string;
+  /**
+   * Stops passing on what clients send (on open connections and on new ones, which it still
+   * accepts): to a client the server looks connected but silent, as behind a stalled network
+   * or a load balancer whose backend is gone.
+   */
+  hold(): void;
+  /** Passes on what was held, in order, and forwards normally again. */
+  release(): void;
+  /** Drops every open connection at once; what they had held is thrown away with them. */
+  cut(): void;
+  close(): Promise<void>;
+}
+
+interface Pair {
+  client: Socket;
+  upstream: Socket;
+  held: Buffer[];
+}
+
+/** A TCP proxy on a spare port in front of `target` (a redis:// URL), for tests that break the network. */
+export async function startTcpProxy(target: string): Promise<TcpProxy> {
+  const { hostname, port } = new URL(target);
+  const pairs = new Set<Pair>();
+  let holding = false;
+  const drop = (pair: Pair) => {
+    pairs.delete(pair);
+    pair.held = [];
+    pair.client.destroy();
+    pair.upstream.destroy();
+  };
+  const server = createServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    const pair: Pair = { client, upstream, held: [] };
+    pairs.add(pair);
+    client.on('data', (chunk) => {
+      if (holding) pair.held.push(chunk);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => client.write(chunk));
+    // Either side going away takes the other with it, as a real connection would.
+    for (const socket of [client, upstream]) {
+      socket.on('error', () => drop(pair));
+      socket.on('close', () => drop(pair));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  return {
+    url: `redis://127.0.0.1:${address.port}`,
+    hold() {
+      holding = true;
+    },
+    release() {
+      holding = false;
+      for (const pair of pairs) {
+        for (const chunk of pair.held) pair.upstream.write(chunk);
+        pair.held = [];
+      }
+    },
+    cut() {
+      for (const pair of [...pairs]) drop(pair);
+    },
+    async close() {
+      for (const pair of [...pairs]) drop(pair);
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
