@@ -12,7 +12,7 @@ await runMigrations(config.DATABASE_URL);
 const api = await createApiContext(config, logger.child({ service: 'api' }));
 const workerCtx = await createWorkerContext(config, { logger: logger.child({ service: 'worker' }) });
 const workers = await startWorkers(workerCtx, selectQueues(config.WORKER_QUEUES));
-const server = await serve(createApp(api), config.PORT);
+const server = await serve(createApp(api), config.PORT, { streams: api.streams });
 const url = config.PUBLIC_URL ?? `http://localhost:${config.PORT}`;
 console.log(`\nsoundqueue is running on ${url}`);
 console.log(`  providers: speech=${workerCtx.providers.speech.name} analysis=${workerCtx.providers.analysis.name} soundscape=${workerCtx.providers.soundscape.name}`);

@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import { SignJWT } from 'jose';
 import { createApiContext, createApp, serve, type ApiContext } from '@soundqueue/api';
 import { createWorkerContext, selectQueues, startWorkers, type Mixer, type Providers, type ResolveHost, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
@@ -15,6 +16,7 @@ export async function tokenFor(userId: string, options: { role?: string; expires
 
 export interface TestApi {
   url: string;
+  server: Server;
   ctx: ApiContext;
   /** fetch against the app with a user's token. */
   request(path: string, init?: RequestInit & { user?: string | null; json?: unknown }): Promise<Response>;
@@ -24,9 +26,10 @@ export interface TestApi {
 /** Starts the real Express app in-process on a random port. */
 export async function startTestApi(config: Config): Promise<TestApi> {
   const ctx = await createApiContext(config);
-  const listening = await serve(createApp(ctx), 0, '127.0.0.1');
+  const listening = await serve(createApp(ctx), 0, { host: '127.0.0.1', streams: ctx.streams });
   return {
     url: listening.url,
+    server: listening.server,
     ctx,
     async request(path, init = {}) {
       const { user = 'user-a', json, ...rest } = init;

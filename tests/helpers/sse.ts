@@ -7,6 +7,8 @@ export interface SseEvent {
 export interface SseStream {
   events: SseEvent[];
   comments: string[];
+  /** Every `retry:` field (the reconnect delay the server asked for, in ms), in order. */
+  retries: number[];
   /** Resolves when the server ends the stream. */
   ended: Promise<void>;
   close(): void;
@@ -20,6 +22,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
   if (res.status !== 200) throw new Error(`stream answered ${res.status}: ${await res.text()}`);
   const events: SseEvent[] = [];
   const comments: string[] = [];
+  const retries: number[] = [];
   const waiters = new Set<() => void>();
   const ended = (async () => {
     const decoder = new TextDecoder();
@@ -39,6 +42,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
               if (i > 0) fields[line.slice(0, i)] = line.slice(i + 1).trimStart();
             }
           }
+          if (fields.retry !== undefined) retries.push(Number(fields.retry));
           if (fields.data !== undefined) events.push({ id: fields.id ?? '', event: fields.event ?? 'message', data: JSON.parse(fields.data) });
           for (const w of waiters) w();
         }
@@ -50,7 +54,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
     }
   })();
   let done = false;
-  // Both ways: a stream the server cuts (a shutdown) rejects `ended` for whoever awaits it,
+  // Both ways: a stream the server cuts (a reset connection) rejects `ended` for whoever awaits it,
   // and must not become an unhandled rejection here.
   ended.then(
     () => (done = true),
@@ -59,6 +63,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
   return {
     events,
     comments,
+    retries,
     ended,
     close: () => controller.abort(),
     waitFor(predicate, timeoutMs = 60_000) {

@@ -118,7 +118,7 @@ describe('event streams', () => {
       res.on('close', serverSawClose);
       handled = (async () => {
         await gate;
-        await streamEvents(req, res, { hub: api.ctx.events, subject: { kind: 'batch', id: batchId }, heartbeatMs: 200, snapshot: async () => ({ data: {}, terminal: false, run: 1 }) });
+        await streamEvents(req, res, { hub: api.ctx.events, subject: { kind: 'batch', id: batchId }, heartbeatMs: 200, shutdown: new AbortController().signal, snapshot: async () => ({ data: {}, terminal: false, run: 1 }) });
       })();
     });
     const server = app.listen(0, '127.0.0.1');

@@ -9,7 +9,7 @@ const config = loadConfig();
 const logger = createLogger('api', config.LOG_LEVEL);
 await runMigrations(config.DATABASE_URL);
 const ctx = await createApiContext(config, logger);
-const server = await serve(createApp(ctx), config.PORT);
+const server = await serve(createApp(ctx), config.PORT, { streams: ctx.streams });
 const url = config.PUBLIC_URL ?? `http://localhost:${config.PORT}`;
 logger.info({ url }, 'api listening');
 if (ctx.auth.devToken) {
@@ -20,7 +20,7 @@ let stopping = false;
 async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal }, 'stopping: closing the listener, finishing requests in progress');
+  logger.info({ signal }, 'stopping: closing the listener, ending event streams, finishing requests in progress');
   setTimeout(() => process.exit(1), 15_000).unref();
   await server.close();
   await ctx.close();

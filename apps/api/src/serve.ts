@@ -1,20 +1,39 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
+import type { StreamLimit } from './events/stream-limit';
+
+/** How long close() waits for requests in progress before it cuts their connections. */
+const CLOSE_GRACE_MS = 5_000;
 
 export interface Listening {
   server: Server;
   port: number;
   url: string;
-  /** Stops accepting connections and waits for open requests (event streams are ended). */
+  /**
+   * Stops accepting connections, ends every event stream at once (its client reconnects to
+   * another replica and resumes), and resolves once the other requests in progress are done,
+   * cutting any still open after CLOSE_GRACE_MS.
+   */
   close(): Promise<void>;
 }
 
-export async function serve(app: Express, port: number, host = '0.0.0.0'): Promise<Listening> {
+export async function serve(app: Express, port: number, options: { host?: string; streams: StreamLimit }): Promise<Listening> {
   const server = createServer(app);
+  let closing = false;
+  // Node keeps a connection alive after close() if a response was in progress on it, and
+  // serves its next request: while closing, each one is let go as soon as its response is
+  // done, so that close() need not wait out the keep-alive timeout and the client's next
+  // request (an EventSource reconnect included) opens a new connection, to a replica still
+  // listening. Node's own handler has run by then, so the connection counts as idle.
+  server.on('request', (_req, res) =>
+    res.once('finish', () => {
+      if (closing) server.closeIdleConnections();
+    }),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(port, options.host ?? '0.0.0.0', () => resolve());
   });
   const actual = (server.address() as AddressInfo).port;
   return {
@@ -23,10 +42,14 @@ export async function serve(app: Express, port: number, host = '0.0.0.0'): Promi
     url: `http://127.0.0.1:${actual}`,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        // Long-lived responses (event streams) would hold close() forever.
-        setTimeout(() => server.closeAllConnections(), 5_000).unref();
+        closing = true;
+        // A last resort for a request that hangs (a client that stopped reading included).
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref();
+        server.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+        options.streams.close();
       }),
   };
 }

@@ -16,6 +16,8 @@ export interface StreamOptions {
   /** The full current state, sent first (and instead of a replay the log cannot serve). */
   snapshot: () => Promise<Snapshot>;
   heartbeatMs: number;
+  /** Aborted when the server shuts down: the stream then ends at once, resumable (see below). */
+  shutdown: AbortSignal;
 }
 
 /**
@@ -64,6 +66,13 @@ async function startOf(options: StreamOptions, resumeFrom: string | undefined): 
 export const MAX_UNREAD_BYTES = 1024 * 1024;
 
 /**
+ * The `retry` sent with a shutdown's end: the client's reconnect delay, in ms, drawn from
+ * [min, min + spread) so that the clients of a replica going away come back promptly but not
+ * all in the same instant. Each stream sets the usual 2 s again when it starts.
+ */
+const SHUTDOWN_RETRY_MS = { min: 250, spread: 1000 };
+
+/**
  * Serves one Server-Sent Events stream: a snapshot (or, with Last-Event-ID, the missed
  * events from the log), then every change, a heartbeat comment, and the end after the
  * terminal event (or at once, with the final snapshot, when the subject has finished). A
@@ -84,16 +93,18 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     if (!open) return;
     open = false;
     clearInterval(heartbeat);
+    options.shutdown.removeEventListener('abort', endForShutdown);
     stop?.();
     res.end();
   };
-  // Watched before anything is awaited: a client that goes away while the stream is being
-  // set up (the route's ownership check, the subscription) must not leave it behind.
-  res.on('close', finish);
-  if (req.socket.destroyed || res.destroyed) {
-    finish();
-    return;
-  }
+  const begin = () => {
+    res.status(200);
+    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-cache, no-transform');
+    res.setHeader('Connection', 'keep-alive');
+    res.setHeader('X-Accel-Buffering', 'no');
+    res.flushHeaders();
+  };
   const send = (text: string) => {
     if (!open) return;
     res.write(text);
@@ -102,6 +113,28 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
       res.destroy(); // what it has not read is dropped with the connection
     }
   };
+  // The server is shutting down: the stream ends now, cleanly, with no id and no event, so
+  // nothing in it says the subject ended. The client reconnects (the server lets this
+  // connection go, so to a replica still listening) and resumes from its Last-Event-ID as
+  // after any disconnect. A stream still being set up ends the same way, as an empty one.
+  const endForShutdown = () => {
+    if (!open) return;
+    if (!res.headersSent) begin();
+    send(`retry: ${SHUTDOWN_RETRY_MS.min + Math.floor(Math.random() * SHUTDOWN_RETRY_MS.spread)}\n\n`);
+    finish();
+  };
+  // Watched before anything is awaited: a client that goes away while the stream is being
+  // set up (the route's ownership check, the subscription) must not leave it behind.
+  res.on('close', finish);
+  if (req.socket.destroyed || res.destroyed) {
+    finish();
+    return;
+  }
+  options.shutdown.addEventListener('abort', endForShutdown);
+  if (options.shutdown.aborted) {
+    endForShutdown(); // it began during the route's ownership check
+    return;
+  }
   // Events can reach the log out of commit order: one older than a state this client has
   // (a snapshot, an event) is not shown. Its id alone is sent, an SSE block without data that
   // dispatches nothing but moves the client's Last-Event-ID past it.
@@ -153,12 +186,7 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     return;
   }
 
-  res.status(200);
-  res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-  res.setHeader('Cache-Control', 'no-cache, no-transform');
-  res.setHeader('Connection', 'keep-alive');
-  res.setHeader('X-Accel-Buffering', 'no');
-  res.flushHeaders();
+  begin();
   send('retry: 2000\n\n');
   heartbeat = setInterval(() => send(': heartbeat\n\n'), options.heartbeatMs);
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Request, Response } from 'express';
 import { HttpError } from '../http-errors';
 
@@ -11,21 +12,30 @@ export const STREAMS_RETRY_AFTER_SECONDS = 5;
  * Counts the event streams each user holds open in this API process, up to a cap. Each open
  * stream holds a socket, a subscription listener and a heartbeat timer; the count is per
  * process (replicas do not share it), which bounds what one process holds for one user.
+ * On shutdown it is also what ends them all and refuses new ones.
  */
 export interface StreamLimit {
   /**
    * Takes a slot for the request's user, given back when its response closes, whatever ends
    * it (the client leaving, the stream's end, an error answer such as 404, a server
-   * shutdown). Throws 429 `too_many_streams` when the user is at the cap; false when the
-   * client has gone already (nothing to serve, no slot taken).
+   * shutdown). Throws 429 `too_many_streams` when the user is at the cap, 503 `shutting_down`
+   * once close() was called; false when the client has gone already (nothing to serve, no
+   * slot taken).
    */
   admit(req: Request, res: Response, userId: string): boolean;
   /** Streams the user holds open in this process. */
   openFor(userId: string): number;
+  /** Aborted by close(): every admitted stream watches it and ends itself at once. */
+  readonly shutdown: AbortSignal;
+  /** The server is shutting down: ends every admitted stream, and admits none from now on. */
+  close(): void;
 }
 
 export function createStreamLimit(maxPerUser: number): StreamLimit {
   const open = new Map<string, number>();
+  const closing = new AbortController();
+  // One listener per open stream, by design: not the leak Node warns about past ten.
+  setMaxListeners(0, closing.signal);
   const release = (userId: string) => {
     const n = (open.get(userId) ?? 1) - 1;
     if (n > 0) open.set(userId, n);
@@ -36,6 +46,12 @@ export function createStreamLimit(maxPerUser: number): StreamLimit {
       // A client that left during authentication: its response has closed already and will
       // not say so again, so a slot taken now would never be given back.
       if (res.destroyed || req.socket.destroyed) return false;
+      if (closing.signal.aborted) {
+        // Only a request already on one of this process's connections gets here (the
+        // listener is closed); any other replica serves it.
+        res.setHeader('Retry-After', '1');
+        throw new HttpError(503, 'shutting_down', 'this API process is shutting down; retry, and another one will answer');
+      }
       const n = open.get(userId) ?? 0;
       if (n >= maxPerUser) {
         res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
@@ -46,5 +62,7 @@ export function createStreamLimit(maxPerUser: number): StreamLimit {
       return true;
     },
     openFor: (userId) => open.get(userId) ?? 0,
+    shutdown: closing.signal,
+    close: () => closing.abort(),
   };
 }

@@ -36,6 +36,7 @@ export function eventRoutes(ctx: ApiContext): Router {
         hub: ctx.events,
         subject: { kind, id },
         heartbeatMs: ctx.config.SSE_HEARTBEAT_MS,
+        shutdown: ctx.streams.shutdown,
         snapshot: () => state(userId, id),
       });
     };
