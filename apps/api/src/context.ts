@@ -7,7 +7,7 @@ import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { addMetricsSource } from '@soundqueue/shared/metrics';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createEnqueueConnection, createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
+import { closeOver, createEnqueueConnection, createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
 import { sharedSigningKey } from './signing-key';
@@ -75,10 +75,8 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     async close() {
       removeMetricsSource();
       await events.close();
-      await flows.close();
-      await Promise.all(Object.values(queues).map((queue) => queue.close()));
-      enqueueRedis.disconnect();
-      redis.disconnect();
+      await closeOver(enqueueRedis, [flows]);
+      await closeOver(redis, Object.values(queues));
       await dbHandle.close();
     },
   };

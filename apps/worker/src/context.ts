@@ -9,7 +9,7 @@ import type { Publish } from '@soundqueue/shared/events';
 import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
-import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
+import { closeOver, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { ffmpegMixer, type Mixer } from './audio/mixer';
 import { createProviders, type Providers } from './providers';
@@ -62,8 +62,7 @@ export async function createWorkerContext(
     scratchDir,
     resolveHost: options.resolveHost,
     async close() {
-      await Promise.all(Object.values(queues).map((q) => q.close()));
-      redis.disconnect();
+      await closeOver(redis, Object.values(queues));
       await dbHandle.close();
     },
   };

@@ -52,3 +52,30 @@ export function logConnectionState(redis: Redis, logger: { warn(obj: object, msg
     logger.info({ connection: name }, 'redis reachable again');
   });
 }
+
+/** What closeOver needs of a BullMQ Queue or FlowProducer. */
+interface OverConnection {
+  waitUntilReady(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/**
+ * Closes BullMQ queues or flow producers and the connection they share. The connection goes
+ * first, and they are closed once what they started on it has settled: each starts by
+ * waiting for the connection (and its INFO), reports a start that fails (the connection
+ * closed while still connecting: an API stopped right after it started) on an 'error' event,
+ * and stops listening for that event when closed; an 'error' event nobody listens for throws,
+ * here an unhandled rejection, which ends the process. ioredis ends a connection that has a
+ * socket (or has never connected) with an 'end' event, on which such a start fails at once;
+ * one between two reconnection attempts ends without a word, and a start waiting on it
+ * never fails, so there is nothing to wait for.
+ */
+export async function closeOver(connection: Redis, clients: OverConnection[]): Promise<void> {
+  const endsWithEvent = ['wait', 'connecting', 'connect', 'ready'].includes(connection.status);
+  // Not events.once: that rejects on an 'error' event, which a closing connection may emit.
+  const ended = new Promise<void>((resolve) => (endsWithEvent ? connection.once('end', () => resolve()) : resolve()));
+  connection.disconnect();
+  await ended;
+  if (endsWithEvent) await Promise.all(clients.map((client) => client.waitUntilReady().catch(() => undefined)));
+  await Promise.all(clients.map((client) => client.close()));
+}
