@@ -47,7 +47,24 @@ function trackEvent(track: TrackRow): ProgressEvent {
   };
 }
 
-export function batchCountersEvent(batch: BatchRow): ProgressEvent {
+/**
+ * What a batch's counters event carries: the columns the hot statements return for the batch
+ * they update, and no more (the batch row also holds every section's text, up to 20,000
+ * characters each, which each track's transition would otherwise fetch and parse again).
+ */
+const batchCounters = {
+  id: audioGenerationBatches.id,
+  version: audioGenerationBatches.version,
+  status: audioGenerationBatches.status,
+  tracksCompleted: audioGenerationBatches.tracksCompleted,
+  tracksFailed: audioGenerationBatches.tracksFailed,
+  tracksCancelled: audioGenerationBatches.tracksCancelled,
+  tracksPending: audioGenerationBatches.tracksPending,
+  totalTracksExpected: audioGenerationBatches.totalTracksExpected,
+};
+type BatchCounters = Pick<BatchRow, keyof typeof batchCounters>;
+
+export function batchCountersEvent(batch: BatchCounters): ProgressEvent {
   return {
     subject: { kind: 'batch', id: batch.id },
     type: 'batch.updated',
@@ -102,7 +119,7 @@ export async function startTrack(
         .update(audioGenerationBatches)
         .set({ status: 'processing', startedAt: sql`coalesce(${audioGenerationBatches.startedAt}, now())`, updatedAt: sql`now()` })
         .where(and(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)), eq(audioGenerationBatches.status, 'pending')))
-        .returning(),
+        .returning(batchCounters),
     );
     return db
       .with(t, b)
@@ -250,7 +267,7 @@ export async function finishTrack(
         .update(audioGenerationBatches)
         .set({ ...change.counter, tracksPending: sql`${audioGenerationBatches.tracksPending} - 1`, updatedAt: sql`now()` })
         .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
-        .returning(),
+        .returning(batchCounters),
     );
     return db.with(t, b).select().from(t).leftJoin(b, eq(b.id, t.batchId)).prepare(name);
   });
