@@ -30,7 +30,7 @@ const events = { description: 'Server-Sent Events: snapshot, then changes, endin
 /** A reconnect that already has the end: EventSource stops reconnecting on a 204. */
 const ended = { description: 'resumed (Last-Event-ID or lastEventId) with the end already received: nothing more, stop reconnecting' };
 /** Besides a store being down: this process going away, when another replica answers. */
-const shuttingDown = { description: 'this API process is shutting down (another one answers), or a database or queue is unavailable: retry after Retry-After', ...json(error) };
+const unavailable = { description: 'the database or Redis is unavailable: retry after Retry-After', ...json(error) };
 
 export function openApiDocument() {
   // What the routes check cannot be said in JSON Schema (a refine) becomes "any value" there.
@@ -70,7 +70,7 @@ export function openApiDocument() {
       '/v1/audio/batches/{id}': { get: { summary: 'A batch with every track', parameters: [id('id')], responses: { 200: { description: 'the batch' }, ...errors(401, 404) } } },
       '/v1/audio/batches/{id}/retry': { post: { summary: 'Re-run only the failed tracks', parameters: [id('id')], responses: { 202: { description: 'processing again' }, ...errors(401, 402, 404, 409, 503) } } },
       '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
-      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: shuttingDown } } },
+      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id')], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
       '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
       '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
@@ -92,7 +92,7 @@ export function openApiDocument() {
       '/v1/books/{id}': { get: { summary: "The book's state in the seed's response formats", parameters: [id('id')], responses: { 200: { description: 'the book' }, ...errors(401, 404) } } },
       '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 402, 404, 409, 503) } } },
-      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: shuttingDown } } },
+      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id')], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
       '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), { name: 'Range', in: 'header', schema: { type: 'string' } }, playbackToken], responses: { 200: audio, 206: audio, ...errors(401, 404, 409, 416) } } },
       '/v1/playback-urls': {
         post: {

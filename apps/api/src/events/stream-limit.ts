@@ -18,16 +18,16 @@ export interface StreamLimit {
   /**
    * Takes a slot for the request's user, given back when its response closes, whatever ends
    * it (the client leaving, the stream's end, an error answer such as 404, a server
-   * shutdown). Throws 429 `too_many_streams` when the user is at the cap, 503 `shutting_down`
-   * once close() was called; false when the client has gone already (nothing to serve, no
-   * slot taken).
+   * shutdown). Throws 429 `too_many_streams` when the user is at the cap; false when the
+   * client has gone already (nothing to serve, no slot taken). Once close() was called it
+   * admits every request without a slot: the stream ends as soon as it starts.
    */
   admit(req: Request, res: Response, userId: string): boolean;
   /** Streams the user holds open in this process. */
   openFor(userId: string): number;
   /** Aborted by close(): every admitted stream watches it and ends itself at once. */
   readonly shutdown: AbortSignal;
-  /** The server is shutting down: ends every admitted stream, and admits none from now on. */
+  /** The server is shutting down: ends every admitted stream, and every one admitted from now on. */
   close(): void;
 }
 
@@ -46,12 +46,12 @@ export function createStreamLimit(maxPerUser: number): StreamLimit {
       // A client that left during authentication: its response has closed already and will
       // not say so again, so a slot taken now would never be given back.
       if (res.destroyed || req.socket.destroyed) return false;
-      if (closing.signal.aborted) {
-        // Only a request already on one of this process's connections gets here (the
-        // listener is closed); any other replica serves it.
-        res.setHeader('Retry-After', '1');
-        throw new HttpError(503, 'shutting_down', 'this API process is shutting down; retry, and another one will answer');
-      }
+      // Only a request already on one of this process's connections gets here once the
+      // listener is closed. It is served like every stream on shutdown, ended at once with a
+      // short `retry` (streamEvents), takes no slot, and its client reconnects, on a new
+      // connection, to a replica still listening: a 503 would end a browser's EventSource
+      // for good.
+      if (closing.signal.aborted) return true;
       const n = open.get(userId) ?? 0;
       if (n >= maxPerUser) {
         res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
