@@ -192,3 +192,38 @@ describe('segmentation replacing a scene whose soundscape an older run\'s job is
     await expectBookCountsMatchRows(env.databaseUrl, bookId);
   });
 });
+
+describe('a book root\'s leftovers meeting a segmentation that adds soundscapes', () => {
+  it('fails the soundscapes the segmentation added while it waited for the book', async () => {
+    // The reconciler's timeout (finaliseBook with leftovers) meets the root's segmentation of
+    // the same run: it locks the open soundscapes it finds, then waits for the book's lock,
+    // which the segmentation holds while it adds a scene and its soundscape.
+    const { bookId } = await segmentedBook('completed');
+    const segmentation = new pg.Client({ connectionString: env.databaseUrl });
+    await segmentation.connect();
+    try {
+      await segmentation.query('begin');
+      await segmentation.query(`select id from books where id = $1 for update`, [bookId]);
+      const [scene] = (
+        await segmentation.query(
+          `insert into scenes (book_id, index, first_spread, last_spread, first_page, last_page, description, mood, ambience, prompt)
+           values ($1, 1, 1, 1, 3, 4, 'later', 'calm', '[]', 'a later scene') returning id`,
+          [bookId],
+        )
+      ).rows;
+      await segmentation.query(`insert into soundscapes (scene_id, book_id, user_id) values ($1, $2, 'reader')`, [scene.id, bookId]);
+      const finalising = finaliseBook(worker.db, bookId, {}, { run: 1, soundscapes: { errorType: 'SoundscapeGenerationError', message: 'stopped', stack: null, attempt: 0 } });
+      finalising.catch(() => undefined);
+      await waitFor(async () => (await lockWaits()) > 0, { what: 'the root to wait for the book' });
+      await segmentation.query(`update books set scenes_created = 2 where id = $1`, [bookId]);
+      await segmentation.query('commit');
+
+      expect((await finalising).status).toBe('ready');
+    } finally {
+      await segmentation.end();
+    }
+    const statuses = await queryRows<{ status: string }>(env.databaseUrl, `select status from soundscapes where book_id = $1 order by created_at`, [bookId]);
+    expect(statuses.map((s) => s.status)).toEqual(['completed', 'failed']);
+    await expectBookCountsMatchRows(env.databaseUrl, bookId);
+  });
+});

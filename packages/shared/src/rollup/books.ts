@@ -250,41 +250,38 @@ type SoundscapeStatus = (typeof soundscapeStatuses)[number];
 
 /**
  * Locks the book's spreads and soundscapes in the given statuses (all soundscapes with
- * 'all'), for a transaction that changes them under the book row's lock, which it must take
- * after this (see "Lock order" above). A child a transition is changing is waited for and
- * then judged by its new status. Returns the spreads' indexes and the soundscapes with their
- * scenes, in lock order.
+ * 'all'), each kind in id order, for a transaction that changes them under the book row's
+ * lock, which it must take after this (see "Lock order" above). A child a transition is
+ * changing is waited for. The caller reads what it changes again once it holds the book's
+ * lock: a segmentation may have added soundscapes in between.
  */
 export async function lockBookChildren(
   tx: Tx,
   bookId: string,
   which: { spreads?: readonly SpreadStatus[]; spreadIndexes?: readonly number[]; soundscapes?: readonly SoundscapeStatus[] | 'all' },
-): Promise<{ spreads: number[]; soundscapes: { id: string; scene: SceneSpan }[] }> {
-  const spreads = which.spreads
-    ? await tx
-        .select({ index: bookSpreads.index })
-        .from(bookSpreads)
-        .where(
-          and(
-            eq(bookSpreads.bookId, bookId),
-            inArray(bookSpreads.status, which.spreads),
-            which.spreadIndexes ? inArray(bookSpreads.index, [...which.spreadIndexes]) : undefined,
-          ),
-        )
-        .orderBy(asc(bookSpreads.id))
-        .for('no key update')
-    : [];
-  const sounds = which.soundscapes
-    ? await tx
-        .select({ id: soundscapes.id, scene: { firstSpread: scenes.firstSpread, firstPage: scenes.firstPage, lastPage: scenes.lastPage } })
-        .from(soundscapes)
-        .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
-        .where(and(eq(soundscapes.bookId, bookId), which.soundscapes === 'all' ? undefined : inArray(soundscapes.status, which.soundscapes)))
-        .orderBy(asc(soundscapes.id))
-        // The soundscapes only: segmentation changes scenes under the book's lock.
-        .for('update', { of: soundscapes })
-    : [];
-  return { spreads: spreads.map((r) => r.index), soundscapes: sounds };
+): Promise<void> {
+  if (which.spreads) {
+    await tx
+      .select({ id: bookSpreads.id })
+      .from(bookSpreads)
+      .where(
+        and(
+          eq(bookSpreads.bookId, bookId),
+          inArray(bookSpreads.status, which.spreads),
+          which.spreadIndexes ? inArray(bookSpreads.index, [...which.spreadIndexes]) : undefined,
+        ),
+      )
+      .orderBy(asc(bookSpreads.id))
+      .for('no key update');
+  }
+  if (which.soundscapes) {
+    await tx
+      .select({ id: soundscapes.id })
+      .from(soundscapes)
+      .where(and(eq(soundscapes.bookId, bookId), which.soundscapes === 'all' ? undefined : inArray(soundscapes.status, which.soundscapes)))
+      .orderBy(asc(soundscapes.id))
+      .for('update');
+  }
 }
 
 /**
@@ -298,23 +295,35 @@ export async function lockBookRun(tx: Tx, bookId: string, run: number | undefine
   return run === undefined || book.run === run ? book : null;
 }
 
-type LockedChildren = Awaited<ReturnType<typeof lockBookChildren>>;
-
 /** The run's unfinished children, locked before the book (see "Lock order" above). */
-function lockLeftovers(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<LockedChildren> {
+function lockLeftovers(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<void> {
   return lockBookChildren(tx, bookId, {
     ...(leftovers.spreads ? { spreads: ['pending', 'analyzing'] } : {}),
     ...(leftovers.soundscapes ? { soundscapes: ['pending', 'generating'] } : {}),
   });
 }
 
-async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers, open: LockedChildren): Promise<ProgressEvent[]> {
+/**
+ * Under the book's lock, taken after lockLeftovers. Read again here rather than taken from
+ * that lock: the reconciler's timeout can meet the root's segmentation, whose new soundscapes
+ * then exist only once the book's lock is free, and they must be failed too.
+ */
+async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[]> {
   const events: ProgressEvent[] = [];
   if (leftovers.spreads) {
-    for (const index of open.spreads) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
+    const open = await tx
+      .select({ index: bookSpreads.index })
+      .from(bookSpreads)
+      .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+    for (const { index } of open) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
   }
   if (leftovers.soundscapes) {
-    for (const { id, scene } of open.soundscapes) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
+    const open = await tx
+      .select({ id: soundscapes.id, scene: scenes })
+      .from(soundscapes)
+      .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
+      .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
+    for (const { id, scene } of open) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
   }
   return events;
 }
@@ -322,8 +331,8 @@ async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers,
 /** Fails a run's leftovers under the book row's lock; null if the book is no longer processing that run. */
 export async function failBookLeftovers(db: Db, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[] | null> {
   return db.transaction(async (tx) => {
-    const open = await lockLeftovers(tx, bookId, leftovers);
-    return (await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers, open) : null;
+    await lockLeftovers(tx, bookId, leftovers);
+    return (await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers) : null;
   });
 }
 
@@ -339,10 +348,10 @@ export async function finaliseBook(
   leftovers?: BookLeftovers,
 ): Promise<{ status: string | null; events: ProgressEvent[] }> {
   return db.transaction(async (tx) => {
-    const open = leftovers ? await lockLeftovers(tx, bookId, leftovers) : null;
+    if (leftovers) await lockLeftovers(tx, bookId, leftovers);
     const book = await lockBookRun(tx, bookId, leftovers?.run);
     if (!book) return { status: null, events: [] };
-    const events = leftovers && open ? await failLeftoversIn(tx, bookId, leftovers, open) : [];
+    const events = leftovers ? await failLeftoversIn(tx, bookId, leftovers) : [];
     const status = book.processedSpreads > 0 ? 'ready' : 'failed';
     const [done] = await tx
       .update(books)
