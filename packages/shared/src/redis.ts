@@ -8,12 +8,15 @@ export function createWorkerConnection(url: string, connectionName?: string): Re
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, ...(connectionName ? { connectionName } : {}) });
 }
 
+/** A command, or a connection attempt, gives up after one retry or 5 s. */
+const FAIL_FAST = { maxRetriesPerRequest: 1, connectTimeout: 5_000, commandTimeout: 5_000 };
+
 /**
  * For the API's producers and reads: fail fast, so a request answers 503 while Redis is
  * away instead of hanging until the client gives up.
  */
 export function createProducerConnection(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 5_000, commandTimeout: 5_000 });
+  return new Redis(url, { ...FAIL_FAST });
 }
 
 /**
@@ -26,9 +29,7 @@ export function createProducerConnection(url: string): Redis {
  */
 export function createEnqueueConnection(url: string, connectionName?: string): Redis {
   return new Redis(url, {
-    maxRetriesPerRequest: 1,
-    connectTimeout: 5_000,
-    commandTimeout: 5_000,
+    ...FAIL_FAST,
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
     ...(connectionName ? { connectionName } : {}),

@@ -1,8 +1,7 @@
 import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
-import type { Tx } from '../db/client';
-import type { Db } from '../db/client';
+import type { Db, Tx } from '../db/client';
 import { preparedFor } from '../db/prepared';
-import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest, type TrackStatus } from '../db/schema';
+import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
 
@@ -311,16 +310,15 @@ function summariseFailures(rows: { errorType: string | null; errorMessage: strin
 }
 
 /**
- * Locks the batch's tracks in `statuses`, in id order, for a transaction that changes them
- * under the batch row's lock, which it must take after this (see "Lock order" above).
- * Returns their ids. A track a transition is changing is waited for and then judged by its
- * new status.
+ * Locks the batch's unfinished tracks, in id order, for finaliseBatch, which takes the batch
+ * row's lock after this (see "Lock order" above). Returns their ids. A track a transition is
+ * changing is waited for and then judged by its new status.
  */
-export async function lockTracks(tx: Tx, batchId: string, statuses: readonly TrackStatus[]): Promise<string[]> {
+async function lockOpenTracks(tx: Tx, batchId: string): Promise<string[]> {
   const rows = await tx
     .select({ id: audioTracks.id })
     .from(audioTracks)
-    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, statuses)))
+    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)))
     .orderBy(asc(audioTracks.id))
     .for('no key update');
   return rows.map((r) => r.id);
@@ -352,7 +350,7 @@ export async function finaliseBatch(
   return db.transaction(async (tx) => {
     // The leftovers before the batch (see "Lock order" above). None can appear after this:
     // a track leaves a terminal status only by a retry, which needs the batch terminal.
-    const open = leftovers ? await lockTracks(tx, batchId, NOT_TERMINAL) : [];
+    const open = leftovers ? await lockOpenTracks(tx, batchId) : [];
     const [locked] = await tx
       .select()
       .from(audioGenerationBatches)
