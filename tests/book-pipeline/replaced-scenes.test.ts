@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentAnalysisError } from '@soundqueue/shared/errors';
 import { createProviders } from '../../apps/worker/src/providers';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
+import { analysisRefusing } from '../helpers/providers';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 
 // Starting generation again can change a book's scenes: a spread that failed its analysis
@@ -26,13 +26,7 @@ beforeAll(async () => {
   worker = await startTestWorker(env.config, {
     providers: {
       ...real,
-      analysis: {
-        name: real.analysis.name,
-        async analyze(request, signal) {
-          if (seaFails && request.text.includes('sea')) throw new ContentAnalysisError('provider said 400', { retryable: false, status: 400 });
-          return real.analysis.analyze(request, signal);
-        },
-      },
+      analysis: analysisRefusing(real, 'sea', () => seaFails),
     },
   });
 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentAnalysisError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
+import { SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import type { ProgressEvent } from '@soundqueue/shared/events';
 import { createProviders } from '../../apps/worker/src/providers';
 import { failBookLeftovers, finaliseBook } from '@soundqueue/shared/rollup/books';
@@ -8,6 +8,7 @@ import { processSoundscape } from '../../apps/worker/src/processors/soundscape';
 import { reconcile } from '../../apps/worker/src/reconciler';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
+import { analysisRefusing } from '../helpers/providers';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 
 // The book's root job reads the book's run with a plain SELECT, then fails the run's
@@ -32,13 +33,7 @@ beforeAll(async () => {
       ...real,
       // Spreads whose text says "sea" cannot be analysed, and no soundscape can be made: a
       // book ends ready with failed spreads and soundscapes that a restart gives another go.
-      analysis: {
-        name: real.analysis.name,
-        async analyze(request, signal) {
-          if (request.text.includes('sea')) throw new ContentAnalysisError('provider said 400', { retryable: false, status: 400 });
-          return real.analysis.analyze(request, signal);
-        },
-      },
+      analysis: analysisRefusing(real, 'sea'),
       soundscape: {
         name: real.soundscape.name,
         async generate() {

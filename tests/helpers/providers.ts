@@ -1,4 +1,4 @@
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
+import { ContentAnalysisError, SpeechGenerationError } from '@soundqueue/shared/errors';
 import type { Config } from '@soundqueue/shared/config';
 import { createProviders, type Providers } from '../../apps/worker/src/providers';
 
@@ -17,6 +17,20 @@ export function refusingSpeech(config: Config): Providers {
       async synthesize() {
         throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
       },
+    },
+  };
+}
+
+/**
+ * `real`'s analysis, except that it refuses, as a provider's 400 would (not retried), every
+ * spread whose text mentions `word`, for as long as `refusing()` says so.
+ */
+export function analysisRefusing(real: Providers, word: string, refusing: () => boolean = () => true): Providers['analysis'] {
+  return {
+    name: real.analysis.name,
+    async analyze(request, signal) {
+      if (refusing() && request.text.includes(word)) throw new ContentAnalysisError('provider said 400', { retryable: false, status: 400 });
+      return real.analysis.analyze(request, signal);
     },
   };
 }
