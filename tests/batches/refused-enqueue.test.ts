@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { eventLogKey } from '@soundqueue/shared/events';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
 import { postBook } from '../helpers/books';
@@ -28,9 +30,9 @@ let direct: Redis;
 beforeAll(async () => {
   redis = await startOwnRedis();
   proxy = await startTcpProxy(redis.url);
-  // A short enqueue timeout so each outage is brief (the API's other connection still takes
-  // its 5 s command timeout to give up on the failure events it publishes).
-  env = await createTestEnv({ REDIS_URL: proxy.url, ENQUEUE_TIMEOUT_MS: '1000' });
+  // A short enqueue timeout so each outage is brief (the failure events the API publishes
+  // after answering still take its other connection's 5 s command timeout to give up).
+  env = await createTestEnv({ REDIS_URL: proxy.url, ENQUEUE_TIMEOUT_MS: '1000', WEBHOOK_ALLOW_PRIVATE: 'true' });
   api = await startTestApi(env.config);
   direct = new Redis(redis.url, { maxRetriesPerRequest: null });
   direct.on('error', () => {});
@@ -147,5 +149,80 @@ describe('an enqueue the API reported as failed never lands later', () => {
     } finally {
       await late.close();
     }
+  });
+});
+
+/** An API whose warnings and errors the test reads (pino's JSON lines). */
+async function apiWithLog(): Promise<{ api: TestApi; logged: (text: string) => string[] }> {
+  const lines: string[] = [];
+  const logger = pino({ name: 'api', level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  const api = await startTestApi(env.config, { logger });
+  await recovered(api);
+  return { api, logged: (text) => lines.filter((line) => line.includes(text)) };
+}
+
+/** The event types in a batch's log, read past the proxy. */
+async function loggedEvents(batchId: string): Promise<string[]> {
+  const entries = await direct.xrange(eventLogKey(env.prefix, { kind: 'batch', id: batchId }), '-', '+');
+  return entries.map(([, fields]) => JSON.parse(fields[1]!).type as string);
+}
+
+describe('a refused enqueue over a stalled Redis', () => {
+  it('is answered at ENQUEUE_TIMEOUT_MS, not after its events give up; the events follow once Redis answers', async () => {
+    const { api: own, logged } = await apiWithLog();
+    try {
+      proxy.hold();
+      const refused = await refusedBatch(own);
+      // The 503 is out while the events' publish still waits on the stalled connection: before,
+      // the answer waited for it to give up (its 5 s command timeout), and the events were lost.
+      expect(logged('could not publish a progress event')).toEqual([]);
+      proxy.release();
+      await waitFor(async () => (await loggedEvents(refused.id)).includes('batch.failed'), { what: "the batch's failure events in its log" });
+      expect(await loggedEvents(refused.id)).toContain('track.updated');
+      expect(logged('could not publish a progress event')).toEqual([]);
+    } finally {
+      proxy.release();
+      await own.close();
+    }
+  });
+
+  it('an API stopped right after answering still records the webhook deliveries of the failure', async () => {
+    const { api: own } = await apiWithLog();
+    const endpoint = await own.request('/v1/webhooks', { method: 'POST', json: { url: 'http://127.0.0.1:9/hook', events: ['batch.failed'] } });
+    expect(endpoint.status).toBe(201);
+    let refused: Refused;
+    try {
+      proxy.hold();
+      refused = await refusedBatch(own);
+    } finally {
+      // Closed while Redis still stalls: close() waits for the notification the request left.
+      await own.close();
+      proxy.release();
+    }
+    const deliveries = await queryRows(env.databaseUrl, "select payload from webhook_deliveries where event_type = 'batch.failed'");
+    expect(deliveries.map((d) => d.payload.data.batch_id)).toEqual([refused.id]);
+  });
+});
+
+describe('/readyz and the flows connection', () => {
+  it('is 503 while only the connection that adds flows is down, 200 once it is back', async () => {
+    await recovered(api);
+    // The flows connection is dropped and reconnects to a silent server; the API's other
+    // connections stay up, so reads and events still work.
+    proxy.holdNew();
+    const clients = (await direct.client('LIST')) as string;
+    const flowsIds = clients.split('\n').filter((line) => line.includes(` name=${env.prefix}:flows `)).map((line) => /^id=(\d+)/.exec(line)![1]!);
+    expect(flowsIds.length).toBeGreaterThan(0);
+    for (const id of flowsIds) await direct.client('KILL', 'ID', id);
+    await waitFor(async () => (await flowsStatus(api)) !== 'ready', { what: 'the flows connection to drop' });
+    expect(await api.ctx.redis.ping()).toBe('PONG');
+    const res = await fetch(`${api.url}/readyz`);
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as { error: { details: { redis: string } } };
+    expect(body.error).toMatchObject({ code: 'not_ready', message: 'not ready: redis unreachable', details: { postgres: 'ok' } });
+    expect(body.error.details.redis).toMatch(/^unreachable: /);
+    proxy.release();
+    await waitFor(async () => (await fetch(`${api.url}/readyz`)).status === 200, { timeoutMs: 30_000, what: '/readyz 200 again' });
+    expect(await flowsStatus(api)).toBe('ready');
   });
 });

@@ -3,6 +3,7 @@ import { SignJWT } from 'jose';
 import { createApiContext, createApp, serve, type ApiContext } from '@soundqueue/api';
 import { createWorkerContext, selectQueues, startWorkers, type Mixer, type Providers, type ResolveHost, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
 import type { Config } from '@soundqueue/shared/config';
+import type { Logger } from '@soundqueue/shared/logger';
 import { TEST_JWT_SECRET } from './services';
 
 export async function tokenFor(userId: string, options: { role?: string; expiresIn?: string | number; secret?: string } = {}): Promise<string> {
@@ -23,9 +24,9 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-/** Starts the real Express app in-process on a random port. */
-export async function startTestApi(config: Config): Promise<TestApi> {
-  const ctx = await createApiContext(config);
+/** Starts the real Express app in-process on a random port (a test may read its log through `logger`). */
+export async function startTestApi(config: Config, options: { logger?: Logger } = {}): Promise<TestApi> {
+  const ctx = await createApiContext(config, options.logger);
   const listening = await serve(createApp(ctx), 0, { host: '127.0.0.1', streams: ctx.streams });
   return {
     url: listening.url,

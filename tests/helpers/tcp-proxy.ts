@@ -9,6 +9,11 @@ export interface TcpProxy {
    * or a load balancer whose backend is gone.
    */
   hold(): void;
+  /**
+   * Holds only connections opened from now on: those open already go on working. A client
+   * whose connection is dropped (CLIENT KILL) then reconnects to a silent server, its others not.
+   */
+  holdNew(): void;
   /** Passes on what was held, in order, and forwards normally again. */
   release(): void;
   /** Drops every open connection at once; what they had held is thrown away with them. */
@@ -19,6 +24,7 @@ export interface TcpProxy {
 interface Pair {
   client: Socket;
   upstream: Socket;
+  holding: boolean;
   held: Buffer[];
 }
 
@@ -26,7 +32,8 @@ interface Pair {
 export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const { hostname, port } = new URL(target);
   const pairs = new Set<Pair>();
-  let holding = false;
+  // What a connection opened now starts as.
+  let holdingNew = false;
   const drop = (pair: Pair) => {
     pairs.delete(pair);
     pair.held = [];
@@ -35,10 +42,10 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   };
   const server = createServer((client) => {
     const upstream = connect(Number(port), hostname);
-    const pair: Pair = { client, upstream, held: [] };
+    const pair: Pair = { client, upstream, holding: holdingNew, held: [] };
     pairs.add(pair);
     client.on('data', (chunk) => {
-      if (holding) pair.held.push(chunk);
+      if (pair.holding) pair.held.push(chunk);
       else upstream.write(chunk);
     });
     upstream.on('data', (chunk) => client.write(chunk));
@@ -53,11 +60,16 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   return {
     url: `redis://127.0.0.1:${address.port}`,
     hold() {
-      holding = true;
+      holdingNew = true;
+      for (const pair of pairs) pair.holding = true;
+    },
+    holdNew() {
+      holdingNew = true;
     },
     release() {
-      holding = false;
+      holdingNew = false;
       for (const pair of pairs) {
+        pair.holding = false;
         for (const chunk of pair.held) pair.upstream.write(chunk);
         pair.held = [];
       }

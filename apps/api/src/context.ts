@@ -10,6 +10,7 @@ import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { closeOver, createEnqueueConnection, createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';
 import { createAuth, type Auth } from './auth';
+import { createBackground, type Background } from './background';
 import { sharedSigningKey } from './signing-key';
 import { EventHub } from './events/event-hub';
 import { createStreamLimit, type StreamLimit } from './events/stream-limit';
@@ -21,8 +22,12 @@ export interface ApiContext {
   redis: Redis;
   queues: Record<QueueName, Queue>;
   flows: FlowProducer;
+  /** The flows' own connection (createEnqueueConnection), pinged by /readyz. */
+  enqueueRedis: Redis;
   storage: Storage;
   publish: Publish;
+  /** Notifications a request leaves behind when it answers (a refused enqueue's); close() waits for them. */
+  background: Background;
   auth: Auth;
   events: EventHub;
   /** Open event streams per user in this process, capped at SSE_MAX_STREAMS_PER_USER. */
@@ -59,6 +64,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
   const subscriber = createWorkerConnection(config.REDIS_URL, `${prefix}:events-subscriber`);
   logConnectionState(subscriber, logger, 'events subscriber');
   const events = new EventHub(redis, subscriber, prefix);
+  const background = createBackground((error) => logger.error({ err: error }, 'background notification failed'));
   const removeMetricsSource = addMetricsSource({ db: dbHandle.db, queues: Object.values(queues) });
   return {
     config,
@@ -66,14 +72,17 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     redis,
     queues,
     flows,
+    enqueueRedis,
     storage: createStorage(config),
     publish: createNotifier(dbHandle.db, redis, queues.webhooks, config, logger),
+    background,
     auth,
     events,
     streams: createStreamLimit(config.SSE_MAX_STREAMS_PER_USER),
     logger,
     async close() {
       removeMetricsSource();
+      await background.settled();
       await events.close();
       await closeOver(enqueueRedis, [flows]);
       await closeOver(redis, Object.values(queues));

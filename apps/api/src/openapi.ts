@@ -114,7 +114,7 @@ export function openApiDocument() {
       '/v1/admin/analytics': { get: { summary: 'Success rates, failures, timings, cost (admin)', parameters: [{ name: 'since', in: 'query', schema: { type: 'string', format: 'date-time' } }], responses: { 200: { description: 'figures' }, ...errors(401) } } },
       '/v1/admin/batches': { get: { summary: 'Batches across all users (admin)', parameters: [{ name: 'status', in: 'query', schema: { type: 'string' } }], responses: { 200: { description: 'batches' } } } },
       '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'ok' } } } },
-      '/readyz': { get: { summary: 'Readiness (Redis and PostgreSQL)', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'names what is unreachable', ...json(error) } } } },
+      '/readyz': { get: { summary: 'Readiness (Redis, over both API connections, and PostgreSQL)', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'names what is unreachable', ...json(error) } } } },
       '/metrics': {
         get: {
           summary: 'Prometheus metrics',

@@ -36,7 +36,9 @@ async function enqueueRun(ctx: ApiContext, batchId: string, run: number, trackId
     ctx.logger.error({ err: error, batchId }, 'enqueue failed');
     const result = await finaliseBatch(ctx.db, batchId, { run, errorType: 'QueueError', reason: () => reason });
     await ctx.db.update(audioGenerationBatches).set({ errorMessage: reason }).where(eq(audioGenerationBatches.id, batchId));
-    await ctx.publish(result.events);
+    // Not awaited: Redis just refused us, and a stalled Redis would hold the 503 for the
+    // events' own command timeout. The rows say failed already; the events follow.
+    ctx.background.run(() => ctx.publish(result.events));
     throw new HttpError(503, 'queue_unavailable', `${reason}. The batch was recorded as failed; try again.`, { batchId });
   }
 }

@@ -48,7 +48,9 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     });
     // Soundscapes a restart gave another go cannot be made either: they fail with the reason.
     const unmade = { errorType: 'DatabaseError' as const, message, stack: null, attempt: 1 };
-    await ctx.publish((await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade })).events);
+    const { events } = await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade });
+    // Not awaited, as for a batch (batch-service.ts): the 503 does not wait on a stalled Redis.
+    ctx.background.run(() => ctx.publish(events));
     throw new HttpError(503, 'queue_unavailable', `${message}. Try again.`, { bookId: book.id });
   }
 }

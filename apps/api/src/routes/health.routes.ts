@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { sql } from 'drizzle-orm';
 import { Router } from 'express';
 import type { ApiContext } from '../context';
@@ -13,10 +14,19 @@ export function healthRoutes(ctx: ApiContext): Router {
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  // Readiness: both stores answer; a 503 names the one that does not.
+  // Readiness: both stores answer; a 503 names the one that does not. Redis is asked over
+  // both of the API's connections to it: reads and events go over one, new work over the
+  // other (createEnqueueConnection), and an API that cannot add flows is not ready to take
+  // any. That one holds no command while it is not connected, so its ping waits for it to
+  // connect (an API just started), as the other's does in its offline queue; the wait ends
+  // after withTimeout's, whose message is the one reported.
+  const pingEnqueue = async () => {
+    if (ctx.enqueueRedis.status !== 'ready') await once(ctx.enqueueRedis, 'ready', { signal: AbortSignal.timeout(2_500) });
+    await ctx.enqueueRedis.ping();
+  };
   router.get('/readyz', async (_req, res) => {
     const [redis, postgres] = await Promise.allSettled([
-      withTimeout(ctx.redis.ping(), 2_000),
+      withTimeout(Promise.all([ctx.redis.ping(), pingEnqueue()]), 2_000),
       withTimeout(ctx.db.execute(sql`select 1`), 2_000),
     ]);
     const checks = {
