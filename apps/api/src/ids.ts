@@ -1,3 +1,5 @@
+import { sql, type SQL } from 'drizzle-orm';
+import type { AnyPgColumn } from 'drizzle-orm/pg-core';
 import { HttpError } from './http-errors';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -8,23 +10,40 @@ export function parseId(value: unknown, what: string): string {
   return value.toLowerCase();
 }
 
-/** Opaque cursor for newest-first paging: the last row's (created_at, id). */
-export function encodeCursor(createdAt: Date, id: string): string {
-  return Buffer.from(`${createdAt.toISOString()}|${id}`).toString('base64url');
+/**
+ * The time a newest-first page ends at, as the cursor carries it: created_at to the
+ * microsecond, as PostgreSQL keeps it. A Date holds milliseconds only, and a cursor rounded
+ * to them skipped the rows made later in that same millisecond (requests sent in parallel).
+ */
+export function cursorTime(createdAt: AnyPgColumn): SQL<string> {
+  return sql<string>`to_char(${createdAt} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 }
 
-// What toISOString gives for the years PostgreSQL and JavaScript both hold (0001–9999):
+/** Opaque cursor for newest-first paging: the last row's (created_at, id). */
+export function encodeCursor(at: string, id: string): string {
+  return Buffer.from(`${at}|${id}`).toString('base64url');
+}
+
+// What cursorTime gives for the years PostgreSQL and JavaScript both hold (0001–9999), or
+// what toISOString gave (milliseconds: a cursor an earlier version of the API returned):
 // anything else (an extended year like +275760, a date alone) is not a cursor we made, and
 // some of it PostgreSQL refuses with an error that would have been a 500.
-const CURSOR_TIME = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const CURSOR_TIME = /^(?!0000)(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3})(\d{3})?Z$/;
 
-export function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+function decodeCursor(cursor: string): { at: string; id: string } {
   const [at = '', id, ...rest] = Buffer.from(cursor, 'base64url').toString().split('|');
-  const createdAt = new Date(at);
-  if (!id || rest.length > 0 || !UUID.test(id) || !CURSOR_TIME.test(at) || Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== at) {
+  // The date itself is checked to the millisecond: one that rolls over (February 30th) is not ours.
+  const ms = `${CURSOR_TIME.exec(at)?.[1]}Z`;
+  if (!id || rest.length > 0 || !UUID.test(id) || !CURSOR_TIME.test(at) || Number.isNaN(new Date(ms).getTime()) || new Date(ms).toISOString() !== ms) {
     throw new HttpError(400, 'validation_failed', 'query.cursor: not a cursor this API returned', [
       { path: 'query.cursor', message: 'invalid cursor' },
     ]);
   }
-  return { createdAt, id };
+  return { at, id };
+}
+
+/** The rows after a cursor in newest-first (created_at, id) order; 400 for a cursor we did not make. */
+export function afterCursor(createdAt: AnyPgColumn, id: AnyPgColumn, cursor: string): SQL {
+  const c = decodeCursor(cursor);
+  return sql`(${createdAt} < ${c.at}::timestamptz or (${createdAt} = ${c.at}::timestamptz and ${id} < ${c.id}::uuid))`;
 }

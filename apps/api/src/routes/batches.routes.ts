@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, lt, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { audioGenerationBatches, audioSets, audioTracks, batchStatuses } from '@soundqueue/shared/db/schema';
@@ -8,7 +8,7 @@ import { cancelBatch, createBatch, getOwnedBatch, retryFailedTracks } from '../b
 import { batchView, trackView } from '../batches/batch.view';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { decodeCursor, encodeCursor, parseId } from '../ids';
+import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 const listQuery = z.object({
@@ -46,17 +46,9 @@ export function batchRoutes(ctx: ApiContext): Router {
     if (query.visionId) conditions.push(eq(audioGenerationBatches.visionId, query.visionId));
     if (query.status === 'active') conditions.push(inArray(audioGenerationBatches.status, ['pending', 'processing']));
     else if (query.status) conditions.push(eq(audioGenerationBatches.status, query.status));
-    if (query.cursor) {
-      const c = decodeCursor(query.cursor);
-      conditions.push(
-        or(
-          lt(audioGenerationBatches.createdAt, c.createdAt),
-          and(eq(audioGenerationBatches.createdAt, c.createdAt), lt(audioGenerationBatches.id, c.id)),
-        )!,
-      );
-    }
+    if (query.cursor) conditions.push(afterCursor(audioGenerationBatches.createdAt, audioGenerationBatches.id, query.cursor));
     const rows = await ctx.db
-      .select()
+      .select({ batch: audioGenerationBatches, cursorAt: cursorTime(audioGenerationBatches.createdAt) })
       .from(audioGenerationBatches)
       .where(and(...conditions))
       .orderBy(desc(audioGenerationBatches.createdAt), desc(audioGenerationBatches.id))
@@ -64,8 +56,8 @@ export function batchRoutes(ctx: ApiContext): Router {
     const page = rows.slice(0, query.limit);
     const last = page.at(-1);
     res.json({
-      batches: page.map((b) => batchView(b)),
-      next_cursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+      batches: page.map((r) => batchView(r.batch)),
+      next_cursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.batch.id) : null,
     });
   });
 

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, lt, or, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { books, bookStatuses, scenes, soundscapes } from '@soundqueue/shared/db/schema';
@@ -8,7 +8,7 @@ import { createBook, getOwnedBook, restartBook } from '../books/book-service';
 import { bookView, sceneView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { HttpError, validate } from '../http-errors';
-import { decodeCursor, encodeCursor, parseId } from '../ids';
+import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 const listQuery = z.object({
@@ -39,19 +39,16 @@ export function bookRoutes(ctx: ApiContext): Router {
     const query = validate(listQuery, req.query, 'query');
     const conditions: SQL[] = [eq(books.userId, userOf(req))];
     if (query.status) conditions.push(eq(books.status, query.status));
-    if (query.cursor) {
-      const c = decodeCursor(query.cursor);
-      conditions.push(or(lt(books.createdAt, c.createdAt), and(eq(books.createdAt, c.createdAt), lt(books.id, c.id)))!);
-    }
+    if (query.cursor) conditions.push(afterCursor(books.createdAt, books.id, query.cursor));
     const rows = await ctx.db
-      .select()
+      .select({ book: books, cursorAt: cursorTime(books.createdAt) })
       .from(books)
       .where(and(...conditions))
       .orderBy(desc(books.createdAt), desc(books.id))
       .limit(query.limit + 1);
     const page = rows.slice(0, query.limit);
     const last = page.at(-1);
-    res.json({ books: page.map(bookView), nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null });
+    res.json({ books: page.map((r) => bookView(r.book)), nextCursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.book.id) : null });
   });
 
   router.get('/books/:id', async (req, res) => {
