@@ -1,6 +1,8 @@
+import type { EventEmitter } from 'node:events';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '@soundqueue/shared/config';
+import type { Logger } from '@soundqueue/shared/logger';
 import { isQueueName, queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import type { WorkerContext } from './context';
@@ -51,6 +53,25 @@ export function limiterFor(config: Config, queue: QueueName): { max: number; dur
   if (queue === 'book-analyze') return config.ANALYSIS_RATE_LIMIT ?? NO_RATE_LIMIT;
   if (queue === 'soundscape') return config.SOUNDSCAPE_RATE_LIMIT ?? NO_RATE_LIMIT;
   return undefined;
+}
+
+/**
+ * Worker.close() stops listening for 'error' on the worker's two connection handles (BullMQ's
+ * RedisConnection over ours, and over the blocking duplicate it makes), yet a handle whose
+ * start had not finished (still connecting, or waiting for its INFO) reports that start
+ * failing, once its connection closes, on that very event; an 'error' event nobody listens for
+ * throws, here an unhandled rejection that ends the process: a worker stopped just after it
+ * started, or while Redis was unreachable, exited 1. Waiting for the start before closing is no
+ * way out (with Redis away it may never come), so the handles get a listener back once closed.
+ * A worker's jobs and how it finishes them are untouched. BullMQ keeps both handles private
+ * (5.81), hence the cast; tests/ops/worker-close-while-starting.test.ts notices if they move.
+ */
+async function closeWorker(worker: Worker, logger: Logger): Promise<void> {
+  await worker.close();
+  const handles = worker as unknown as { connection?: EventEmitter; blockingConnection?: EventEmitter };
+  for (const handle of [handles.connection, handles.blockingConnection]) {
+    handle?.on('error', (error: Error) => logger.debug({ err: error.message, queue: worker.name }, 'worker connection ended before it had started'));
+  }
 }
 
 export interface RunningWorkers {
@@ -107,7 +128,7 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
     workers,
     async close() {
       stopScheduling();
-      await Promise.all(workers.map((w) => w.close()));
+      await Promise.all(workers.map((w) => closeWorker(w, ctx.logger)));
       // BullMQ leaves a connection it was handed open; these are ours to close.
       for (const connection of connections) connection.disconnect();
     },
