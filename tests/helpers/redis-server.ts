@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { waitFor } from './wait';
+import { freePort } from './processes';
 
 export interface OwnRedis {
   url: string;
@@ -10,14 +10,6 @@ export interface OwnRedis {
   start(): Promise<void>;
   stop(): Promise<void>;
   flushAll(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** A private redis-server on a spare port, for tests that flush, stop or restart Redis. */

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorkerContext, selectQueues, startWorkers, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
+import { freePort } from '../helpers/processes';
 
 // A worker process stopped while its workers are still starting (a SIGTERM right after start,
 // a deploy rolled back, a test's short-lived worker). Each BullMQ Worker starts two Redis
@@ -52,14 +53,6 @@ async function closeWithin(ms: number, running: RunningWorkers, ctx: WorkerConte
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('workers closed while their Redis connections are still connecting', () => {
