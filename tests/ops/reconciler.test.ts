@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { createWorkerContext } from '@soundqueue/worker';
+import { jobId } from '@soundqueue/shared/queues';
 import { reconcile } from '../../apps/worker/src/reconciler';
 import { startTestApi, startTestWorker, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
@@ -80,6 +83,58 @@ describe('the reconciler after FLUSHALL mid-run', () => {
       // At most the one soundscape in flight at the flush is made twice.
       expect(of('soundscape')).toBeLessThanOrEqual(4);
       expect(of('analysis')).toBeLessThanOrEqual(12 + 8);
+    } finally {
+      await worker.close();
+    }
+  });
+});
+
+// A root job whose data Redis lost while its id stays listed (a key evicted under a maxmemory
+// policy, or deleted by hand): BullMQ still reports the id's state ('waiting-children'), yet
+// no job will ever run there. Nothing is processing when the key goes, so the reconciler's
+// pass is the one thing that can move the work on.
+describe('the reconciler and a root job whose data Redis lost', () => {
+  async function withRootGone(queue: 'audio-batch' | 'book', id: string, test: (report: Awaited<ReturnType<typeof reconcile>>) => Promise<void>) {
+    const direct = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    const ctx = await createWorkerContext(env.config);
+    try {
+      const key = `${env.prefix}:${queue}:${queue === 'book' ? jobId.book(id, 1) : jobId.audioBatch(id, 1)}`;
+      expect(await direct.del(key)).toBe(1);
+      expect(await ctx.queues[queue].getJobState(queue === 'book' ? jobId.book(id, 1) : jobId.audioBatch(id, 1))).toBe('waiting-children');
+      await test(await reconcile(ctx));
+    } finally {
+      await ctx.close();
+      direct.disconnect();
+    }
+  }
+
+  it('re-enqueues the batch as a new run, which finishes it', async () => {
+    const created = await createBatch(api, { visionId: 'lost-root', sections: sampleSections(2, 'Lost'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    await withRootGone('audio-batch', created.body.id, async (report) => {
+      expect(report.batchesRequeued).toEqual([created.body.id]);
+    });
+    const worker = await startTestWorker(env.config);
+    try {
+      const batch = await waitForTerminal(api, created.body.id);
+      expect(batch).toMatchObject({ status: 'completed', tracks_completed: 2, run: 2 });
+      await expectCountersMatchRows(env.databaseUrl, batch.id);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('re-enqueues the book as a new run, which finishes it', async () => {
+    const created = await postBook(api, { title: 'Lost root', pages: fourSettingBook().slice(0, 4) });
+    expect(created.status).toBe(202);
+    await withRootGone('book', created.body.bookId, async (report) => {
+      expect(report.booksRequeued).toEqual([created.body.bookId]);
+    });
+    const worker = await startTestWorker(env.config);
+    try {
+      const book = await waitForBook(api, created.body.bookId);
+      expect(book).toMatchObject({ status: 'ready', stats: { totalSpreads: 2, processedSpreads: 2 } });
+      await expectBookCountsMatchRows(env.databaseUrl, book.bookId);
     } finally {
       await worker.close();
     }

@@ -20,7 +20,12 @@ export interface ReconcileReport {
 
 /** Whether Redis still holds a live root job for this run (not missing, not failed for good). */
 async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: string): Promise<boolean> {
-  const state = await ctx.queues[queue].getJobState(id);
+  // The job's own data first: getJobState only looks for the id in the state lists, and an id
+  // listed without its data (the key evicted under a maxmemory policy, or deleted by hand)
+  // looks alive there ('waiting-children') while no job will ever run.
+  const job = await ctx.queues[queue].getJob(id);
+  if (!job) return false;
+  const state = await job.getState();
   return state !== 'unknown' && state !== 'failed' && state !== 'completed';
 }
 
