@@ -124,6 +124,12 @@ describe('webhooks', () => {
       });
       expect(deliveries[0]).toMatchObject({ event_type: 'batch.completed', attempts: 4, last_status_code: 200, last_error: null });
       expect(deliveries[0].last_latency_ms).toBeGreaterThanOrEqual(0);
+      // Every attempt, not only the last: three 500s, then the 200.
+      const log = deliveries[0].attempt_log as { attempt: number; status_code: number; latency_ms: number; error: string | null; at: string }[];
+      expect(log.map((a) => [a.attempt, a.status_code])).toEqual([[1, 500], [2, 500], [3, 500], [4, 200]]);
+      expect(log.slice(0, 3).every((a) => typeof a.error === 'string' && a.error.length > 0)).toBe(true);
+      expect(log[3]!.error).toBeNull();
+      expect(log.every((a) => a.latency_ms >= 0 && !Number.isNaN(Date.parse(a.at)))).toBe(true);
 
       const listed = await readJson(await api.request('/v1/webhooks'));
       expect(listed.webhooks.map((w: any) => w.id)).toEqual([endpoint.id]);
@@ -170,6 +176,28 @@ describe('webhooks', () => {
       expect(ftp.status).toBe(400);
     } finally {
       await strict.close();
+    }
+  });
+
+  it('list their deliveries newest first with cursor paging', async () => {
+    const res = await api.request('/v1/webhooks', { method: 'POST', json: { url: 'http://127.0.0.1:9/paged', events: ['batch.completed'] } });
+    const endpoint = await readJson(res);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [row] = await queryRows(env.databaseUrl, `insert into webhook_deliveries (endpoint_id, event_id, event_type, payload, created_at) values ($1, $2, 'batch.completed', '{}', '2026-03-01 10:00:00.002+00'::timestamptz + $3 * interval '1 microsecond') returning id`, [endpoint.id, `evt_page_${i}`, i * 100]);
+      ids.push(row.id);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await readJson(await api.request(`/v1/webhooks/${endpoint.id}/deliveries?limit=2${cursor ? `&cursor=${cursor}` : ''}`));
+      seen.push(...page.deliveries.map((d: any) => d.id));
+      cursor = page.next_cursor;
+    } while (cursor && seen.length < 10);
+    expect(seen).toEqual([...ids].reverse());
+    expect((await readJson(await api.request(`/v1/webhooks/${endpoint.id}/deliveries`))).deliveries[0].attempt_log).toEqual([]);
+    for (const bad of ['limit=0', 'limit=101', 'cursor=zzz']) {
+      expect((await api.request(`/v1/webhooks/${endpoint.id}/deliveries?${bad}`)).status, bad).toBe(400);
     }
   });
 

@@ -110,7 +110,13 @@ export function openApiDocument() {
         get: { summary: 'One endpoint', parameters: [id('id')], responses: { 200: { description: 'the endpoint' }, ...errors(404) } },
         delete: { summary: 'Remove an endpoint', parameters: [id('id')], responses: { 204: { description: 'removed' }, ...errors(404) } },
       },
-      '/v1/webhooks/{id}/deliveries': { get: { summary: 'Recorded delivery attempts', parameters: [id('id')], responses: { 200: { description: 'deliveries' } } } },
+      '/v1/webhooks/{id}/deliveries': {
+        get: {
+          summary: "The endpoint's deliveries, newest first, each with every attempt (attempt_log)",
+          parameters: [id('id'), { ...page[0], schema: { ...page[0]!.schema, default: 100 } }, page[1]!],
+          responses: { 200: { description: 'a page of deliveries with next_cursor' }, ...errors(400, 404) },
+        },
+      },
       '/v1/admin/analytics': { get: { summary: 'Success rates, failures, timings, cost (admin)', parameters: [{ name: 'since', in: 'query', schema: { type: 'string', format: 'date-time' } }], responses: { 200: { description: 'figures' }, ...errors(401) } } },
       '/v1/admin/batches': { get: { summary: 'Batches across all users (admin)', parameters: [{ name: 'status', in: 'query', schema: { type: 'string' } }], responses: { 200: { description: 'batches' } } } },
       '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'ok' } } } },

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { and, desc, eq } from 'drizzle-orm';
+import { and, desc, eq, type SQL } from 'drizzle-orm';
 import { Router } from 'express';
 import { z } from 'zod';
 import { webhookDeliveries, webhookEndpoints } from '@soundqueue/shared/db/schema';
 import { checkWebhookUrl, webhookEventTypes } from '@soundqueue/shared/webhooks';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { parseId } from '../ids';
+import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
 
 export const createWebhookSchema = z
   .object({
@@ -16,6 +16,13 @@ export const createWebhookSchema = z
       .min(1, 'subscribe to at least one event'),
   })
   .strict();
+
+// Newest first, as the batch and book lists page (100 by default: what the listing showed
+// before it paged).
+const deliveriesQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(100),
+  cursor: z.string().max(200).optional(),
+});
 
 type Endpoint = typeof webhookEndpoints.$inferSelect;
 const view = (e: Endpoint, withSecret = false) => ({
@@ -62,9 +69,20 @@ export function webhookRoutes(ctx: ApiContext): Router {
 
   router.get('/webhooks/:id/deliveries', async (req, res) => {
     const endpoint = await owned(userOf(req), parseId(req.params.id, 'webhook'));
-    const rows = await ctx.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpoint.id)).orderBy(desc(webhookDeliveries.createdAt)).limit(100);
+    const query = validate(deliveriesQuery, req.query, 'query');
+    const conditions: SQL[] = [eq(webhookDeliveries.endpointId, endpoint.id)];
+    if (query.cursor) conditions.push(afterCursor(webhookDeliveries.createdAt, webhookDeliveries.id, query.cursor));
+    const rows = await ctx.db
+      .select({ d: webhookDeliveries, cursorAt: cursorTime(webhookDeliveries.createdAt) })
+      .from(webhookDeliveries)
+      .where(and(...conditions))
+      .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
+      .limit(query.limit + 1);
+    const page = rows.slice(0, query.limit);
+    const last = page.at(-1);
     res.json({
-      deliveries: rows.map((d) => ({
+      next_cursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.d.id) : null,
+      deliveries: page.map(({ d }) => ({
         id: d.id,
         event_id: d.eventId,
         event_type: d.eventType,
@@ -73,6 +91,7 @@ export function webhookRoutes(ctx: ApiContext): Router {
         last_status_code: d.lastStatusCode,
         last_latency_ms: d.lastLatencyMs,
         last_error: d.lastError,
+        attempt_log: d.attemptLog,
         delivered_at: d.deliveredAt,
         created_at: d.createdAt,
       })),

@@ -1,6 +1,6 @@
 import { eq, sql } from 'drizzle-orm';
 import { UnrecoverableError } from 'bullmq';
-import { webhookDeliveries, webhookEndpoints } from '@soundqueue/shared/db/schema';
+import { webhookDeliveries, webhookEndpoints, type WebhookAttempt } from '@soundqueue/shared/db/schema';
 import { parsePayload } from '@soundqueue/shared/queues';
 import { signWebhook } from '@soundqueue/shared/webhooks';
 import type { WorkerContext } from '../context';
@@ -21,6 +21,7 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
   const attempt = run.job.attemptsMade + 1;
   const last = attempt >= (run.job.opts.attempts ?? 1);
   const record = async (fields: { statusCode: number | null; latencyMs: number; error: string | null; status: 'pending' | 'delivered' | 'failed' }) => {
+    const entry: WebhookAttempt = { attempt, at: new Date().toISOString(), status_code: fields.statusCode, latency_ms: fields.latencyMs, error: fields.error };
     await ctx.db
       .update(webhookDeliveries)
       .set({
@@ -28,6 +29,7 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
         lastStatusCode: fields.statusCode,
         lastLatencyMs: fields.latencyMs,
         lastError: fields.error,
+        attemptLog: sql`${webhookDeliveries.attemptLog} || ${JSON.stringify([entry])}::jsonb`,
         status: fields.status,
         deliveredAt: fields.status === 'delivered' ? sql`now()` : null,
         updatedAt: sql`now()`,

@@ -339,6 +339,15 @@ export const webhookEndpoints = pgTable(
   (t) => [index('webhook_endpoints_user_idx').on(t.userId)],
 );
 
+/** One delivery attempt as GET /v1/webhooks/:id/deliveries shows it. */
+export interface WebhookAttempt {
+  attempt: number;
+  at: string;
+  status_code: number | null;
+  latency_ms: number;
+  error: string | null;
+}
+
 export const webhookDeliveries = pgTable(
   'webhook_deliveries',
   {
@@ -355,6 +364,8 @@ export const webhookDeliveries = pgTable(
     lastStatusCode: integer('last_status_code'),
     lastLatencyMs: integer('last_latency_ms'),
     lastError: text('last_error'),
+    // One entry per attempt, oldest first: the last_* columns hold only the newest.
+    attemptLog: jsonb('attempt_log').$type<WebhookAttempt[]>().notNull().default(sql`'[]'::jsonb`),
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
     ...timestamps,
   },
