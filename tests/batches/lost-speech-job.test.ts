@@ -45,4 +45,32 @@ describe('a speech job lost without a voice', () => {
     }
     expect(await speech.getJob(`tts.${lost!.id}.r1`)).toBeUndefined();
   });
+
+  it('a lost mix job fails its track as a queue error, not a speech one, and a retry makes it good', { timeout: 120_000 }, async () => {
+    await worker?.close();
+    worker = undefined;
+    const created = await createBatch(api, { visionId: 'lost-mix', sections: sampleSections(2, 'Mixless'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const [lost] = await queryRows<{ id: string }>(env.databaseUrl, 'select id from audio_tracks where batch_id = $1 order by section_index', [created.body.id]);
+    // Removed as an operator would in Bull Board (its speech job goes with it): the batch's
+    // root no longer waits for it, and finds the track unfinished.
+    const mixJob = await api.ctx.queues['audio-mix'].getJob(`mix.${lost!.id}.r1`);
+    expect(mixJob).toBeTruthy();
+    await mixJob!.remove();
+
+    worker = await startTestWorker(env.config);
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch).toMatchObject({ status: 'partial_success', tracks_completed: 1, tracks_failed: 1 });
+    await expectCountersMatchRows(env.databaseUrl, batch.id);
+    const [track] = await queryRows(env.databaseUrl, 'select status, error_type, error_message from audio_tracks where id = $1', [lost!.id]);
+    expect(track).toMatchObject({ status: 'failed', error_type: 'QueueError' });
+    expect(track.error_message).toMatch(/^The track's job was lost before it finished .*; retry the batch's failed tracks\.$/);
+    expect(batch.error_message).toMatch(/QueueError/);
+    expect(batch.error_message).not.toMatch(/SpeechGenerationError/);
+
+    const retried = await api.request(`/v1/audio/batches/${batch.id}/retry`, { method: 'POST' });
+    expect(retried.status).toBe(202);
+    expect(await waitForTerminal(api, batch.id)).toMatchObject({ status: 'completed', tracks_completed: 2, tracks_failed: 0, run: 2 });
+    await expectCountersMatchRows(env.databaseUrl, batch.id);
+  });
 });

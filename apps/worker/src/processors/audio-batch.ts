@@ -23,7 +23,9 @@ export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promis
   }
   const result = await finaliseBatch(ctx.db, batchId, {
     run: batchRun,
-    errorType: 'SpeechGenerationError',
+    // A job the queue lost says nothing about speech or mixing: whichever step was pending,
+    // the cause is the queue's (as for an enqueue Redis refused), and a retry makes it good.
+    errorType: 'QueueError',
     reason: (trackId) => `The track's job was lost before it finished (${reasonByTrack.get(trackId) ?? 'no job result'}); retry the batch's failed tracks.`,
   });
   await ctx.publish(result.events);
