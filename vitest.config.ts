@@ -12,13 +12,5 @@ export default defineConfig({
     hookTimeout: 120_000,
     reporters: ['default'],
     env: { LOG_LEVEL: 'error', NODE_ENV: 'test' },
-    // Tests open and close many API and worker contexts in one process. A command still in
-    // flight on an ioredis client that the test just closed rejects with exactly this
-    // message; that teardown artifact is not a failure of the code under test. Every other
-    // unhandled error still fails the run.
-    onUnhandledError(error) {
-      const closedClient = error.message === 'Connection is closed.' && /ioredis/.test(error.stack ?? '');
-      return closedClient ? false : undefined;
-    },
   },
 });
