@@ -47,3 +47,14 @@ export function afterCursor(createdAt: AnyPgColumn, id: AnyPgColumn, cursor: str
   const c = decodeCursor(cursor);
   return sql`(${createdAt} < ${c.at}::timestamptz or (${createdAt} = ${c.at}::timestamptz and ${id} < ${c.id}::uuid))`;
 }
+
+/**
+ * A page of rows fetched newest first with `limit + 1` (the one more says whether another
+ * page follows, without counting), each carrying its cursorTime as `cursorAt`; and the cursor
+ * that continues after it, or null on the last page.
+ */
+export function pageOf<R extends { cursorAt: string }>(rows: R[], limit: number, idOf: (row: R) => string): { page: R[]; nextCursor: string | null } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { page, nextCursor: rows.length > limit && last ? encodeCursor(last.cursorAt, idOf(last)) : null };
+}

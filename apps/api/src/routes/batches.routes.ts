@@ -8,7 +8,7 @@ import { cancelBatch, createBatch, getOwnedBatch, retryFailedTracks } from '../b
 import { batchView, trackView } from '../batches/batch.view';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
+import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 const listQuery = z.object({
@@ -53,12 +53,8 @@ export function batchRoutes(ctx: ApiContext): Router {
       .where(and(...conditions))
       .orderBy(desc(audioGenerationBatches.createdAt), desc(audioGenerationBatches.id))
       .limit(query.limit + 1);
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    res.json({
-      batches: page.map((r) => batchView(r.batch)),
-      next_cursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.batch.id) : null,
-    });
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => r.batch.id);
+    res.json({ batches: page.map((r) => batchView(r.batch)), next_cursor: nextCursor });
   });
 
   router.get('/audio/batches/:id', async (req, res) => {

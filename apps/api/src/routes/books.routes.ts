@@ -8,7 +8,7 @@ import { createBook, getOwnedBook, restartBook } from '../books/book-service';
 import { bookView, sceneView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { HttpError, validate } from '../http-errors';
-import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
+import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 const listQuery = z.object({
@@ -46,9 +46,8 @@ export function bookRoutes(ctx: ApiContext): Router {
       .where(and(...conditions))
       .orderBy(desc(books.createdAt), desc(books.id))
       .limit(query.limit + 1);
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    res.json({ books: page.map((r) => bookView(r.book)), nextCursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.book.id) : null });
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => r.book.id);
+    res.json({ books: page.map((r) => bookView(r.book)), nextCursor });
   });
 
   router.get('/books/:id', async (req, res) => {

@@ -6,7 +6,7 @@ import { webhookDeliveries, webhookEndpoints } from '@soundqueue/shared/db/schem
 import { checkWebhookUrl, webhookEventTypes } from '@soundqueue/shared/webhooks';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { afterCursor, cursorTime, encodeCursor, parseId } from '../ids';
+import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
 
 export const createWebhookSchema = z
   .object({
@@ -78,10 +78,9 @@ export function webhookRoutes(ctx: ApiContext): Router {
       .where(and(...conditions))
       .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
       .limit(query.limit + 1);
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => r.d.id);
     res.json({
-      next_cursor: rows.length > query.limit && last ? encodeCursor(last.cursorAt, last.d.id) : null,
+      next_cursor: nextCursor,
       deliveries: page.map(({ d }) => ({
         id: d.id,
         event_id: d.eventId,
