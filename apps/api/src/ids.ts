@@ -20,7 +20,7 @@ export function cursorTime(createdAt: AnyPgColumn): SQL<string> {
 }
 
 /** Opaque cursor for newest-first paging: the last row's (created_at, id). */
-export function encodeCursor(at: string, id: string): string {
+function encodeCursor(at: string, id: string): string {
   return Buffer.from(`${at}|${id}`).toString('base64url');
 }
 
