@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import { audioGenerationBatches, audioSets, audioTracks } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
@@ -60,6 +61,9 @@ export async function createBatch(
   const total = body.sections.length * body.variants.length;
   let created: { batch: Batch; trackIds: string[] };
   try {
+    // The sets' ids are made here, so the batch row is written with them in its one insert
+    // (not inserted, then updated once the sets exist).
+    const setIds = body.variants.map(() => randomUUID());
     created = await ctx.db.transaction(async (tx) => {
       const [batch] = await tx
         .insert(audioGenerationBatches)
@@ -72,15 +76,14 @@ export async function createBatch(
           sectionsRequested: body.sections.map((s) => ({ key: s.key, title: s.title ?? null, text: s.text })),
           totalTracksExpected: total,
           tracksPending: total,
+          audioSetIds: setIds,
           idempotencyKey: idempotencyKey ?? null,
           requestHash: hash,
         })
         .returning();
       if (!batch) throw new Error('insert returned no batch');
-      const sets = await tx
-        .insert(audioSets)
-        .values(body.variants.map((variantId) => ({ batchId: batch.id, userId, variantId })))
-        .returning();
+      const sets = body.variants.map((variantId, i) => ({ id: setIds[i]!, batchId: batch.id, userId, variantId }));
+      await tx.insert(audioSets).values(sets);
       const tracks = await tx
         .insert(audioTracks)
         .values(
@@ -97,13 +100,7 @@ export async function createBatch(
           ),
         )
         .returning({ id: audioTracks.id });
-      const setIds = body.variants.map((v) => sets.find((s) => s.variantId === v)!.id);
-      const [withSets] = await tx
-        .update(audioGenerationBatches)
-        .set({ audioSetIds: setIds })
-        .where(eq(audioGenerationBatches.id, batch.id))
-        .returning();
-      return { batch: withSets!, trackIds: tracks.map((t) => t.id) };
+      return { batch, trackIds: tracks.map((t) => t.id) };
     });
   } catch (error) {
     // Two requests with one Idempotency-Key raced: the loser answers with the winner's batch.
