@@ -1,27 +1,34 @@
+import type { Server } from 'node:http';
 import { loadConfig } from '@soundqueue/shared/config';
 import { runMigrations } from '@soundqueue/shared/db/migrate';
 import { createLogger } from '@soundqueue/shared/logger';
-import { createWorkerContext } from './context';
+import { createWorkerContext, type WorkerContext } from './context';
 import { createMetricsServer } from './metrics-server';
-import { selectQueues, startWorkers } from './workers';
+import { selectQueues, startWorkers, type RunningWorkers } from './workers';
 
 // The worker process: runs the processors of WORKER_QUEUES (default: all), no HTTP routes.
 const config = loadConfig();
 const logger = createLogger('worker', config.LOG_LEVEL);
 const queues = selectQueues(config.WORKER_QUEUES);
-await runMigrations(config.DATABASE_URL);
-const ctx = await createWorkerContext(config, { logger });
-const running = await startWorkers(ctx, queues);
-logger.info({ queues, speech: ctx.providers.speech.name, analysis: ctx.providers.analysis.name, soundscape: ctx.providers.soundscape.name }, 'worker started');
 
-// Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
-const metricsServer = config.WORKER_METRICS_PORT === undefined ? null : createMetricsServer(config.METRICS_TOKEN).listen(config.WORKER_METRICS_PORT);
+// Set as the start gets there. The signal handlers come first: a start can wait for Redis
+// for as long as Redis is away, and a deploy rolled back meanwhile must still stop it.
+let ctx: WorkerContext | undefined;
+let running: RunningWorkers | undefined;
+let metricsServer: Server | null = null;
 
 let stopping = false;
 async function shutdown(signal: string) {
   // A second signal while closing is harmless: the first shutdown is already under way.
   if (stopping) return;
   stopping = true;
+  if (!running) {
+    // The workers are made in the same turn as `running` is set (startWorkers makes them
+    // after its last wait), so none exists yet and no job can have been taken: nothing to
+    // finish, and closing a context whose Redis never answered would only wait on it.
+    logger.info({ signal }, 'stopped before the workers started; no job was taken');
+    process.exit(0);
+  }
   logger.info({ signal }, 'stopping: finishing jobs in progress');
   const deadline = setTimeout(() => {
     logger.error('jobs did not finish within 30 s; exiting (they will be retried as stalled)');
@@ -30,9 +37,17 @@ async function shutdown(signal: string) {
   deadline.unref();
   metricsServer?.close();
   await running.close();
-  await ctx.close();
+  await ctx?.close();
   logger.info('stopped');
   process.exit(0);
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
+
+await runMigrations(config.DATABASE_URL);
+ctx = await createWorkerContext(config, { logger });
+running = await startWorkers(ctx, queues);
+logger.info({ queues, speech: ctx.providers.speech.name, analysis: ctx.providers.analysis.name, soundscape: ctx.providers.soundscape.name }, 'worker started');
+
+// Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
+metricsServer = config.WORKER_METRICS_PORT === undefined ? null : createMetricsServer(config.METRICS_TOKEN).listen(config.WORKER_METRICS_PORT);
