@@ -107,6 +107,28 @@ describe('upload file names', () => {
     const stored = await queryRows(env.databaseUrl, 'select title from books where id = $1', [created.bookId]);
     expect(stored[0].title).toBe('Война и мир');
   });
+
+  it('takes a file name with control characters or only spaces as a title without them, never a 500', async () => {
+    // An RFC 5987 filename* may percent-encode any byte: a NUL in the name made the title's
+    // insert fail in PostgreSQL (a 500), where the file's contents and fields are checked.
+    const upload = async (disposition: string) => {
+      const boundary = '----soundqueue-test-boundary';
+      const body = `--${boundary}\r\nContent-Disposition: form-data; name="file"; ${disposition}\r\nContent-Type: text/plain\r\n\r\nThe forest at dawn.\r\n--${boundary}--\r\n`;
+      const res = await api.request('/v1/books', { method: 'POST', body, headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}` }, user: 'reader' });
+      return { status: res.status, body: await readJson(res) };
+    };
+    const nul = await upload(`filename*=UTF-8''The%00Forest%01.txt`);
+    expect(nul.status).toBe(202);
+    expect(nul.body.title).toBe('TheForest');
+    // A name of spaces is no title, as a blank title field is none.
+    const blank = await upload(`filename="   .txt"`);
+    expect(blank.status).toBe(202);
+    expect(blank.body.title).toBe('Untitled');
+    // Cut at 300 characters without splitting an emoji's surrogate pair.
+    const long = await upload(`filename*=UTF-8''a${encodeURIComponent('😀'.repeat(200))}.txt`);
+    expect(long.status).toBe(202);
+    expect(long.body.title).toBe(`a${'😀'.repeat(149)}`);
+  });
 });
 
 describe('.txt uploads', () => {

@@ -54,6 +54,27 @@ function checkPages(pages: string[], maxPages: number, noTextMessage = 'the book
   return pages;
 }
 
+// Control characters are never part of a title a person reads; a file name may carry any,
+// since an RFC 5987 filename* percent-encodes bytes (NUL included, which PostgreSQL cannot
+// store: the insert failed with a 500). Unlike the title field, the name is not validated.
+const TITLE_CONTROL_CHARS = /[\u0000-\u001F\u007F]/g;
+
+/**
+ * The default title: the file's name without its extension or control characters, trimmed
+ * as a title field is, and at most the 300 characters (UTF-16 units) a title field may have,
+ * cut before a surrogate pair that would not fit rather than inside it; '' when nothing is
+ * left (the caller says 'Untitled').
+ */
+function titleFromFileName(name: string): string {
+  const bare = name.replace(/\.[^.]+$/, '').replace(TITLE_CONTROL_CHARS, '').trim();
+  let title = '';
+  for (const char of bare) {
+    if (title.length + char.length > 300) break;
+    title += char;
+  }
+  return title.trim();
+}
+
 // A scanned or image-only PDF is a well-formed upload with no text in it, the same case as an
 // empty .txt (422 no_text), not a file that could not be read (400); the message says why.
 const PDF_NO_TEXT = 'the PDF has no text layer (scanned or image-only pages); OCR is not supported, so upload a PDF with text or a .txt';
@@ -68,7 +89,7 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
   const file = req.file;
   if (!file) throw new HttpError(400, 'validation_failed', 'body.file: upload a .txt or .pdf file in the "file" field', [{ path: 'body.file', message: 'required' }]);
   const name = file.originalname.toLowerCase();
-  const title = fields.title ?? file.originalname.replace(/\.[^.]+$/, '').slice(0, 300) ?? 'Untitled';
+  const title = fields.title ?? titleFromFileName(file.originalname);
   let pages: string[];
   let noTextMessage: string | undefined;
   if (name.endsWith('.pdf') || file.mimetype === 'application/pdf') {
