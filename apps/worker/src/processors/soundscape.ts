@@ -12,6 +12,7 @@ import { recordedCall } from '../provider-calls';
 import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
 import { removeScratchFiles } from '../scratch-files';
 import { writeCheckedAudio } from '../audio/checked-audio';
+import { FfmpegError, probeAudio, runFfmpeg, type AudioInfo } from '../ffmpeg';
 
 /** One scene's ambient soundscape, checked with ffprobe before it counts. */
 export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
@@ -45,9 +46,19 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       () => provider.generate({ prompt: scene.prompt, ambience: scene.ambience, mood: scene.mood, durationSeconds: ctx.config.SOUNDSCAPE_SECONDS }),
       (r) => ({ units: r.usage.seconds, costUsd: r.costUsd }),
     );
-    const path = `${tmp}.${result.format}`;
-    scratchFile = path;
-    const probe = await writeCheckedAudio(path, result.audio, (message, cause) => new SoundscapeGenerationError(`The soundscape provider ${message}`, { cause }));
+    const answered = `${tmp}.${result.format}`;
+    scratchFile = answered;
+    let probe = await writeCheckedAudio(answered, result.audio, (message, cause) => new SoundscapeGenerationError(`The soundscape provider ${message}`, { cause }));
+    let path = answered;
+    if (result.format !== 'mp3') {
+      path = `${tmp}.mp3`;
+      scratchFile = path;
+      try {
+        probe = await encodeMp3(answered, path);
+      } finally {
+        await removeScratchFiles(answered);
+      }
+    }
     const key = storageKeys.soundscape(bookId, soundscapeId);
     const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
     scratchFile = undefined;
@@ -74,6 +85,23 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   } finally {
     stopRenewing();
     if (scratchFile) await removeScratchFiles(scratchFile);
+  }
+}
+
+/**
+ * A provider's WAV (a Replicate model may ignore output_format) as the MP3 a soundscape is
+ * stored and served as (its key ends in .mp3 and it goes out as audio/mpeg): stored as it
+ * came, a WAV was served under an MP3's name and type. 44.1 kHz stereo, as the local
+ * synthesizer makes; the duration recorded is the MP3's.
+ */
+async function encodeMp3(wavPath: string, mp3Path: string): Promise<AudioInfo> {
+  try {
+    await runFfmpeg(['-v', 'error', '-nostats', '-i', wavPath, '-ar', '44100', '-ac', '2', '-c:a', 'libmp3lame', '-q:a', '4', '-y', mp3Path]);
+    // Decoded, not read from the header: the header's estimate was 30 ms long on 3 s.
+    return await probeAudio(mp3Path);
+  } catch (error) {
+    const detail = error instanceof FfmpegError ? `${error.message}\n${error.stderrTail}` : String(error);
+    throw new SoundscapeGenerationError(`The soundscape provider's WAV could not be encoded as MP3: ${detail}`, { cause: error });
   }
 }
 
