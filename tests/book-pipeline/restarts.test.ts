@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { createProviders } from '../../apps/worker/src/providers';
 import { reconcile } from '../../apps/worker/src/reconciler';
-import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
+import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
 import { startOwnRedis, type OwnRedis } from '../helpers/redis-server';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -96,6 +96,11 @@ describe('restarting a book', () => {
     expect(book).toMatchObject({ status: 'ready', processed_spreads: 2, soundscapes_generated: 2 });
     expect(book.processing_errors[0].message).toMatch(/Could not enqueue the book's jobs/);
     await expectBookCountsMatchRows(env.databaseUrl, ready.bookId);
+    // Every soundscape was made: the warning says what went wrong, not that soundscapes failed
+    // (with no spread failed it said "Some soundscapes failed to generate").
+    const view = await readJson(await api.request(`/v1/books/${ready.bookId}`, { user: 'reader' }));
+    expect(view).toMatchObject({ success: true, status: 'ready', warning: 'Generation could not be started again', stats: { soundscapesGenerated: 2, errorCount: 1 } });
+    expect(view.progress).toMatchObject({ spreadsFailed: 0, soundscapesFailed: 0 });
     await redisBack();
   });
 

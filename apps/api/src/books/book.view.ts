@@ -41,7 +41,15 @@ export function bookView(book: Book) {
     return { success: false, ...base, error: book.processedSpreads === 0 ? 'All spreads failed to process' : 'Processing failed', ...errors };
   }
   if (book.status === 'ready' && book.errorCount > 0) {
-    const warning = book.failedSpreads > 0 ? 'Some spreads failed to process' : 'Some soundscapes failed to generate';
+    // An error with no spread or soundscape failed is a restart that could not be enqueued
+    // (book-service.ts): the book stays ready with everything it had, and the warning must
+    // not say soundscapes failed when every one was made.
+    const warning =
+      book.failedSpreads > 0
+        ? 'Some spreads failed to process'
+        : book.soundscapesFailed > 0
+          ? 'Some soundscapes failed to generate'
+          : 'Generation could not be started again';
     return { success: true, ...base, warning, ...errors };
   }
   return { success: true, ...base, ...errors };
