@@ -139,4 +139,24 @@ describe('event streams', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
+  it('start a client whose Last-Event-ID is past the newest logged event over from a snapshot, rather than drop every event after', async () => {
+    // No id the log gave is past its newest entry: such an id is another subject's, or one
+    // from a log Redis lost and made again with a clock behind. Before, the stream replayed
+    // nothing from it and then dropped every live event as "already sent", its terminal one
+    // too: a stream that never showed anything and never ended.
+    const batchId = await newBatch();
+    const publish = createPublisher(redis, env.config.QUEUE_PREFIX);
+    await publish([note(batchId, 1)]);
+    const [[newestId]] = (await redis.xrevrange(`${env.config.QUEUE_PREFIX}:events:batch:${batchId}`, '+', '-', 'COUNT', 1)) as [[string, string[]]];
+    const ahead = `${Number(newestId.split('-')[0]) + 3_600_000}-0`;
+    const stream = await openSse(`${api.url}/v1/audio/batches/${batchId}/events`, { ...(await auth()), 'Last-Event-ID': ahead });
+    try {
+      await stream.waitFor((e) => e.some((x) => x.event === 'snapshot'), 5_000);
+      await publish([note(batchId, 2)]);
+      await stream.waitFor((e) => e.some((x) => x.data.n === 2), 5_000);
+      expect(stream.events.map((e) => e.event)).toEqual(['snapshot', 'batch.updated']);
+    } finally {
+      stream.close();
+    }
+  });
 });

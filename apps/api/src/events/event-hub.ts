@@ -89,12 +89,23 @@ export class EventHub {
     return n;
   }
 
-  /** Entries after `afterId` from the bounded log, or null when the log no longer reaches back that far. */
+  /**
+   * Entries after `afterId` from the bounded log, or null when the log cannot say what
+   * follows it: it no longer reaches back that far, or `afterId` is past its newest entry.
+   */
   async replay(subject: Subject, afterId: string): Promise<StreamEvent[] | null> {
     const key = eventLogKey(this.prefix, subject);
     const [oldest] = await this.redis.xrange(key, '-', '+', 'COUNT', 1);
     if (!oldest || compareIds(oldest[0], afterId) > 0) return null;
     const entries = await this.redis.xrange(key, `(${afterId}`, '+');
+    if (entries.length === 0) {
+      // No id this log gave is past its newest entry (one of another subject's log, or of a
+      // log Redis lost and made again with its clock behind). Resuming from it, a stream
+      // would take every event to come as already sent, its terminal one too, and show
+      // nothing, for ever: the caller starts over from a snapshot instead.
+      const newest = await this.newest(subject);
+      if (!newest || compareIds(afterId, newest.id) > 0) return null;
+    }
     return entries.map(logEntryEvent);
   }
 
