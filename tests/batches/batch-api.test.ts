@@ -1,5 +1,6 @@
+import { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readJson, startTestApi, startTestWorker, type TestApi } from '../helpers/app';
+import { readJson, startTestApi, startTestWorker, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -171,6 +172,41 @@ describe('batch API', () => {
       expect(notModified.headers.get('etag')).toBe(etag);
       expect(notModified.headers.get('cache-control')).toBe('private, max-age=3600');
     } finally {
+      await worker.close();
+    }
+  });
+
+  it('lets the connection of a finished download go after the keep-alive timeout, as after any response', async () => {
+    // The audio response's idle timeout was cleared with setTimeout(0) after the file was
+    // sent, which also cleared the keep-alive timeout Node had just set on the connection: a
+    // client that kept it open after the file held a socket of the API for ever. The client
+    // here is a plain socket, which (unlike Node's agent) does not close by itself on the
+    // Keep-Alive hint.
+    const worker = await startTestWorker(env.config);
+    const own = await startTestApi(env.config);
+    const socket = new Socket();
+    try {
+      own.server.keepAliveTimeout = 500;
+      const created = await createBatch(api, body('keep-alive', 1));
+      const batch = await waitForTerminal(api, created.body.id);
+      const size = (await (await api.request(batch.tracks[0].audio_url)).arrayBuffer()).byteLength;
+      const { port } = new URL(own.url);
+      await new Promise<void>((resolve, reject) => socket.once('error', reject).connect(Number(port), '127.0.0.1', resolve));
+      let received = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+      let closed = false;
+      socket.once('close', () => (closed = true));
+      socket.write(`GET ${batch.tracks[0].audio_url} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${await tokenFor('user-a')}\r\n\r\n`);
+      await waitFor(() => {
+        const headerEnd = received.indexOf('\r\n\r\n');
+        return headerEnd >= 0 && received.length - headerEnd - 4 >= size;
+      }, { what: 'the whole file' });
+      expect(received.subarray(0, 15).toString()).toBe('HTTP/1.1 200 OK');
+      // Well within 5 s of the 0.5 s keep-alive timeout (before: never).
+      await waitFor(() => closed || null, { timeoutMs: 5_000, what: 'the API to close the idle connection' });
+    } finally {
+      socket.destroy();
+      await own.close();
       await worker.close();
     }
   });

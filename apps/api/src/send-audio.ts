@@ -115,7 +115,12 @@ export async function sendStoredAudio(
     if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE' && res.destroyed) return;
     throw error;
   } finally {
-    // The connection may carry further requests (keep-alive), which have no such limit.
-    if (!socket?.destroyed) socket?.setTimeout(0);
+    // A finished response needs nothing here: Node has already replaced the idle timeout with
+    // its keep-alive timeout (server.keepAliveTimeout), and clears that when the connection's
+    // next request comes. Clearing the socket's timeout after that (as this did) cleared the
+    // keep-alive one, and an idle client kept the connection for ever. Only a response that
+    // did not finish on a connection still open would keep the idle timeout into the next
+    // request (the connection may carry further requests, which have no such limit).
+    if (!res.writableFinished && socket && !socket.destroyed) socket.setTimeout(0);
   }
 }
