@@ -65,6 +65,21 @@ describe('batch API', () => {
     expect(after).toBe(before);
   });
 
+  it('takes the largest valid request however its JSON escapes the text', async () => {
+    // 14 sections of 20,000 characters are valid; a client whose JSON escapes non-ASCII text
+    // (Python's json.dumps by default) spends 6 bytes ("\\u4f60") on each character, 1.7 MB
+    // in all. Before, the 1 MiB body limit answered such a request 413.
+    const sections = sampleSections(14).map((s) => ({ ...s, text: '你'.repeat(20_000) }));
+    const json = JSON.stringify({ visionId: 'escaped', sections, variants: ['voice_only'], voice: 'alloy' }).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    expect(json.length).toBeGreaterThan(1024 * 1024);
+    const res = await api.request('/v1/audio/batches', { method: 'POST', body: json, headers: { 'Content-Type': 'application/json' } });
+    const created = await readJson(res);
+    expect(res.status, JSON.stringify(created)).toBe(201);
+    expect(created.total_tracks_expected).toBe(14);
+    // Nothing of it is to be voiced here (the tests after this one start workers).
+    expect((await api.request(`/v1/audio/batches/${created.id}/cancel`, { method: 'POST' })).status).toBe(202);
+  });
+
   it('lists newest first with cursor paging, by vision and status=active', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await createBatch(api, body('listing', 1), { user: 'lister' })).body.id);

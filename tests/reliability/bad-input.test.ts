@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { variantIds } from '@soundqueue/shared/variants';
 import { voiceIds } from '@soundqueue/shared/voices';
 import { webhookEventTypes } from '@soundqueue/shared/webhooks';
+import { MAX_BATCH_BODY_BYTES } from '../../apps/api/src/batches/batch-request';
 import { startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { openDb, type TestDb } from '../helpers/chaos';
 import { openReliabilityLog } from '../helpers/reliability-log';
@@ -313,17 +314,19 @@ describe('edges by hand', () => {
   it('oversize bodies answer 413 and wrong content types 415, writing nothing', async () => {
     await log.scenario(
       'Oversize bodies and wrong content types at every POST route',
-      'bodies past the 1 MiB JSON limit and the book upload limit; text/plain, XML, form-encoded, no type, unknown charset and encoding',
+      'bodies past the JSON limits (1 MiB, a new batch\'s MAX_BATCH_BODY_BYTES) and the book upload limit; text/plain, XML, form-encoded, no type, unknown charset and encoding',
       async (r) => {
         const big = JSON.stringify({ visionId: 'big', sections: [{ key: 'a', text: 'x'.repeat(1_100_000) }], variants: ['voice_only'], voice: 'alloy' });
-        expect((await postJson('/v1/audio/batches', big)).status).toBe(413);
+        // A new batch's limit is the largest valid batch's (MAX_BATCH_BODY_BYTES, 1.7 MB).
+        const bigger = JSON.stringify({ visionId: 'big', sections: [{ key: 'a', text: 'x'.repeat(MAX_BATCH_BODY_BYTES) }], variants: ['voice_only'], voice: 'alloy' });
+        expect((await postJson('/v1/audio/batches', bigger)).status).toBe(413);
         expect((await postJson('/v1/webhooks', JSON.stringify({ url: 'https://93.184.216.34/', events: ['batch.completed'], pad: 'x'.repeat(1_100_000) }))).status).toBe(413);
         expect((await postJson('/v1/books', JSON.stringify({ title: 'Big', pages: ['x'.repeat(MAX_UPLOAD)] }))).status).toBe(413);
         const form = new FormData();
         form.set('file', new Blob([Buffer.alloc(MAX_UPLOAD + 1, 'a')], { type: 'text/plain' }), 'big.txt');
         expect((await send('POST', '/v1/books', { body: form })).status).toBe(413);
         expect((await send('POST', `/v1/audio/batches/${crypto.randomUUID()}/retry`, { body: big, headers: { 'Content-Type': 'application/json' } })).status).toBe(413);
-        r.held('413 for a 1.1 MB batch, a 1.1 MB webhook, a JSON book and an upload one byte over BOOK_MAX_UPLOAD_BYTES, and a 1.1 MB retry body');
+        r.held('413 for a batch past MAX_BATCH_BODY_BYTES, a 1.1 MB webhook, a JSON book and an upload one byte over BOOK_MAX_UPLOAD_BYTES, and a 1.1 MB retry body');
 
         const valid = JSON.stringify({ visionId: 'v', sections: [{ key: 'a', text: 'Hi.' }], variants: ['voice_only'], voice: 'alloy' });
         const types = ['text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1'];

@@ -5,14 +5,24 @@ import { voiceIds } from '@soundqueue/shared/voices';
 
 export const MAX_SECTIONS = 14;
 export const MAX_SECTION_CHARS = 20_000;
+const MAX_KEY_CHARS = 100;
+const MAX_TITLE_CHARS = 200;
+
+/**
+ * The JSON body limit the largest valid batch fits in, however its JSON is written: a client
+ * may escape every character of the text as `\uXXXX` (Python's json.dumps does by default
+ * for non-ASCII), 6 bytes for each UTF-16 unit the schema counts; the rest of the request
+ * (vision, variants, voice, model, punctuation) fits in the 64 KiB added.
+ */
+export const MAX_BATCH_BODY_BYTES = MAX_SECTIONS * (MAX_SECTION_CHARS + MAX_TITLE_CHARS + MAX_KEY_CHARS) * 6 + 64 * 1024;
 
 const section = z.object({
   key: z
     .string()
     .min(1, 'must not be empty')
-    .max(100, 'must be at most 100 characters')
+    .max(MAX_KEY_CHARS, `must be at most ${MAX_KEY_CHARS} characters`)
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "-" or "."'),
-  title: z.string().max(200, 'must be at most 200 characters').optional(),
+  title: z.string().max(MAX_TITLE_CHARS, `must be at most ${MAX_TITLE_CHARS} characters`).optional(),
   text: z
     .string()
     .max(MAX_SECTION_CHARS, `must be at most ${MAX_SECTION_CHARS} characters`)
