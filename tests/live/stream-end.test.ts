@@ -137,7 +137,13 @@ describe('a stream that has ended', () => {
     }
     const replayed = await openSse(url(batchId), { ...(await auth()), 'Last-Event-ID': firstEnd });
     try {
-      await replayed.waitFor((e) => e.some((x) => x.event === 'batch.retried'));
+      // The retry's change of each track is an event too: failed to pending, error cleared.
+      const events = await replayed.waitFor((e) => e.some((x) => x.event === 'track.updated' && x.data.status === 'pending'));
+      const retried = events.findIndex((x) => x.event === 'batch.retried');
+      expect(retried).toBeGreaterThanOrEqual(0);
+      expect(events.slice(retried + 1).map((x) => [x.event, x.data.status, x.data.errorType, x.data.errorMessage])).toEqual([
+        ['track.updated', 'pending', null, null],
+      ]);
     } finally {
       replayed.close();
     }

@@ -3,7 +3,7 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import { audioGenerationBatches, audioSets, audioTracks } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { batchCountersEvent, finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import { batchCountersEvent, finaliseBatch, finishTrack, trackEvent } from '@soundqueue/shared/rollup/tracks';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -165,7 +165,7 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
         updatedAt: sql`now()`,
       })
       .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')))
-      .returning({ id: audioTracks.id });
+      .returning();
     if (failed.length === 0) throw new HttpError(409, 'nothing_to_retry', 'batch has no failed tracks');
     const run = batch.run + 1;
     const [updated] = await tx
@@ -184,7 +184,7 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
       })
       .where(eq(audioGenerationBatches.id, batchId))
       .returning();
-    return { batch: updated!, trackIds: failed.map((t) => t.id) };
+    return { batch: updated!, tracks: failed, trackIds: failed.map((t) => t.id) };
   });
   await ctx.publish([
     {
@@ -193,6 +193,9 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
       // The whole row state, version included, as every batch event carries it.
       data: { ...batchCountersEvent(result.batch).data, run: result.batch.run, tracksRetried: result.trackIds.length },
     },
+    // Each retried track is pending again, its error cleared: a change like any other, so a
+    // client that follows tracks by their events sees it now, not when the track next moves.
+    ...result.tracks.map(trackEvent),
   ]);
   await enqueueRun(ctx, batchId, result.batch.run, result.trackIds);
   return result.batch;

@@ -28,7 +28,7 @@ type BatchRow = typeof audioGenerationBatches.$inferSelect;
 // Every event built from a row carries the row's version (raised by a trigger on each
 // update): events are published after their commit, so two workers can publish in the other
 // order than they committed, and a reader keeps the highest version it has applied.
-function trackEvent(track: TrackRow): ProgressEvent {
+export function trackEvent(track: TrackRow): ProgressEvent {
   return {
     subject: { kind: 'batch', id: track.batchId },
     type: 'track.updated',
