@@ -58,6 +58,22 @@ async function expectRefused(res: Response) {
 }
 
 describe('the cap on open event streams per user', () => {
+  it('takes no slot for a HEAD: it is answered as a stream would start, and ends', async () => {
+    const batchId = await newBatch();
+    for (let i = 0; i < CAP + 2; i++) {
+      const res = await fetch(streamUrl(batchId), { method: 'HEAD', headers: await auth() });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+      expect(await res.text()).toBe('');
+    }
+    expect(openFor()).toBe(0);
+    // Someone else's batch: 404, as a GET would answer.
+    expect((await fetch(streamUrl(batchId), { method: 'HEAD', headers: await auth('user-b') })).status).toBe(404);
+    const streams = await openStreams(CAP);
+    streams.forEach((s) => s.close());
+    await settled(0);
+  });
+
   it('refuses the stream over the cap with 429 and Retry-After, and takes one again once a stream closes', async () => {
     const streams = await openStreams(CAP);
     try {

@@ -81,6 +81,14 @@ const SHUTDOWN_RETRY_MS = { min: 250, spread: 1000 };
  * none falls in the gap between the two; after the events subscriber reconnects, the stream
  * catches up from the log the same way.
  */
+/** The status and headers of an event stream's response (a HEAD gets them too). */
+export function setStreamHeaders(res: Response): void {
+  res.status(200);
+  res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-cache, no-transform');
+  res.setHeader('X-Accel-Buffering', 'no');
+}
+
 export async function streamEvents(req: Request, res: Response, options: StreamOptions): Promise<void> {
   const buffered: StreamEvent[] = [];
   let lastId = '0-0';
@@ -98,11 +106,8 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     res.end();
   };
   const begin = () => {
-    res.status(200);
-    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-cache, no-transform');
+    setStreamHeaders(res);
     res.setHeader('Connection', 'keep-alive');
-    res.setHeader('X-Accel-Buffering', 'no');
     res.flushHeaders();
   };
   const send = (text: string) => {

@@ -7,7 +7,7 @@ import { getOwnedBook } from '../books/book-service';
 import { bookView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { parseId } from '../ids';
-import { streamEvents, type Snapshot } from '../events/sse';
+import { setStreamHeaders, streamEvents, type Snapshot } from '../events/sse';
 
 const BATCH_TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
 
@@ -29,6 +29,15 @@ export function eventRoutes(ctx: ApiContext): Router {
     (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<Snapshot>): RequestHandler =>
     async (req, res) => {
       const userId = req.principal!.userId;
+      if (req.method === 'HEAD') {
+        // Express hands HEAD to GET routes: answered as the stream would start (404 for
+        // someone else's), without opening one. Opened, it held one of the user's slots
+        // and a subscription, with no body to send, until the batch or book ended.
+        await state(userId, parseId(req.params.id, kind));
+        setStreamHeaders(res);
+        res.end();
+        return;
+      }
       if (!ctx.streams.admit(req, res, userId)) return;
       const id = parseId(req.params.id, kind);
       await state(userId, id); // 404 before the stream starts
