@@ -35,12 +35,22 @@ async function enqueueRun(ctx: ApiContext, batchId: string, run: number, trackId
   } catch (error) {
     const reason = `Could not enqueue the batch's jobs: ${(error as Error).message}`;
     ctx.logger.error({ err: error, batchId }, 'enqueue failed');
-    const result = await finaliseBatch(ctx.db, batchId, { run, errorType: 'QueueError', reason: () => reason });
-    await ctx.db.update(audioGenerationBatches).set({ errorMessage: reason }).where(eq(audioGenerationBatches.id, batchId));
+    // The reason is the batch's message, written as it is finalised (in the same statement,
+    // so the events carry the row's version) and only if this run is the one finalised.
+    const result = await finaliseBatch(ctx.db, batchId, { run, errorType: 'QueueError', reason: () => reason, errorMessage: reason });
     // Not awaited: Redis just refused us, and a stalled Redis would hold the 503 for the
     // events' own command timeout. The rows say failed already; the events follow.
     ctx.background.run(() => ctx.publish(result.events));
-    throw new HttpError(503, 'queue_unavailable', `${reason}. The batch was recorded as failed; try again.`, { batchId });
+    // A retry's batch may end partial_success (tracks of earlier runs completed), and a
+    // repeated POST with the same Idempotency-Key returns this batch as it is: the way to run
+    // the tracks again is a retry of the batch.
+    const ended = result.status ? `the batch is ${result.status}` : 'the batch was finalised meanwhile';
+    throw new HttpError(
+      503,
+      'queue_unavailable',
+      `${reason}. The tracks it was to run were recorded as failed (${ended}); retry them with POST /v1/audio/batches/${batchId}/retry once the queue is back.`,
+      { batchId, status: result.status },
+    );
   }
 }
 

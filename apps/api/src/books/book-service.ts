@@ -21,7 +21,8 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     // The enqueue failure is recorded on the book itself, once, even when no spread was left to
     // fail (a restart of a book whose spreads are all analysed): the user asked for a run that
     // did not happen, and this says why. (finaliseBook's leftovers record only what they fail.)
-    const entry: ProcessingError = { timestamp: new Date().toISOString(), spreadIndex: 0, pages: '1-2', errorType: 'DatabaseError', message, stack: null, attempt: 1 };
+    // QueueError, as for a batch: nothing was wrong with the book, the queue refused its jobs.
+    const entry: ProcessingError = { timestamp: new Date().toISOString(), spreadIndex: 0, pages: '1-2', errorType: 'QueueError', message, stack: null, attempt: 1 };
     // Processing cannot start, so nothing may wait for it: the spreads this run was to analyse
     // fail with the reason, and the book ends by the usual rule (ready if spreads of an
     // earlier run were processed, failed if none), so a restart of a ready book that cannot
@@ -47,11 +48,17 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
         .where(and(eq(books.id, book.id), eq(books.run, book.run)));
     });
     // Soundscapes a restart gave another go cannot be made either: they fail with the reason.
-    const unmade = { errorType: 'DatabaseError' as const, message, stack: null, attempt: 1 };
+    const unmade = { errorType: 'QueueError' as const, message, stack: null, attempt: 1 };
     const { events } = await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade });
     // Not awaited, as for a batch (batch-service.ts): the 503 does not wait on a stalled Redis.
     ctx.background.run(() => ctx.publish(events));
-    throw new HttpError(503, 'queue_unavailable', `${message}. Try again.`, { bookId: book.id });
+    // Repeating the POST would make another book: this one is started again by its own route.
+    throw new HttpError(
+      503,
+      'queue_unavailable',
+      `${message}. What this run was to do was recorded as failed; start it again with POST /v1/books/${book.id}/soundscapes once the queue is back.`,
+      { bookId: book.id },
+    );
   }
 }
 

@@ -189,7 +189,7 @@ export interface ProcessingError {
   timestamp: string;
   spreadIndex: number;
   pages: string;
-  errorType: 'ValidationError' | 'ContentAnalysisError' | 'SoundscapeGenerationError' | 'DatabaseError';
+  errorType: 'ValidationError' | 'ContentAnalysisError' | 'SoundscapeGenerationError' | 'DatabaseError' | 'QueueError';
   message: string;
   stack: string | null;
   attempt: number;

@@ -332,6 +332,9 @@ export interface Leftovers {
   run: number;
   errorType: string;
   reason: (trackId: string) => string;
+  /** The batch's error_message if this finalises it, instead of the summary of its failed
+   * tracks (an enqueue the API could not make has one reason for all of them). */
+  errorMessage?: string;
 }
 
 /**
@@ -374,7 +377,7 @@ export async function finaliseBatch(
       .select({ errorType: audioTracks.errorType, errorMessage: audioTracks.errorMessage })
       .from(audioTracks)
       .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')));
-    let errorMessage = summariseFailures(failures, batch.totalTracksExpected);
+    let errorMessage = leftovers?.errorMessage ?? summariseFailures(failures, batch.totalTracksExpected);
     if (status === 'cancelled') {
       errorMessage = `Cancelled: ${batch.tracksCancelled} of ${batch.totalTracksExpected} tracks were not started.${errorMessage ? ` ${errorMessage}` : ''}`;
     }
