@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gauge } from 'prom-client';
@@ -7,6 +8,7 @@ import { metricsRegistry } from '@soundqueue/shared/metrics';
 import { createMetricsServer } from '../../apps/worker/src/metrics-server';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createTestEnv, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
 
 // /metrics with METRICS_TOKEN set: the API's (on its public port) and a worker's answer only
 // a scrape that carries the token. Before, both answered anyone who asked.
@@ -97,6 +99,36 @@ describe('/metrics with METRICS_TOKEN', () => {
       expect(rejections).toEqual([]);
     } finally {
       metricsRegistry.removeSingleMetric('soundqueue_test_broken');
+      process.off('unhandledRejection', onRejection);
+      server.close();
+    }
+  });
+
+  it("a worker's endpoint answers a request target that is no URL with a 404 and keeps running", async () => {
+    // Node's HTTP parser lets such targets through (`//[`, `http://[`); new URL() throws on
+    // them, and a throw there was an unhandled rejection, which ends the worker process:
+    // one request from anyone who reached the port, token or not, stopped its jobs.
+    const server = createMetricsServer(TOKEN).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      for (const target of ['//[', 'http://[', 'http://a:b/metrics']) {
+        let answer = '';
+        const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n`));
+        socket.on('data', (chunk) => (answer += chunk));
+        try {
+          await waitFor(() => answer.includes('\r\n') || rejections.length > 0, { timeoutMs: 10_000, what: `an answer to ${target}` });
+        } finally {
+          socket.destroy();
+        }
+        expect(rejections, target).toEqual([]);
+        expect(answer.split('\r\n')[0], target).toBe('HTTP/1.1 404 Not Found');
+      }
+      expect((await scrape(`http://127.0.0.1:${port}/metrics`, `Bearer ${TOKEN}`)).status).toBe(200);
+    } finally {
       process.off('unhandledRejection', onRejection);
       server.close();
     }

@@ -3,6 +3,19 @@ import { METRICS_CHALLENGE, METRICS_UNAUTHORIZED, metricsAccess } from '@soundqu
 import { metricsRegistry } from '@soundqueue/shared/metrics';
 
 /**
+ * The path of a request target, or null when it is no URL: Node's HTTP parser passes targets
+ * such as `//[` or `http://[` through, and new URL() throws on them. Thrown in the request
+ * callback below, that was an unhandled rejection, which ends the worker process.
+ */
+function pathOf(target: string): string | null {
+  try {
+    return new URL(target, 'http://worker').pathname;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * A worker serves no routes, only its own metrics for Prometheus (WORKER_METRICS_PORT), behind
  * the same METRICS_TOKEN as the API's /metrics: a port opened for scraping is often reachable
  * from more than the monitoring network.
@@ -11,7 +24,7 @@ export function createMetricsServer(token: string | undefined): Server {
   const allowed = metricsAccess(token);
   return createServer(async (req, res) => {
     // By path: a scrape configured with params sends a query string.
-    if (new URL(req.url ?? '/', 'http://worker').pathname !== '/metrics') {
+    if (pathOf(req.url ?? '/') !== '/metrics') {
       res.statusCode = 404;
       res.end();
       return;
