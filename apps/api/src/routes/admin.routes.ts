@@ -50,9 +50,12 @@ export function adminRoutes(ctx: ApiContext): Router {
                count(*) filter (where status = 'processing') as processing
         from books where created_at >= ${since}`)
     ).rows;
+    // Days in UTC, as `since` is read: on a timestamptz date_trunc cuts days in the session's
+    // time zone, and a database set to local time put the first hours after `since` in a day
+    // before it.
     const costPerDay = (
       await ctx.db.execute<{ day: string; provider: string; cost: string }>(sql`
-        select to_char(date_trunc('day', created_at), 'YYYY-MM-DD') as day, provider, sum(cost_usd)::text as cost
+        select to_char(created_at at time zone 'UTC', 'YYYY-MM-DD') as day, provider, sum(cost_usd)::text as cost
         from provider_calls where created_at >= ${since} group by 1, 2 order by 1, 2`)
     ).rows;
     const finished = n(batches?.finished);
