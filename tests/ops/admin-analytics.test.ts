@@ -50,4 +50,38 @@ describe('GET /v1/admin/analytics', () => {
       { day: '2026-11-02', provider: 'openai', cost_usd: 0.25 },
     ]);
   });
+
+  it('averages generation time over the batches that generated, with p95 over the same', async () => {
+    api ??= await startTestApi(env.config);
+    const base = Date.parse('2027-03-01T00:00:00Z');
+    // status, seconds from creation to start (null: no track ever started) and to the end, counters.
+    const rows: Array<[string, number | null, number | null, number, number, number]> = [
+      ['completed', 1, 11, 2, 0, 0],
+      ['completed', 1, 21, 2, 0, 0],
+      ['partial_success', 1, 31, 1, 1, 0],
+      ['failed', 1, 41, 0, 2, 0],
+      // Never generated anything: Redis refused the flow (recorded failed at once), and a
+      // batch cancelled before its first track started. Neither has a generation time.
+      ['failed', null, 5, 0, 2, 0],
+      ['cancelled', null, 3, 0, 0, 2],
+      ['processing', 1, null, 1, 0, 0],
+    ];
+    for (const [i, [status, started, completed, done, failed, cancelled]] of rows.entries()) {
+      const created = base + i * 1000;
+      await queryRows(
+        env.databaseUrl,
+        `insert into audio_generation_batches (user_id, vision_id, status, variant_ids, voice_id, model, sections_requested, total_tracks_expected,
+           tracks_completed, tracks_failed, tracks_cancelled, tracks_pending, request_hash, started_at, completed_at, created_at)
+         values ('u', 'v', $1, '[]', 'alloy', 'm', '[]', 2, $2, $3, $4, $5, 'h', $6, $7, $8)`,
+        [status, done, failed, cancelled, 2 - done - failed - cancelled, started === null ? null : new Date(created + started * 1000), completed === null ? null : new Date(created + completed * 1000), new Date(created)],
+      );
+    }
+    const a = await analytics('since=2027-03-01');
+    expect(a.batches).toMatchObject({ finished: 6, active: 1, completed: 2, partial_success: 1, failed: 2 });
+    expect(a.batches.success_rate).toBeCloseTo(2 / 6, 9);
+    // Generation took 10, 20, 30 and 40 s; p95 interpolated between the two longest.
+    expect(a.batches.avg_generation_seconds).toBeCloseTo(25, 6);
+    expect(a.batches.p95_generation_seconds).toBeCloseTo(30 + 0.85 * 10, 6);
+    expect(a.tracks).toEqual({ completed: 6, failed: 5, success_rate: 6 / 11 });
+  });
 });

@@ -25,6 +25,10 @@ export function adminRoutes(ctx: ApiContext): Router {
   router.get('/admin/analytics', async (req, res) => {
     const query = validate(analyticsQuery, req.query, 'query');
     const since = query.since ? new Date(query.since) : new Date(Date.now() - 30 * 86_400_000);
+    // Generation time runs from a batch's start (its run's, after a retry) to its end, for the
+    // batches that started: one whose flow Redis refused, or that was cancelled before any
+    // track started, generated nothing, and timing it from its creation pulled the average
+    // and p95 toward the seconds such a batch takes to be recorded as failed or cancelled.
     const [batches] = (
       await ctx.db.execute<Record<string, unknown>>(sql`
         select count(*) filter (where status in ('completed', 'partial_success', 'failed', 'cancelled')) as finished,
@@ -34,8 +38,8 @@ export function adminRoutes(ctx: ApiContext): Router {
                count(*) filter (where status in ('pending', 'processing')) as active,
                sum(tracks_completed) as tracks_completed,
                sum(tracks_failed) as tracks_failed,
-               avg(extract(epoch from completed_at - coalesce(started_at, created_at))) filter (where completed_at is not null) as avg_seconds,
-               percentile_cont(0.95) within group (order by extract(epoch from completed_at - coalesce(started_at, created_at))) filter (where completed_at is not null) as p95_seconds
+               avg(extract(epoch from completed_at - started_at)) filter (where completed_at is not null and started_at is not null) as avg_seconds,
+               percentile_cont(0.95) within group (order by extract(epoch from completed_at - started_at)) filter (where completed_at is not null and started_at is not null) as p95_seconds
         from audio_generation_batches where created_at >= ${since}`)
     ).rows;
     const failures = (
