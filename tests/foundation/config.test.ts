@@ -108,4 +108,15 @@ describe('config', () => {
     for (const bad of ['two words', ' padded-token', 'tab\there']) expect(problemsOf({ METRICS_TOKEN: bad }), bad).toContain('METRICS_TOKEN must not contain spaces');
     expect(loadConfig({ METRICS_TOKEN: 'one-word_token.~+/=' }).METRICS_TOKEN).toBe('one-word_token.~+/=');
   });
+
+  it('says what is wrong with a port that is a number but no port', () => {
+    // Both said "must be a number" for 99999, -1 and 1.5: the schema's one message stood for
+    // every check without its own.
+    for (const name of ['PORT', 'WORKER_METRICS_PORT']) {
+      for (const bad of ['99999', '65536', '-1']) expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be 0-65535`);
+      expect(problemsOf({ [name]: '1.5' }), `${name}=1.5`).toBe(`${name} must be a whole number`);
+      expect(problemsOf({ [name]: 'eighty' }), `${name}=eighty`).toBe(`${name} must be a number`);
+      expect(loadConfig({ [name]: '9100' })[name as 'PORT']).toBe(9100);
+    }
+  });
 });

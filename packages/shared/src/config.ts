@@ -34,6 +34,15 @@ const wholePositive = (name: string) =>
 
 const positiveInt = (name: string, fallback: number) => wholePositive(name).default(fallback);
 
+// Every check has its own message: one given to the number alone also stands for the checks
+// without one, and a port of 99999 or 1.5 was reported as "must be a number".
+const port = (name: string) =>
+  z.coerce
+    .number({ message: `${name} must be a number` })
+    .int({ message: `${name} must be a whole number` })
+    .min(0, { message: `${name} must be 0-65535` })
+    .max(65535, { message: `${name} must be 0-65535` });
+
 // Node's timers take a signed 32-bit delay: a longer one is replaced by 1 ms, so a too-large
 // heartbeat or poll interval would fire continuously instead of rarely. Every *_MS setting
 // has the cap, the few only compared with ages too, so the rule has no exceptions.
@@ -72,7 +81,7 @@ const rateLimit = (name: string) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'NODE_ENV must be development, production or test' }).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  PORT: z.coerce.number({ message: 'PORT must be a number' }).int().min(0, 'PORT must be 0-65535').max(65535, 'PORT must be 0-65535').default(3000),
+  PORT: port('PORT').default(3000),
   PUBLIC_URL: optionalUrl('PUBLIC_URL'),
   DATABASE_URL: url('DATABASE_URL', ['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/soundqueue'),
   DATABASE_POOL_SIZE: positiveInt('DATABASE_POOL_SIZE', 10),
@@ -133,7 +142,7 @@ const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: milliseconds('WORKER_STALLED_INTERVAL_MS', 30_000),
   WORKER_MAX_STALLED_COUNT: positiveInt('WORKER_MAX_STALLED_COUNT', 3),
   RATE_LIMIT_MAX_RESTARTS: positiveInt('RATE_LIMIT_MAX_RESTARTS', 20),
-  WORKER_METRICS_PORT: z.coerce.number({ message: 'WORKER_METRICS_PORT must be a number' }).int().min(0).max(65535).optional(),
+  WORKER_METRICS_PORT: port('WORKER_METRICS_PORT').optional(),
   // Provider rate limits, global across every worker replica: "<jobs>/<duration>", e.g. 50/1s.
   TTS_RATE_LIMIT: rateLimit('TTS_RATE_LIMIT'),
   ANALYSIS_RATE_LIMIT: rateLimit('ANALYSIS_RATE_LIMIT'),
