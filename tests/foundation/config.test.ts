@@ -119,4 +119,12 @@ describe('config', () => {
       expect(loadConfig({ [name]: '9100' })[name as 'PORT']).toBe(9100);
     }
   });
+
+  it('refuses an ADMIN_USER that HTTP basic auth cannot carry', () => {
+    // Basic credentials are "user:password", split at the first colon (RFC 7617): with a colon
+    // in the user name no login could ever open Bull Board.
+    expect(problemsOf({ ADMIN_USER: 'ops:team', ADMIN_PASSWORD: 'secret' })).toBe('ADMIN_USER must not contain a colon (HTTP basic auth splits user and password at the first one)');
+    // The password may hold colons.
+    expect(loadConfig({ ADMIN_USER: 'ops', ADMIN_PASSWORD: 'a:b:c' }).ADMIN_PASSWORD).toBe('a:b:c');
+  });
 });

@@ -236,6 +236,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.ANALYSIS_PROVIDER === 'gemini' && !c.GEMINI_API_KEY) problems.push('ANALYSIS_PROVIDER=gemini needs GEMINI_API_KEY');
   if (c.SOUNDSCAPE_PROVIDER === 'replicate' && !c.REPLICATE_API_TOKEN) problems.push('SOUNDSCAPE_PROVIDER=replicate needs REPLICATE_API_TOKEN');
   if (Boolean(c.ADMIN_USER) !== Boolean(c.ADMIN_PASSWORD)) problems.push('ADMIN_USER and ADMIN_PASSWORD must be set together');
+  // Basic credentials are split at their first colon (RFC 7617): such a user could never log in.
+  if (c.ADMIN_USER?.includes(':')) problems.push('ADMIN_USER must not contain a colon (HTTP basic auth splits user and password at the first one)');
   if (c.STORAGE_DRIVER === 's3' && !c.S3_BUCKET) problems.push('STORAGE_DRIVER=s3 needs S3_BUCKET');
   if (Boolean(c.S3_ACCESS_KEY_ID) !== Boolean(c.S3_SECRET_ACCESS_KEY)) problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
   if (c.STORAGE_DRIVER === 's3' && c.S3_SOCKET_TIMEOUT_MS <= c.AUDIO_IDLE_TIMEOUT_MS) {
