@@ -62,3 +62,35 @@ describe('the monthly budget', () => {
     expect((await postBook(api, { title: 'Sea', pages: ['the stormy sea'] }, 'user-b')).status).toBe(202);
   });
 });
+
+describe('the budget month', () => {
+  it('is the UTC month, whatever the database time zone', async () => {
+    const own = await createTestEnv({ USER_MONTHLY_BUDGET_USD: '1' });
+    let ownApi: TestApi | undefined;
+    try {
+      // A database set to local time, 14 hours ahead of UTC: there, this UTC month began 14
+      // hours early.
+      const dbName = new URL(own.databaseUrl).pathname.slice(1);
+      await queryRows(own.databaseUrl, `alter database "${dbName}" set timezone to 'Pacific/Kiritimati'`);
+      ownApi = await startTestApi(own.config);
+      // Four hours before this UTC month began: last month's, though this month's by the
+      // database's clock (but in the last 14 hours of a UTC month, when both agree).
+      await queryRows(
+        own.databaseUrl,
+        `insert into provider_calls (user_id, provider, kind, units, unit_type, cost_usd, latency_ms, outcome, created_at)
+         values ('user-z', 'openai', 'speech', 100, 'characters', 1.5, 10, 'ok', date_trunc('month', now() at time zone 'UTC') at time zone 'UTC' - interval '4 hours')`,
+      );
+      const res = await ownApi.request('/v1/audio/batches', { method: 'POST', user: 'user-z', json: { visionId: 'z', sections: sampleSections(1), variants: ['voice_only'], voice: 'alloy' } });
+      expect(res.status).toBe(201);
+      // This month's calls do count.
+      await queryRows(
+        own.databaseUrl,
+        `insert into provider_calls (user_id, provider, kind, units, unit_type, cost_usd, latency_ms, outcome) values ('user-z', 'openai', 'speech', 100, 'characters', 1.5, 10, 'ok')`,
+      );
+      await expectBudgetExhausted(await ownApi.request('/v1/audio/batches', { method: 'POST', user: 'user-z', json: { visionId: 'z2', sections: sampleSections(1), variants: ['voice_only'], voice: 'alloy' } }));
+    } finally {
+      await ownApi?.close();
+      await own.cleanup();
+    }
+  });
+});

@@ -18,7 +18,9 @@ export async function checkBudget(db: Db | Tx, config: Pick<Config, 'USER_MONTHL
   if (budget === undefined) return;
   const [row] = (
     await db.execute<{ spent: string | null }>(
-      sql`select sum(cost_usd)::text as spent from provider_calls where user_id = ${userId} and created_at >= date_trunc('month', now())`,
+      // The month in UTC, whatever the database's time zone (date_trunc on a timestamptz cuts
+      // in the session's, so a database set to local time moved the month's start by hours).
+      sql`select sum(cost_usd)::text as spent from provider_calls where user_id = ${userId} and created_at >= date_trunc('month', now() at time zone 'UTC') at time zone 'UTC'`,
     )
   ).rows;
   const spent = Number(row?.spent ?? 0);
