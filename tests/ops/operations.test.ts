@@ -124,6 +124,10 @@ describe('metrics, cost and analytics', () => {
       await worker.close();
     }
     expect((await api.request('/v1/admin/analytics')).status).toBe(403);
+    // Only the whole service token: not one a character short or long, or with one changed.
+    for (const near of ['service-token-for-test', 'service-token-for-testss', 'service-token-for-tesTs']) {
+      expect((await fetch(`${api.url}/v1/admin/analytics`, { headers: { Authorization: `Bearer ${near}` } })).status).toBe(401);
+    }
     const res = await fetch(`${api.url}/v1/admin/analytics`, { headers: { Authorization: 'Bearer service-token-for-tests' } });
     expect(res.status).toBe(200);
     const a = await readJson(res);
