@@ -76,3 +76,24 @@ describe('cursor paging over rows made within one millisecond', () => {
     expect((await readJson(res)).batches).toHaveLength(4);
   });
 });
+
+describe('a listed batch', () => {
+  it("shows each section's key and title, in order, as the batch itself does", async () => {
+    const sections = [
+      { key: 'intro', title: 'Intro', text: 'The first text.' },
+      { key: 'middle', text: 'A section with no title.' },
+      { key: 'close', title: 'Ünïcode ✓', text: 'The last text.' },
+    ];
+    const res = await createBatch(api, { visionId: 'listed', sections, variants: ['voice_only'], voice: 'alloy' }, { user: 'lister' });
+    expect(res.status).toBe(201);
+    const list = await readJson(await api.request('/v1/audio/batches?vision_id=listed', { user: 'lister' }));
+    const one = await readJson(await api.request(`/v1/audio/batches/${res.body.id}`, { user: 'lister' }));
+    const expected = [
+      { key: 'intro', title: 'Intro' },
+      { key: 'middle', title: null },
+      { key: 'close', title: 'Ünïcode ✓' },
+    ];
+    expect(one.sections_requested).toEqual(expected);
+    expect(list.batches.map((b: any) => b.sections_requested)).toEqual([expected]);
+  });
+});

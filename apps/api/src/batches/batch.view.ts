@@ -1,6 +1,10 @@
-import type { audioGenerationBatches, audioTracks } from '@soundqueue/shared/db/schema';
+import type { audioGenerationBatches, audioTracks, SectionRequest } from '@soundqueue/shared/db/schema';
 
-type Batch = typeof audioGenerationBatches.$inferSelect;
+/** A batch as the view needs it: its sections' keys and titles, their text not at all (lists
+ * read only these; see listedBatch in batch-service.ts). */
+type Batch = Omit<typeof audioGenerationBatches.$inferSelect, 'sectionsRequested'> & {
+  sectionsRequested: Pick<SectionRequest, 'key' | 'title'>[];
+};
 type Track = typeof audioTracks.$inferSelect;
 
 // The API's JSON for batches and tracks (snake_case, as the batch seed's frontend reads it).

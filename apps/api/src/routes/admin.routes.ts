@@ -3,6 +3,7 @@ import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { audioGenerationBatches } from '@soundqueue/shared/db/schema';
 import { batchView } from '../batches/batch.view';
+import { listedBatch } from '../batches/batch-service';
 import type { ApiContext } from '../context';
 import { HttpError, validate } from '../http-errors';
 
@@ -91,7 +92,7 @@ export function adminRoutes(ctx: ApiContext): Router {
     const query = validate(z.object({ status: z.enum(['active', 'pending', 'processing', 'completed', 'partial_success', 'failed', 'cancelled']).default('active'), limit: z.coerce.number().int().min(1).max(500).default(100) }), req.query, 'query');
     const statuses = query.status === 'active' ? ['pending', 'processing'] : [query.status];
     const rows = await ctx.db
-      .select()
+      .select(listedBatch)
       .from(audioGenerationBatches)
       .where(and(inArray(audioGenerationBatches.status, statuses as never[]), gte(audioGenerationBatches.createdAt, new Date(0))))
       .orderBy(desc(audioGenerationBatches.createdAt))

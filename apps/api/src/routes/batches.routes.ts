@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { audioGenerationBatches, audioSets, audioTracks, batchStatuses } from '@soundqueue/shared/db/schema';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { createBatchSchema } from '../batches/batch-request';
-import { cancelBatch, createBatch, getOwnedBatch, retryFailedTracks } from '../batches/batch-service';
+import { cancelBatch, createBatch, getOwnedBatch, listedBatch, retryFailedTracks } from '../batches/batch-service';
 import { batchView, trackView } from '../batches/batch.view';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
@@ -48,7 +48,7 @@ export function batchRoutes(ctx: ApiContext): Router {
     else if (query.status) conditions.push(eq(audioGenerationBatches.status, query.status));
     if (query.cursor) conditions.push(afterCursor(audioGenerationBatches.createdAt, audioGenerationBatches.id, query.cursor));
     const rows = await ctx.db
-      .select({ batch: audioGenerationBatches, cursorAt: cursorTime(audioGenerationBatches.createdAt) })
+      .select({ batch: listedBatch, cursorAt: cursorTime(audioGenerationBatches.createdAt) })
       .from(audioGenerationBatches)
       .where(and(...conditions))
       .orderBy(desc(audioGenerationBatches.createdAt), desc(audioGenerationBatches.id))
