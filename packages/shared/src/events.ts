@@ -14,6 +14,9 @@ export interface ProgressEvent {
   data: Record<string, unknown>;
   /** True for the event after which nothing more happens (the stream ends). */
   terminal?: boolean;
+  /** Its webhook deliveries, when the transaction of its change recorded them (then they are
+   * only queued after the commit; see recordWebhooksIn in webhooks.ts). Never published. */
+  webhookDeliveries?: string[];
 }
 
 export const EVENTS_CHANNEL = 'soundqueue:events';

@@ -3,7 +3,7 @@ import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import type { Queue } from 'bullmq';
 import { and, eq, sql } from 'drizzle-orm';
-import type { Db } from './db/client';
+import type { Db, Tx } from './db/client';
 import { audioGenerationBatches, books, webhookDeliveries, webhookEndpoints } from './db/schema';
 import type { ProgressEvent } from './events';
 import { jobId, jobOptions, QUEUE, type JobTuning } from './queues';
@@ -149,7 +149,7 @@ export async function checkWebhookUrl(url: string, allowPrivate: boolean): Promi
   return refuseInternalAddresses(addresses);
 }
 
-async function ownerOf(db: Db, event: ProgressEvent): Promise<string | undefined> {
+async function ownerOf(db: Db | Tx, event: ProgressEvent): Promise<string | undefined> {
   if (event.subject.kind === 'batch') {
     const [row] = await db.select({ userId: audioGenerationBatches.userId }).from(audioGenerationBatches).where(eq(audioGenerationBatches.id, event.subject.id));
     return row?.userId;
@@ -159,18 +159,19 @@ async function ownerOf(db: Db, event: ProgressEvent): Promise<string | undefined
 }
 
 /**
- * Creates one delivery per subscribed endpoint for each webhook-worthy event and enqueues
- * it. The event id is made here once and sent on every attempt, so receivers can dedupe.
+ * Records one delivery per subscribed endpoint for each webhook-worthy event, and returns
+ * their ids. The event id is made here once and sent on every attempt, so receivers can
+ * dedupe. `db` may be the transaction of the change the events announce (see
+ * recordWebhooksIn): then the deliveries exist exactly when the change does.
  */
-export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, events: ProgressEvent[]): Promise<number> {
-  let created = 0;
-  const failures: unknown[] = [];
+export async function recordWebhookDeliveries(db: Db | Tx, events: ProgressEvent[]): Promise<string[]> {
+  const ids: string[] = [];
   for (const event of events) {
     if (!(webhookEventTypes as readonly string[]).includes(event.type)) continue;
     const userId = await ownerOf(db, event);
     if (!userId) continue;
     const endpoints = await db
-      .select()
+      .select({ id: webhookEndpoints.id })
       .from(webhookEndpoints)
       .where(and(eq(webhookEndpoints.userId, userId), sql`${webhookEndpoints.events} @> ${JSON.stringify([event.type])}::jsonb`));
     if (endpoints.length === 0) continue;
@@ -181,21 +182,51 @@ export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, 
       created_at: new Date().toISOString(),
       data: { [event.subject.kind === 'batch' ? 'batch_id' : 'book_id']: event.subject.id, ...event.data },
     };
-    for (const endpoint of endpoints) {
-      const [delivery] = await db
-        .insert(webhookDeliveries)
-        .values({ endpointId: endpoint.id, eventId, eventType: event.type, payload })
-        .returning({ id: webhookDeliveries.id });
-      try {
-        await queue.add('deliver', { deliveryId: delivery!.id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: jobId.webhook(delivery!.id) });
-      } catch (error) {
-        // The delivery is recorded: the reconciler queues it once Redis takes jobs again.
-        // The other endpoints and events of this call still get theirs.
-        failures.push(error);
-      }
-      created++;
+    const rows = await db
+      .insert(webhookDeliveries)
+      .values(endpoints.map((endpoint) => ({ endpointId: endpoint.id, eventId, eventType: event.type, payload })))
+      .returning({ id: webhookDeliveries.id });
+    ids.push(...rows.map((r) => r.id));
+  }
+  return ids;
+}
+
+/**
+ * The deliveries of the events a transaction is about to commit, recorded in it: a terminal
+ * event's webhooks (batch.completed, book.ready, ...) are what an integration waits for, and
+ * recorded after the commit they were lost when the process stopped, or the database failed,
+ * in between. The events carry the ids, so the notifier only queues them; a delivery that is
+ * never queued is queued by the reconciler.
+ */
+export async function recordWebhooksIn(tx: Tx, events: ProgressEvent[]): Promise<ProgressEvent[]> {
+  return Promise.all(events.map(async (event) => ({ ...event, webhookDeliveries: await recordWebhookDeliveries(tx, [event]) })));
+}
+
+/** Queues recorded deliveries. Every one is tried; the failures are thrown together at the end. */
+async function queueDeliveries(queue: Queue, tuning: JobTuning, ids: string[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const id of ids) {
+    try {
+      await queue.add('deliver', { deliveryId: id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: jobId.webhook(id) });
+    } catch (error) {
+      // The delivery is recorded: the reconciler queues it once Redis takes jobs again.
+      // The other endpoints and events of this call still get theirs.
+      failures.push(error);
     }
   }
   if (failures.length > 0) throw new AggregateError(failures, `${failures.length} webhook deliveries were recorded but not queued; the reconciler will queue them`);
-  return created;
+}
+
+/**
+ * Records and queues the deliveries of the events, and queues those their change's
+ * transaction recorded already (recordWebhooksIn). Returns how many were queued or tried.
+ */
+export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, events: ProgressEvent[]): Promise<number> {
+  const ids: string[] = [];
+  for (const event of events) {
+    // Sequential: one event's deliveries are recorded before the next event's, in order.
+    ids.push(...(event.webhookDeliveries ?? (await recordWebhookDeliveries(db, [event]))));
+  }
+  await queueDeliveries(queue, tuning, ids);
+  return ids.length;
 }

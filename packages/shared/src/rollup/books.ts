@@ -3,6 +3,7 @@ import type { Db, Tx } from '../db/client';
 import { books, bookSpreads, scenes, soundscapes, type ProcessingError, type spreadStatuses, type soundscapeStatuses } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
+import { recordWebhooksIn } from '../webhooks';
 import type { SpreadAnalysis } from '../analysis';
 
 // State transitions of spreads, soundscapes and books; the same pattern as tracks: a
@@ -366,13 +367,8 @@ export async function finaliseBook(
       .returning();
     if (!done) return { status: null, events };
     outcomes.inc({ kind: 'book', status });
-    return {
-      status,
-      events: [
-        ...events,
-        bookCountersEvent(done),
-        { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true },
-      ],
-    };
+    const terminal: ProgressEvent = { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true };
+    // book.ready / book.failed's webhooks are committed with the status (see recordWebhooksIn).
+    return { status, events: [...events, bookCountersEvent(done), ...(await recordWebhooksIn(tx, [terminal]))] };
   });
 }

@@ -4,6 +4,7 @@ import { preparedFor } from '../db/prepared';
 import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
+import { recordWebhooksIn } from '../webhooks';
 
 // State transitions of tracks and batches. Each transition is one statement: a conditional
 // update of the track row (so a repeated or duplicated job changes nothing the second time)
@@ -349,53 +350,61 @@ export async function finaliseBatch(
   batchId: string,
   leftovers?: Leftovers,
 ): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
-  const events: ProgressEvent[] = [];
   return db.transaction(async (tx) => {
-    // The leftovers before the batch (see "Lock order" above). None can appear after this:
-    // a track leaves a terminal status only by a retry, which needs the batch terminal.
-    const open = leftovers ? await lockOpenTracks(tx, batchId) : [];
-    const [locked] = await tx
-      .select()
-      .from(audioGenerationBatches)
-      .where(eq(audioGenerationBatches.id, batchId))
-      .for('update');
-    if (!locked || !['pending', 'processing'].includes(locked.status)) return { status: null, events };
-    if (leftovers && locked.run !== leftovers.run) return { status: null, events };
-    let batch: typeof locked | undefined = locked;
-    if (leftovers) {
-      for (const id of open) {
-        // The transaction handle has the same query API as Db (finishTrack's statement is
-        // prepared per handle; this path is rare).
-        const r = await finishTrack(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) });
-        events.push(...r.events);
-      }
-      if (open.length > 0) [batch] = await tx.select().from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
-    }
-    if (!batch || batch.tracksPending > 0) return { status: null, events };
-    const status = terminalStatusFor(batch);
-    const failures = await tx
-      .select({ errorType: audioTracks.errorType, errorMessage: audioTracks.errorMessage })
-      .from(audioTracks)
-      .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')));
-    let errorMessage = leftovers?.errorMessage ?? summariseFailures(failures, batch.totalTracksExpected);
-    if (status === 'cancelled') {
-      errorMessage = `Cancelled: ${batch.tracksCancelled} of ${batch.totalTracksExpected} tracks were not started.${errorMessage ? ` ${errorMessage}` : ''}`;
-    }
-    const [done] = await tx
-      .update(audioGenerationBatches)
-      .set({ status, errorMessage, completedAt: sql`now()`, updatedAt: sql`now()` })
-      .where(eq(audioGenerationBatches.id, batchId))
-      .returning();
-    if (done) {
-      outcomes.inc({ kind: 'batch', status });
-      events.push(batchCountersEvent(done));
-      events.push({
-        subject: { kind: 'batch', id: batchId },
-        type: `batch.${status}`,
-        data: { ...batchCountersEvent(done).data, errorMessage, completedAt: done.completedAt },
-        terminal: true,
-      });
-    }
-    return { status, events };
+    const result = await finaliseIn(tx, batchId, leftovers);
+    // Committed with the change they announce (the terminal event's, the leftovers'
+    // track.failed): see recordWebhooksIn.
+    return { ...result, events: await recordWebhooksIn(tx, result.events) };
   });
+}
+
+/** finaliseBatch's work, in its transaction. */
+async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefined): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
+  const events: ProgressEvent[] = [];
+  // The leftovers before the batch (see "Lock order" above). None can appear after this:
+  // a track leaves a terminal status only by a retry, which needs the batch terminal.
+  const open = leftovers ? await lockOpenTracks(tx, batchId) : [];
+  const [locked] = await tx
+    .select()
+    .from(audioGenerationBatches)
+    .where(eq(audioGenerationBatches.id, batchId))
+    .for('update');
+  if (!locked || !['pending', 'processing'].includes(locked.status)) return { status: null, events };
+  if (leftovers && locked.run !== leftovers.run) return { status: null, events };
+  let batch: typeof locked | undefined = locked;
+  if (leftovers) {
+    for (const id of open) {
+      // The transaction handle has the same query API as Db (finishTrack's statement is
+      // prepared per handle; this path is rare).
+      const r = await finishTrack(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) });
+      events.push(...r.events);
+    }
+    if (open.length > 0) [batch] = await tx.select().from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
+  }
+  if (!batch || batch.tracksPending > 0) return { status: null, events };
+  const status = terminalStatusFor(batch);
+  const failures = await tx
+    .select({ errorType: audioTracks.errorType, errorMessage: audioTracks.errorMessage })
+    .from(audioTracks)
+    .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'failed')));
+  let errorMessage = leftovers?.errorMessage ?? summariseFailures(failures, batch.totalTracksExpected);
+  if (status === 'cancelled') {
+    errorMessage = `Cancelled: ${batch.tracksCancelled} of ${batch.totalTracksExpected} tracks were not started.${errorMessage ? ` ${errorMessage}` : ''}`;
+  }
+  const [done] = await tx
+    .update(audioGenerationBatches)
+    .set({ status, errorMessage, completedAt: sql`now()`, updatedAt: sql`now()` })
+    .where(eq(audioGenerationBatches.id, batchId))
+    .returning();
+  if (done) {
+    outcomes.inc({ kind: 'batch', status });
+    events.push(batchCountersEvent(done));
+    events.push({
+      subject: { kind: 'batch', id: batchId },
+      type: `batch.${status}`,
+      data: { ...batchCountersEvent(done).data, errorMessage, completedAt: done.completedAt },
+      terminal: true,
+    });
+  }
+  return { status, events };
 }
