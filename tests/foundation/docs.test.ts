@@ -1,11 +1,14 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readJson, startTestApi, type TestApi } from '../helpers/app';
+import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 
 let env: TestEnv;
 let api: TestApi;
 beforeAll(async () => {
-  env = await createTestEnv();
+  // A small book limit, so that a too-large book body is cheap to send.
+  env = await createTestEnv({ BOOK_MAX_UPLOAD_BYTES: String(1024 * 1024), WEBHOOK_ALLOW_PRIVATE: 'true' });
   api = await startTestApi(env.config);
 });
 afterAll(async () => {
@@ -30,6 +33,94 @@ describe('API description', () => {
         const body = res.headers.get('content-type')?.includes('json') ? await readJson(res) : null;
         expect(body?.error?.message ?? '', `${method} ${path}`).not.toMatch(/^no route/);
         expect(res.status, `${method} ${path}`).toBeLessThan(500);
+      }
+    }
+  });
+
+  it('documents every /v1 route the code mounts, and no other', async () => {
+    const doc = await readJson(await fetch(`${api.url}/openapi.json`));
+    // The routes as the route files declare them (router.get('/path', ...)); v1.routes.ts
+    // mounts the ones it imports under /v1.
+    const dir = fileURLToPath(new URL('../../apps/api/src/routes/', import.meta.url));
+    const v1 = readFileSync(dir + 'v1.routes.ts', 'utf8');
+    const mounted = new Set([...v1.matchAll(/from '\.\/([a-z-]+)\.routes'/g)].map((m) => m[1]!));
+    const routes = new Set<string>();
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.routes.ts'))) {
+      const name = file.replace('.routes.ts', '');
+      const prefix = mounted.has(name) || name === 'v1' ? '/v1' : '';
+      for (const m of readFileSync(dir + file, 'utf8').matchAll(/router\.(get|post|put|patch|delete)\(\s*'([^']+)'/g)) {
+        routes.add(`${m[1]} ${prefix}${m[2]!.replace(/:(\w+)/g, '{$1}')}`);
+      }
+    }
+    const v1Routes = [...routes].filter((r) => r.includes(' /v1/')).sort();
+    expect(v1Routes.length).toBeGreaterThan(20);
+    const documented = Object.entries<Record<string, unknown>>(doc.paths)
+      .filter(([path]) => path.startsWith('/v1/'))
+      .flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method} ${path}`))
+      .sort();
+    expect(documented).toEqual(v1Routes);
+  });
+
+  it('lists the statuses each /v1 route answers, and the parameters it reads, as the code does', async () => {
+    const doc = await readJson(await fetch(`${api.url}/openapi.json`));
+    const adminToken = await tokenFor('docs-admin', { role: 'admin' });
+    const streamToken = (await readJson(await api.request('/v1/stream-tokens', { method: 'POST', user: 'docs-user' }))).token as string;
+    const ID = '00000000-0000-4000-8000-000000000000';
+    // A webhook of the user's, so that its deliveries' query is read (after the 404 check).
+    const webhook = await readJson(await api.request('/v1/webhooks', { method: 'POST', user: 'docs-user', json: { url: 'http://127.0.0.1:9/hook', events: ['batch.completed'] } }));
+    expect(webhook.id).toBeDefined();
+    type Operation = { parameters?: { name: string; in: string; schema: { type?: string; enum?: string[]; maximum?: number } }[]; responses: Record<string, unknown>; requestBody?: { content: Record<string, unknown> } };
+    for (const [path, methods] of Object.entries<Record<string, Operation>>(doc.paths)) {
+      if (!path.startsWith('/v1/')) continue;
+      const url = path.replace(/\{id\}/g, path.startsWith('/v1/webhooks/') ? webhook.id : ID);
+      for (const [method, operation] of Object.entries(methods)) {
+        const what = `${method} ${path}`;
+        const listed = (status: number, how: string) => expect(Object.keys(operation.responses), `${what} ${how} answers ${status}`).toContain(String(status));
+        const send = (target: string, init: RequestInit & { user?: string | null } = {}) =>
+          path.startsWith('/v1/admin/') && init.user !== null
+            ? fetch(`${api.url}${target}`, { ...init, method: method.toUpperCase(), headers: { Authorization: `Bearer ${adminToken}`, ...(init.headers as Record<string, string>) } })
+            : api.request(target, { user: 'docs-user', ...init, method: method.toUpperCase() });
+
+        // Without a token: 401, on every route.
+        const anonymous = await send(url, { user: null });
+        listed(anonymous.status, 'without a token');
+        expect(anonymous.status, what).toBe(401);
+        // Admin routes refuse a user's token.
+        if (path.startsWith('/v1/admin/')) listed((await api.request(url, { user: 'docs-user' })).status, "with a user's token");
+
+        // A stream token in ?access_token= is read on the routes that say so, and only there.
+        if (method === 'get') {
+          const withStreamToken = await fetch(`${api.url}${url}?access_token=${streamToken}`);
+          const named = (operation.parameters ?? []).some((p) => p.in === 'query' && p.name === 'access_token');
+          expect(withStreamToken.status !== 401, `${what} reads ?access_token=`).toBe(named);
+          await withStreamToken.body?.cancel();
+        }
+
+        // Every documented query parameter is read under its name, as typed: a value of the
+        // wrong type or out of range is a 400, listed; a valid one is accepted.
+        for (const p of (operation.parameters ?? []).filter((q) => q.in === 'query')) {
+          const bad = p.schema.enum ? 'not-a-value' : p.schema.type === 'integer' ? String((p.schema.maximum ?? 1e6) + 1) : null;
+          if (bad === null) continue;
+          const refused = await send(`${url}?${p.name}=${bad}`);
+          listed(refused.status, `with ${p.name}=${bad}`);
+          expect(refused.status, `${what} ?${p.name}=${bad}`).toBe(400);
+          const good = p.schema.enum ? p.schema.enum[0]! : String(p.schema.maximum ?? 1);
+          const accepted = await send(`${url}?${p.name}=${good}`);
+          await accepted.body?.cancel();
+          expect(accepted.status, `${what} ?${p.name}=${good}`).not.toBe(400);
+        }
+
+        // A JSON body: the wrong content type, malformed JSON and one too large.
+        if (operation.requestBody?.content['application/json']) {
+          const wrongType = await send(url, { headers: { 'Content-Type': 'text/plain' }, body: 'hello' });
+          listed(wrongType.status, 'with text/plain');
+          expect(wrongType.status, what).toBe(415);
+          const malformed = await send(url, { headers: { 'Content-Type': 'application/json' }, body: '{' });
+          listed(malformed.status, 'with malformed JSON');
+          const tooLarge = await send(url, { headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ padding: 'x'.repeat(2_000_000) }) });
+          listed(tooLarge.status, 'with a 2 MB body');
+          expect(tooLarge.status, what).toBe(413);
+        }
       }
     }
   });

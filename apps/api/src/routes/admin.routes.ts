@@ -1,7 +1,7 @@
 import { and, desc, gte, inArray, sql } from 'drizzle-orm';
 import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
-import { audioGenerationBatches } from '@soundqueue/shared/db/schema';
+import { audioGenerationBatches, batchStatuses } from '@soundqueue/shared/db/schema';
 import { batchView } from '../batches/batch.view';
 import { listedBatch } from '../batches/batch-service';
 import type { ApiContext } from '../context';
@@ -12,8 +12,13 @@ const requireAdmin: RequestHandler = (req, _res, next) => {
   next();
 };
 
-const analyticsQuery = z.object({
+export const analyticsQuery = z.object({
   since: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' }).or(z.iso.date({ message: 'must be an ISO date' })).optional(),
+});
+
+export const adminBatchesQuery = z.object({
+  status: z.enum(['active', ...batchStatuses], { message: `must be one of active, ${batchStatuses.join(', ')}` }).default('active'),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 
 const n = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
@@ -89,7 +94,7 @@ export function adminRoutes(ctx: ApiContext): Router {
   });
 
   router.get('/admin/batches', async (req, res) => {
-    const query = validate(z.object({ status: z.enum(['active', 'pending', 'processing', 'completed', 'partial_success', 'failed', 'cancelled']).default('active'), limit: z.coerce.number().int().min(1).max(500).default(100) }), req.query, 'query');
+    const query = validate(adminBatchesQuery, req.query, 'query');
     const statuses = query.status === 'active' ? ['pending', 'processing'] : [query.status];
     const rows = await ctx.db
       .select(listedBatch)

@@ -11,7 +11,8 @@ import { HttpError, requireJson, validate } from '../http-errors';
 import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
-const listQuery = z.object({
+/** GET /audio/batches's query (the OpenAPI document's parameters are made from it). */
+export const batchListQuery = z.object({
   visionId: z.string().min(1).max(200).optional(),
   status: z.enum([...batchStatuses, 'active'], { message: `must be one of ${[...batchStatuses, 'active'].join(', ')}` }).optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -41,7 +42,7 @@ export function batchRoutes(ctx: ApiContext): Router {
   });
 
   router.get('/audio/batches', async (req, res) => {
-    const query = validate(listQuery, req.query, 'query');
+    const query = validate(batchListQuery, req.query, 'query');
     const conditions: SQL[] = [eq(audioGenerationBatches.userId, userOf(req))];
     if (query.visionId) conditions.push(eq(audioGenerationBatches.visionId, query.visionId));
     if (query.status === 'active') conditions.push(inArray(audioGenerationBatches.status, ['pending', 'processing']));

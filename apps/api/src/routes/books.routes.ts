@@ -11,7 +11,8 @@ import { HttpError, validate } from '../http-errors';
 import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
-const listQuery = z.object({
+/** GET /books's query (the OpenAPI document's parameters are made from it). */
+export const bookListQuery = z.object({
   status: z.enum(bookStatuses, { message: `must be one of ${bookStatuses.join(', ')}` }).optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().max(200).optional(),
@@ -36,7 +37,7 @@ export function bookRoutes(ctx: ApiContext): Router {
   });
 
   router.get('/books', async (req, res) => {
-    const query = validate(listQuery, req.query, 'query');
+    const query = validate(bookListQuery, req.query, 'query');
     const conditions: SQL[] = [eq(books.userId, userOf(req))];
     if (query.status) conditions.push(eq(books.status, query.status));
     if (query.cursor) conditions.push(afterCursor(books.createdAt, books.id, query.cursor));

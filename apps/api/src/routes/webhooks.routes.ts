@@ -19,7 +19,7 @@ export const createWebhookSchema = z
 
 // Newest first, as the batch and book lists page (100 by default: what the listing showed
 // before it paged).
-const deliveriesQuery = z.object({
+export const deliveriesQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(100),
   cursor: z.string().max(200).optional(),
 });
