@@ -84,4 +84,13 @@ describe('GET /v1/admin/analytics', () => {
     expect(a.batches.p95_generation_seconds).toBeCloseTo(30 + 0.85 * 10, 6);
     expect(a.tracks).toEqual({ completed: 6, failed: 5, success_rate: 6 / 11 });
   });
+
+  it('refuses a `since` that is neither a date nor a date-time, saying what it must be', async () => {
+    api ??= await startTestApi(env.config);
+    const res = await fetch(`${api.url}/v1/admin/analytics?since=yesterday`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } });
+    expect(res.status).toBe(400);
+    const body = await readJson(res);
+    expect(body.error.code).toBe('validation_failed');
+    expect(body.error.message).toBe('query.since: must be an ISO 8601 date (2026-11-01) or date-time (2026-11-01T00:00:00Z)');
+  });
 });

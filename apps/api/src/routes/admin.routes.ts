@@ -13,7 +13,10 @@ const requireAdmin: RequestHandler = (req, _res, next) => {
 };
 
 export const analyticsQuery = z.object({
-  since: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' }).or(z.iso.date({ message: 'must be an ISO date' })).optional(),
+  // A union's own message: zod reports a failed union as "Invalid input", not its members' messages.
+  since: z
+    .union([z.iso.datetime({ offset: true }), z.iso.date()], { error: 'must be an ISO 8601 date (2026-11-01) or date-time (2026-11-01T00:00:00Z)' })
+    .optional(),
 });
 
 export const adminBatchesQuery = z.object({
