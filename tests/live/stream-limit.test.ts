@@ -67,6 +67,12 @@ describe('the cap on open event streams per user', () => {
       expect(await res.text()).toBe('');
     }
     expect(openFor()).toBe(0);
+    // With a stream token in the URL, as EventSource would open it.
+    const tokenRes = await api.request('/v1/stream-tokens', { method: 'POST', user: 'user-a' });
+    const { token } = await readJson(tokenRes);
+    const byToken = await fetch(`${streamUrl(batchId)}?access_token=${token}`, { method: 'HEAD' });
+    expect(byToken.status).toBe(200);
+    expect(openFor()).toBe(0);
     // Someone else's batch: 404, as a GET would answer.
     expect((await fetch(streamUrl(batchId), { method: 'HEAD', headers: await auth('user-b') })).status).toBe(404);
     const streams = await openStreams(CAP);

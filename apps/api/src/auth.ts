@@ -169,7 +169,8 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
   const middleware: RequestHandler = async (req, _res, next) => {
     try {
       const header = req.headers.authorization;
-      const eventStream = req.method === 'GET' && isEventStreamPath(req.path);
+      // HEAD too: it is answered as the stream would start (events.routes.ts), by the same token.
+      const eventStream = (req.method === 'GET' || req.method === 'HEAD') && isEventStreamPath(req.path);
       let token: string | undefined;
       if (header) {
         const match = /^Bearer\s+(\S+)$/i.exec(header);
