@@ -157,6 +157,30 @@ describe('batches through the OpenAI speech API', () => {
     expect(job?.data.rateLimitRestarts).toBe(2);
   });
 
+  it('caps an absurd Retry-After at an hour\'s pause, still without using an attempt', async () => {
+    // 1e17 s: uncapped, Redis refused the pause (PX out of range) and the job failed with
+    // Redis's error instead; anything shorter froze the queue for the header's years.
+    worker = await startTestWorker(env.config);
+    decide = (input) => (input.includes('Absurd') ? { kind: 'rate-limited', retryAfterSeconds: 1e17 } : undefined);
+    const created = await createBatch(api, { visionId: 'v-429-absurd', sections: sampleSections(1, 'Absurd'), variants: ['voice_only'], voice: 'echo' });
+    await waitFor(() => isPaused('audio-tts'), { timeoutMs: 10_000, what: 'the speech queue to be paused' });
+    const q = api.ctx.queues['audio-tts'];
+    const ttl = await ((await q.client) as unknown as Redis).pttl(q.keys.limiter!);
+    expect(ttl).toBeGreaterThan(3_500_000);
+    expect(ttl).toBeLessThanOrEqual(3_600_000);
+    const [track] = await queryRows<{ id: string }>(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [created.body.id]);
+    const job = await q.getJob(`tts.${track!.id}.r1`);
+    expect(job?.attemptsMade).toBe(0);
+    expect(job?.data.rateLimitRestarts).toBe(1);
+    // Lift the pause (a new worker, the old one keeps its own 30 s wait) and let the batch end,
+    // so that later tests find the queue free.
+    await worker.close();
+    await ((await q.client) as unknown as Redis).del(q.keys.limiter!);
+    decide = () => undefined;
+    worker = await startTestWorker(env.config);
+    expect((await waitForTerminal(api, created.body.id)).status).toBe('completed');
+  });
+
   it('a 429 pauses the speech queue for every worker, not only the one that was told', async () => {
     // Two workers (each with its own BullMQ worker per queue, as two replicas have) share
     // the queue; whichever gets the 429, neither may call the provider until Retry-After.

@@ -13,6 +13,16 @@ export interface JobRun {
   pausesOn429?: Queue;
 }
 
+/**
+ * The longest a provider's Retry-After pauses its queue. A longer one (a daily quota, or a
+ * broken header such as `Retry-After: 1e17`) pauses this long and the job asks again, at the
+ * cost of one of its RATE_LIMIT_MAX_RESTARTS; a 429 costs nothing. Uncapped, the pause froze
+ * the queue for every user for as long as the header said (years), and past about 9.2e15 s
+ * Redis refused the PX value: the job failed with Redis's error, and on its last attempt
+ * before its track or spread was marked failed.
+ */
+export const MAX_RATE_LIMIT_PAUSE_MS = 60 * 60_000;
+
 /** Whether this attempt is the job's last: no retry will follow a failure now. */
 export function isLastAttempt(job: Job, error: unknown): boolean {
   if (error instanceof UnrecoverableError) return true;
@@ -36,7 +46,7 @@ export async function handleJobFailure(run: JobRun, error: unknown, onFinal: (er
     const restarts = Number((job.data as { rateLimitRestarts?: number }).rateLimitRestarts ?? 0);
     if (restarts < run.maxRateLimitRestarts) {
       await job.updateData({ ...job.data, rateLimitRestarts: restarts + 1 });
-      const pauseMs = Math.max(1, Math.ceil(error.retryAfterSeconds * 1000));
+      const pauseMs = Math.min(MAX_RATE_LIMIT_PAUSE_MS, Math.max(1, Math.ceil(error.retryAfterSeconds * 1000)));
       if (!run.pausesOn429) {
         await worker.rateLimit(pauseMs);
         throw Worker.RateLimitError();
