@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { fourSettingBook } from '../fixtures/books';
 import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
@@ -85,6 +85,26 @@ describe('books through Gemini and Replicate', () => {
     expect(again).toMatchObject({ success: true, status: 'ready', stats: { soundscapesGenerated: 1 } });
     expect(again.errors).toBeUndefined();
     await expectBookCountsMatchRows(env.databaseUrl, book.bookId);
+  });
+
+  it('records the cost of answers that were paid for but could not be used', async () => {
+    // Gemini's prose (its tokens are billed) and a prediction that succeeded with a file that
+    // is not audio (its run time is billed): both were once recorded as costing nothing.
+    gemini.script(['not-json']);
+    replicate.script(['garbage']);
+    const created = await postBook(api, { title: 'Paid Anyway', pages: ['The forest at dawn, birds singing.', 'Mist among the trees.'] });
+    const book = await waitForBook(api, created.body.bookId);
+    expect(book).toMatchObject({ success: true, status: 'ready', stats: { soundscapesGenerated: 1 } });
+    const calls = await queryRows<{ kind: string; outcome: string; units: number; cost: number }>(
+      env.databaseUrl,
+      `select kind, outcome, units::float as units, cost_usd::float as cost from provider_calls where book_id = $1 order by kind, outcome`,
+      [book.bookId],
+    );
+    expect(calls.map((c) => `${c.kind} ${c.outcome}`)).toEqual(['analysis error', 'analysis ok', 'soundscape error', 'soundscape ok']);
+    for (const call of calls) {
+      expect(call.units).toBeGreaterThan(0);
+      expect(call.cost).toBeGreaterThan(0);
+    }
   });
 
   it('fails a spread at once on a 400 from Gemini and records it', async () => {

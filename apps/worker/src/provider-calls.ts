@@ -3,6 +3,7 @@ import { providerCalls } from '@soundqueue/shared/db/schema';
 import { preparedFor } from '@soundqueue/shared/db/prepared';
 import type { Db } from '@soundqueue/shared/db/client';
 import { providerCallDuration, providerCost } from '@soundqueue/shared/metrics';
+import { SoundqueueError } from '@soundqueue/shared/errors';
 
 type ProviderCall = typeof providerCalls.$inferInsert;
 
@@ -40,7 +41,9 @@ export async function recordedCall<T>(db: Db, meta: CallMeta, call: () => Promis
   try {
     result = await call();
   } catch (error) {
-    await recordProviderCall(db, { ...meta, units: 0, costUsd: 0, latencyMs: Date.now() - started, outcome: 'error' });
+    // A failed call costs nothing unless the provider answered and charged for it.
+    const billed = error instanceof SoundqueueError ? error.billed : undefined;
+    await recordProviderCall(db, { ...meta, units: billed?.units ?? 0, costUsd: billed?.costUsd ?? 0, latencyMs: Date.now() - started, outcome: 'error' });
     throw error;
   }
   await recordProviderCall(db, { ...meta, ...usage(result), latencyMs: Date.now() - started, outcome: 'ok' });

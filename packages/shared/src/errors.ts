@@ -14,6 +14,12 @@ export type ErrorType =
   | 'SoundscapeGenerationError'
   | 'DatabaseError';
 
+/** A provider call's usage (characters, tokens or seconds) and its cost in USD. */
+export interface Billed {
+  units: number;
+  costUsd: number;
+}
+
 export abstract class SoundqueueError extends Error {
   abstract readonly code: string;
   readonly retryable: boolean;
@@ -21,15 +27,22 @@ export abstract class SoundqueueError extends Error {
   readonly retryAfterSeconds: number | undefined;
   /** The provider's HTTP status, when the failure came from one. */
   readonly status: number | undefined;
+  /**
+   * What the provider charged for the call although its answer could not be used (a Gemini
+   * answer that is not the JSON asked for, a Replicate prediction that succeeded but whose file
+   * is not audio): the call's provider_calls row records it, as the month's budget must.
+   */
+  readonly billed: Billed | undefined;
 
   constructor(
     message: string,
-    options: { retryable?: boolean; cause?: unknown; retryAfterSeconds?: number; status?: number } = {},
+    options: { retryable?: boolean; cause?: unknown; retryAfterSeconds?: number; status?: number; billed?: Billed } = {},
   ) {
     super(message, { cause: options.cause });
     this.retryable = options.retryable ?? true;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.status = options.status;
+    this.billed = options.billed;
   }
 
   get errorType(): ErrorType {

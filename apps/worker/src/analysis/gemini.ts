@@ -1,6 +1,6 @@
 import { ApiError, GoogleGenAI, Type, type GenerateContentResponse, type Schema } from '@google/genai';
 import { spreadAnalysisSchema, type SpreadAnalysis } from '@soundqueue/shared/analysis';
-import { ContentAnalysisError, isRetryableStatus, parseRetryAfter } from '@soundqueue/shared/errors';
+import { ContentAnalysisError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
 import { prices } from '@soundqueue/shared/prices';
 import type { AnalysisProvider, AnalysisRequest, AnalysisResult } from './types';
 
@@ -80,36 +80,39 @@ export function createGeminiAnalysisProvider(options: GeminiAnalysisOptions): An
       } catch (error) {
         throw toAnalysisError(error, { signal, timeoutMs: options.timeoutMs, headers: errorHeaders });
       }
-      const analysis = parseAnalysis(response);
+      const tokens = response.usageMetadata?.totalTokenCount ?? 0;
+      const costUsd = (tokens * prices.geminiPer1kTokens) / 1000;
+      const analysis = parseAnalysis(response, { units: tokens, costUsd });
       // The first spread always opens a scene, whatever the model says.
       if (request.previousText === null) analysis.sceneChanged = true;
-      const tokens = response.usageMetadata?.totalTokenCount ?? 0;
-      return { analysis, usage: { tokens }, costUsd: (tokens * prices.geminiPer1kTokens) / 1000 };
+      return { analysis, usage: { tokens }, costUsd };
     },
   };
 }
 
-function parseAnalysis(response: GenerateContentResponse): SpreadAnalysis {
+/** The analysis in Gemini's answer. Its tokens are `billed` whether or not the answer is usable. */
+function parseAnalysis(response: GenerateContentResponse, billed: Billed): SpreadAnalysis {
   const blocked = response.promptFeedback?.blockReason;
   if (blocked) {
     // The same text is blocked the same way next time: fail at once.
-    throw new ContentAnalysisError(`Gemini refused to analyse this spread (prompt blocked: ${blocked})`, { retryable: false });
+    throw new ContentAnalysisError(`Gemini refused to analyse this spread (prompt blocked: ${blocked})`, { retryable: false, billed });
   }
   const text = response.text;
   const finishReason = response.candidates?.[0]?.finishReason;
-  if (!text) throw new ContentAnalysisError(`Gemini answered without text (finishReason ${finishReason ?? 'none'})`);
+  if (!text) throw new ContentAnalysisError(`Gemini answered without text (finishReason ${finishReason ?? 'none'})`, { billed });
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
     throw new ContentAnalysisError(
       `Gemini answered text that is not JSON (finishReason ${finishReason ?? 'none'}): ${text.slice(0, 200)}`,
+      { billed },
     );
   }
   const parsed = spreadAnalysisSchema.safeParse(json);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new ContentAnalysisError(`Gemini's analysis does not match the schema: ${problems}`);
+    throw new ContentAnalysisError(`Gemini's analysis does not match the schema: ${problems}`, { billed });
   }
   return parsed.data;
 }

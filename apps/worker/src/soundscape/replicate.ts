@@ -1,5 +1,5 @@
 import Replicate, { type Prediction } from 'replicate';
-import { SoundscapeGenerationError, isRetryableStatus, parseRetryAfter } from '@soundqueue/shared/errors';
+import { SoundscapeGenerationError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
 import { prices } from '@soundqueue/shared/prices';
 import { sniffAudioFormat } from '../speech/openai';
 import type { SoundscapeProvider, SoundscapeRequest, SoundscapeResult } from './types';
@@ -51,19 +51,22 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
         throw outcomeError(prediction, { ...context, aborted: combined.aborted });
       }
 
+      // A prediction that succeeded is paid for, even if its file turns out unusable below.
+      const seconds = prediction.metrics?.predict_time ?? request.durationSeconds;
+      const billed = { units: seconds, costUsd: seconds * prices.replicatePerSecond };
       const url = outputUrl(prediction.output);
       if (!url) {
-        throw new SoundscapeGenerationError(`Replicate prediction ${prediction.id} succeeded without an output file: ${JSON.stringify(prediction.output)?.slice(0, 200)}`);
+        throw new SoundscapeGenerationError(`Replicate prediction ${prediction.id} succeeded without an output file: ${JSON.stringify(prediction.output)?.slice(0, 200)}`, { billed });
       }
-      const audio = await download(url, fetchOnce, { ...context, predictionId: prediction.id, combined });
+      const audio = await download(url, fetchOnce, { ...context, predictionId: prediction.id, combined, billed });
       const format = sniffAudioFormat(audio);
       if (!format) {
         throw new SoundscapeGenerationError(
           `Replicate prediction ${prediction.id} output (${audio.length} bytes from ${url}) is not MP3 or WAV audio`,
+          { billed },
         );
       }
-      const seconds = prediction.metrics?.predict_time ?? request.durationSeconds;
-      return { audio, format, usage: { seconds }, costUsd: seconds * prices.replicatePerSecond };
+      return { audio, format, usage: { seconds }, costUsd: billed.costUsd };
     },
   };
 }
@@ -113,7 +116,7 @@ function outputUrl(output: unknown): string | undefined {
 async function download(
   url: string,
   fetchOnce: (input: string) => Promise<Response>,
-  context: { signal: AbortSignal | undefined; timeoutMs: number; predictionId: string; combined: AbortSignal },
+  context: { signal: AbortSignal | undefined; timeoutMs: number; predictionId: string; combined: AbortSignal; billed: Billed },
 ): Promise<Buffer> {
   let audio: Buffer;
   try {
@@ -124,13 +127,14 @@ async function download(
         status: response.status,
         retryable: isRetryableStatus(response.status),
         retryAfterSeconds: parseRetryAfter(response.headers.get('retry-after')),
+        billed: context.billed,
       });
     }
     audio = Buffer.from(await response.arrayBuffer());
   } catch (error) {
     throw toSoundscapeError(error, { ...context, aborted: context.combined.aborted, during: 'downloading its output' });
   }
-  if (audio.length === 0) throw new SoundscapeGenerationError(`Replicate prediction ${context.predictionId} output file is empty`);
+  if (audio.length === 0) throw new SoundscapeGenerationError(`Replicate prediction ${context.predictionId} output file is empty`, { billed: context.billed });
   return audio;
 }
 
@@ -155,12 +159,13 @@ function failedPrediction(id: string | undefined, text: string): SoundscapeGener
 
 function toSoundscapeError(
   error: unknown,
-  context: { signal: AbortSignal | undefined; timeoutMs: number; predictionId?: string; aborted: boolean; during?: string },
+  context: { signal: AbortSignal | undefined; timeoutMs: number; predictionId?: string; aborted: boolean; during?: string; billed?: Billed },
 ): SoundscapeGenerationError {
   if (error instanceof SoundscapeGenerationError) return error;
   const where = context.during ? ` while ${context.during}` : '';
-  if (context.signal?.aborted) return new SoundscapeGenerationError(`Replicate soundscape request was cancelled${where}`, { cause: error });
-  if (context.aborted) return new SoundscapeGenerationError(`Replicate did not answer within ${context.timeoutMs} ms${where}`, { cause: error });
+  const { billed } = context;
+  if (context.signal?.aborted) return new SoundscapeGenerationError(`Replicate soundscape request was cancelled${where}`, { cause: error, billed });
+  if (context.aborted) return new SoundscapeGenerationError(`Replicate did not answer within ${context.timeoutMs} ms${where}`, { cause: error, billed });
   const message = error instanceof Error ? error.message : String(error);
   // replicate.wait throws a plain Error for a prediction that ends "failed".
   const failed = /^Prediction failed: ([\s\S]*)$/.exec(message);
@@ -176,7 +181,7 @@ function toSoundscapeError(
   }
   const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : '';
   // Connection refused or reset, DNS, a transfer cut off: worth another attempt.
-  return new SoundscapeGenerationError(`Replicate request failed${where}: ${message}${cause}`, { cause: error });
+  return new SoundscapeGenerationError(`Replicate request failed${where}: ${message}${cause}`, { cause: error, billed });
 }
 
 /** ApiError's message ends with the response body ({"detail","status"}); its detail is what a person reads. */
