@@ -326,6 +326,22 @@ describe('s3 driver specifics', () => {
     await expect(a.read('tracks/b1/t1.mp3', { start: -1, end: 2 })).rejects.toThrow(RangeError);
   });
 
+  it('a missing bucket is a failure, not a missing object', async () => {
+    // As ENOENT, a mix job took a rendition's file for gone: it dropped the rendition and paid
+    // the provider to voice it again, on every attempt, the upload then failing the same way.
+    const wrong = createS3Storage({ ...s3Options(), bucket: 'no-such-bucket' });
+    try {
+      const failure = (p: Promise<unknown>) => p.then(() => expect.fail('should have failed'), (e: unknown) => e as NodeJS.ErrnoException);
+      for (const error of [await failure(wrong.localFile('renditions/ab/abc.mp3', join(scratch, 'wrong-bucket.mp3'))), await failure(wrong.read('tracks/b1/t1.mp3'))]) {
+        expect(error.code).not.toBe('ENOENT');
+        expect(error.name).toBe('NoSuchBucket');
+      }
+      expect(existsSync(join(scratch, 'wrong-bucket.mp3'))).toBe(false);
+    } finally {
+      wrong.client.destroy();
+    }
+  });
+
   it('moveFile stores exactly the bytes of the file (read back raw through the SDK)', async () => {
     const source = join(scratch, 'framing.bin');
     await writeFile(source, 'exactly these bytes');

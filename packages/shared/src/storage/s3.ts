@@ -172,8 +172,15 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
   };
 }
 
+/**
+ * Whether S3 says the object is missing. A missing bucket is a 404 too, but it is the store's
+ * configuration that is wrong, not one object gone: taken as a missing object, a mix job dropped
+ * its voice rendition and paid the provider for it again on every attempt. GetObject names it
+ * (NoSuchBucket); HeadObject's 404 has no body, so stat() cannot tell the two apart.
+ */
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  if (e?.name === 'NoSuchBucket' || e?.Code === 'NoSuchBucket') return false;
   return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.Code === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
 }
 
