@@ -179,7 +179,11 @@ describe('rate limits', () => {
       const times = jobs.map((j) => j.processedOn!).sort((a, b) => a - b);
       // 4 per second across both processes: 16 jobs need at least 3 full windows.
       expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(2_900);
-      for (let i = 0; i + 4 < times.length; i++) expect(times[i + 4]! - times[i]!).toBeGreaterThanOrEqual(950);
+      // Any five in a row span a window. Not the whole second: processedOn is the worker's
+      // clock when it sent the command that takes the job, and the window runs from when Redis
+      // ran it; on a loaded machine (CI with other work on 2 cores) that gap reached 118 ms.
+      // Unlimited, 16 jobs would all start within a few milliseconds.
+      for (let i = 0; i + 4 < times.length; i++) expect(times[i + 4]! - times[i]!).toBeGreaterThanOrEqual(750);
     } finally {
       await queue.close();
       for (const c of children) c.kill('SIGTERM');
