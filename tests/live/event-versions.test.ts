@@ -66,6 +66,7 @@ describe('row versions', () => {
     await api.ctx.db.execute(sql`update audio_generation_batches set cost_usd = cost_usd + 1 where id = ${batchId}`);
     expect((await rows()).batch).toBe(afterStart.batch + 1);
 
+    const [endpoint] = await queryRows(env.databaseUrl, `insert into webhook_endpoints (user_id, url, events, secret) values ('user-a', 'https://hooks.example/x', '["batch.partial_success"]', 'whsec_x') returning id`);
     const failed = await finishTrack(api.ctx.db, b, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: 'no' });
     const finished = await finishTrack(api.ctx.db, a, completed);
     const done = await finaliseBatch(api.ctx.db, batchId);
@@ -76,8 +77,8 @@ describe('row versions', () => {
     expect(versionOf(finished.events, 'track.updated', a)).toBe(final.a);
     expect(versionOf(done.events, 'batch.partial_success')).toBe(final.batch);
 
-    // Webhooks carry it too: a receiver cannot rely on delivery order either.
-    const [endpoint] = await queryRows(env.databaseUrl, `insert into webhook_endpoints (user_id, url, events, secret) values ('user-a', 'https://hooks.example/x', '["batch.partial_success"]', 'whsec_x') returning id`);
+    // Webhooks carry it too: a receiver cannot rely on delivery order either. (Recorded as
+    // the batch was finalised, for the endpoint subscribed then.)
     await api.ctx.publish(done.events);
     const [delivery] = await queryRows(env.databaseUrl, 'select payload from webhook_deliveries where endpoint_id = $1', [endpoint.id]);
     expect(delivery.payload.data).toMatchObject({ batch_id: batchId, version: final.batch, status: 'partial_success' });
