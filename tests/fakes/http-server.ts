@@ -116,6 +116,18 @@ export function sendTruncated(res: ServerResponse, audio: Buffer, contentType = 
   res.write(audio.subarray(0, Math.floor(audio.length / 2)), () => res.destroy());
 }
 
+/**
+ * A 200 audio answer with no length that never ends (chunked, as OpenAI streams speech): the
+ * same MP3 over and over until the client goes away, as a broken proxy or a runaway model
+ * could send. Resolves once the client has gone.
+ */
+export async function sendEndless(res: ServerResponse, audio: Buffer, gone: AbortSignal, contentType = 'audio/mpeg'): Promise<void> {
+  res.writeHead(200, { 'content-type': contentType });
+  while (!gone.aborted && !res.destroyed) {
+    if (!res.write(audio)) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+  }
+}
+
 /** Bytes that are not audio, whatever the content-type says. Deterministic, no MP3 sync word. */
 export function garbageBytes(length = 4096): Buffer {
   const text = 'this is not audio, just bytes with an audio content-type. ';

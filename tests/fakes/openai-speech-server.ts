@@ -1,5 +1,5 @@
 import {
-  BehaviourQueue, ConcurrencyCap, garbageBytes, hang, makeMp3, pause, sendAudio, sendJson, sendTruncated,
+  BehaviourQueue, ConcurrencyCap, garbageBytes, hang, makeMp3, pause, sendAudio, sendEndless, sendJson, sendTruncated,
   startHttpServer, type FakeServer, type FakeServerOptions,
 } from './http-server';
 
@@ -16,6 +16,7 @@ export type SpeechBehaviour =
   | 'truncated' // promises the whole MP3, sends half, drops the connection
   | 'garbage' // 200 audio/mpeg whose bytes are not audio
   | 'html' // 200 text/html, as a misconfigured proxy answers
+  | 'endless' // 200 audio/mpeg with no length that never ends
   | { kind: 'rate-limited'; retryAfterSeconds: number }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; message: string; param?: string; code?: string };
@@ -72,6 +73,7 @@ export async function startOpenAiSpeechServer(options: OpenAiSpeechOptions = {})
       if (gone.aborted) return;
       const audio = await makeMp3(Math.min(MAX_SECONDS, Math.max(0.5, body.input.length / CHARS_PER_SECOND)));
       if (behaviour.kind === 'truncated') return sendTruncated(res, audio);
+      if (behaviour.kind === 'endless') return await sendEndless(res, audio, gone);
       if (behaviour.kind === 'garbage') return sendAudio(res, garbageBytes());
       if (behaviour.kind === 'html') {
         res.writeHead(200, { 'content-type': 'text/html' });
@@ -87,7 +89,7 @@ export async function startOpenAiSpeechServer(options: OpenAiSpeechOptions = {})
 }
 
 type Normalised =
-  | { kind: 'ok' | 'hang' | 'truncated' | 'garbage' | 'html' }
+  | { kind: 'ok' | 'hang' | 'truncated' | 'garbage' | 'html' | 'endless' }
   | { kind: 'rate-limited'; retryAfterSeconds: number }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; message: string; param?: string; code?: string };

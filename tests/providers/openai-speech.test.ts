@@ -15,8 +15,8 @@ beforeAll(async () => {
 });
 afterAll(() => fake.close());
 
-function provider(timeoutMs = 5000) {
-  return createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${fake.url}/v1`, timeoutMs });
+function provider(timeoutMs = 5000, maxAudioBytes = 256 * 1024 * 1024) {
+  return createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${fake.url}/v1`, timeoutMs, maxAudioBytes });
 }
 
 /** Runs one synthesis that must fail and returns its error and the requests it made. */
@@ -117,11 +117,32 @@ describe('OpenAI speech provider', () => {
   });
 });
 
+describe('OpenAI speech, an answer larger than PROVIDER_MAX_AUDIO_BYTES', () => {
+  it('stops reading an endless one at the limit, and says so', async () => {
+    // Read whole, it would take the worker's memory; the deadline is far off.
+    fake.script(['endless']);
+    const { error, requests } = await failure(() => provider(60_000, 256 * 1024).synthesize(request));
+    expect(requests).toBe(1);
+    expect(error.message).toBe('OpenAI speech API answered 200, but the answer has over 262144 bytes, more than the 262144 an audio answer may have');
+    expect(error.retryable).toBe(true);
+  });
+
+  it('refuses one whose Content-Length is over the limit before reading it', async () => {
+    const { error } = await failure(() => provider(5000, 100).synthesize(request));
+    expect(error.message).toMatch(/^OpenAI speech API answered 200, but the answer has \d+ bytes, more than the 100 an audio answer may have$/);
+  });
+
+  it('takes one of exactly the limit', async () => {
+    const size = (await provider().synthesize(request)).audio.length;
+    expect((await provider(5000, size).synthesize(request)).audio.length).toBe(size);
+  });
+});
+
 describe('OpenAI speech fake', () => {
   it('queues requests beyond maxConcurrent, each taking delayMs', async () => {
     const slow = await startOpenAiSpeechServer({ delayMs: 150, maxConcurrent: 1 });
     try {
-      const speech = createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${slow.url}/v1`, timeoutMs: 5000 });
+      const speech = createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${slow.url}/v1`, timeoutMs: 5000, maxAudioBytes: 1024 * 1024 });
       const started = Date.now();
       const finished: number[] = [];
       await Promise.all([1, 2, 3].map(() => speech.synthesize(request).then(() => finished.push(Date.now() - started))));

@@ -15,13 +15,14 @@ beforeAll(async () => {
 });
 afterAll(() => fake.close());
 
-function provider(options: { model?: string; timeoutMs?: number } = {}) {
+function provider(options: { model?: string; timeoutMs?: number; maxAudioBytes?: number } = {}) {
   return createReplicateSoundscapeProvider({
     apiToken: 'r8_test',
     baseUrl: `${fake.url}/v1`,
     model: options.model ?? 'meta/musicgen',
     pollIntervalMs: 10,
     timeoutMs: options.timeoutMs ?? 5000,
+    maxAudioBytes: options.maxAudioBytes ?? 256 * 1024 * 1024,
   });
 }
 
@@ -124,6 +125,13 @@ describe('Replicate soundscape provider', () => {
     expect(error.retryable).toBe(true);
     expect(error.message).toMatch(/^Replicate request failed while downloading its output: /);
   });
+
+  it('refuses an output file larger than PROVIDER_MAX_AUDIO_BYTES, with what the prediction was billed', async () => {
+    const { error } = await failure(() => provider({ maxAudioBytes: 100 }).generate(request));
+    expect(error.retryable).toBe(true);
+    expect(error.message).toMatch(/^Replicate prediction \S+ output: the answer has \d+ bytes, more than the 100 an audio answer may have$/);
+    expect(error.billed).toBeDefined();
+  });
 });
 
 describe('Replicate fake', () => {
@@ -131,7 +139,7 @@ describe('Replicate fake', () => {
     const slow = await startReplicateServer({ delayMs: 150, maxConcurrent: 1 });
     try {
       const soundscapes = createReplicateSoundscapeProvider({
-        apiToken: 'r8_test', baseUrl: `${slow.url}/v1`, model: 'meta/musicgen', pollIntervalMs: 20, timeoutMs: 5000,
+        apiToken: 'r8_test', baseUrl: `${slow.url}/v1`, model: 'meta/musicgen', pollIntervalMs: 20, timeoutMs: 5000, maxAudioBytes: 256 * 1024 * 1024,
       });
       const started = Date.now();
       const finished: number[] = [];

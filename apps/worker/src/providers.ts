@@ -21,7 +21,7 @@ export function createProviders(config: Config): Providers {
   return {
     speech:
       config.speechProvider === 'openai'
-        ? createOpenAiSpeechProvider({ apiKey: config.OPENAI_API_KEY!, baseURL: config.OPENAI_BASE_URL, timeoutMs })
+        ? createOpenAiSpeechProvider({ apiKey: config.OPENAI_API_KEY!, baseURL: config.OPENAI_BASE_URL, timeoutMs, maxAudioBytes: config.PROVIDER_MAX_AUDIO_BYTES })
         : createLocalSpeechProvider(),
     analysis:
       config.analysisProvider === 'gemini'
@@ -35,6 +35,7 @@ export function createProviders(config: Config): Providers {
             model: config.REPLICATE_SOUNDSCAPE_MODEL,
             pollIntervalMs: config.REPLICATE_POLL_INTERVAL_MS,
             timeoutMs,
+            maxAudioBytes: config.PROVIDER_MAX_AUDIO_BYTES,
           })
         : createLocalSoundscapeProvider(),
   };

@@ -160,6 +160,9 @@ const envSchema = z.object({
   OPENAI_BASE_URL: optionalUrl('OPENAI_BASE_URL'),
   OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
   PROVIDER_TIMEOUT_MS: milliseconds('PROVIDER_TIMEOUT_MS', 120_000),
+  // The most bytes one audio answer of a provider (speech, soundscape) may have; see
+  // apps/worker/src/provider-body.ts.
+  PROVIDER_MAX_AUDIO_BYTES: positiveInt('PROVIDER_MAX_AUDIO_BYTES', 256 * 1024 * 1024),
 
   ANALYSIS_PROVIDER: z.enum(['gemini', 'local'], { message: 'ANALYSIS_PROVIDER must be gemini or local' }).optional(),
   GEMINI_API_KEY: optionalString,

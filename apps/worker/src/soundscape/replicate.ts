@@ -3,6 +3,7 @@ import { SoundscapeGenerationError, isRetryableStatus, parseRetryAfter, type Bil
 import { prices } from '@soundqueue/shared/prices';
 import { sniffAudioFormat } from '../speech/openai';
 import type { SoundscapeProvider, SoundscapeRequest, SoundscapeResult } from './types';
+import { readAudioBody } from '../provider-body';
 
 // Soundscapes from a Replicate model (meta/musicgen style input) through the `replicate` SDK:
 // create a prediction, poll it with replicate.wait, download the output file.
@@ -16,6 +17,8 @@ export interface ReplicateSoundscapeOptions {
   pollIntervalMs: number;
   /** Deadline for the whole generation: create, polls and download. */
   timeoutMs: number;
+  /** The most bytes the output file may have (PROVIDER_MAX_AUDIO_BYTES). */
+  maxAudioBytes: number;
 }
 
 export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOptions): SoundscapeProvider {
@@ -30,7 +33,7 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
       // A client per call, so that its fetch carries this call's deadline: replicate.wait
       // polls without any signal of its own.
       const replicate = new Replicate({ auth: options.apiToken, baseUrl: options.baseUrl, fetch: fetchOnce, useFileOutput: false });
-      const context = { signal, timeoutMs: options.timeoutMs };
+      const context = { signal, timeoutMs: options.timeoutMs, maxAudioBytes: options.maxAudioBytes };
 
       let prediction: Prediction | undefined;
       try {
@@ -116,7 +119,7 @@ function outputUrl(output: unknown): string | undefined {
 async function download(
   url: string,
   fetchOnce: (input: string) => Promise<Response>,
-  context: { signal: AbortSignal | undefined; timeoutMs: number; predictionId: string; combined: AbortSignal; billed: Billed },
+  context: { signal: AbortSignal | undefined; timeoutMs: number; maxAudioBytes: number; predictionId: string; combined: AbortSignal; billed: Billed },
 ): Promise<Buffer> {
   let audio: Buffer;
   try {
@@ -130,7 +133,7 @@ async function download(
         billed: context.billed,
       });
     }
-    audio = Buffer.from(await response.arrayBuffer());
+    audio = await readAudioBody(response, context.maxAudioBytes, (message) => new SoundscapeGenerationError(`Replicate prediction ${context.predictionId} output: ${message}`, { billed: context.billed }));
   } catch (error) {
     throw toSoundscapeError(error, { ...context, aborted: context.combined.aborted, during: 'downloading its output' });
   }

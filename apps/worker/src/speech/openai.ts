@@ -2,6 +2,7 @@ import OpenAI, { APIConnectionTimeoutError, APIError } from 'openai';
 import { SpeechGenerationError, isRetryableStatus, parseRetryAfter } from '@soundqueue/shared/errors';
 import { prices } from '@soundqueue/shared/prices';
 import type { SpeechProvider, SpeechRequest, SpeechResult } from './types';
+import { readAudioBody } from '../provider-body';
 
 // OpenAI text-to-speech through the `openai` SDK. The queue is the one place that retries
 // (DESIGN.md, Providers), so the SDK's own retries are off and every failure becomes a
@@ -13,6 +14,8 @@ export interface OpenAiSpeechOptions {
   baseURL?: string;
   /** Deadline for the whole call, the audio body included. */
   timeoutMs: number;
+  /** The most bytes the audio may have (PROVIDER_MAX_AUDIO_BYTES). */
+  maxAudioBytes: number;
 }
 
 export function createOpenAiSpeechProvider(options: OpenAiSpeechOptions): SpeechProvider {
@@ -48,7 +51,7 @@ export function createOpenAiSpeechProvider(options: OpenAiSpeechOptions): Speech
           { signal: combined },
         );
         contentType = response.headers.get('content-type') ?? '';
-        audio = Buffer.from(await response.arrayBuffer());
+        audio = await readAudioBody(response, options.maxAudioBytes, (message) => new SpeechGenerationError(`OpenAI speech API answered 200, but ${message}`));
       } catch (error) {
         throw toSpeechError(error, { deadline, signal, timeoutMs: options.timeoutMs });
       }
