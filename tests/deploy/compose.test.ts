@@ -289,7 +289,7 @@ describe('docker-compose.yml', () => {
     const apiOnly = (name: string) => /^(AUTH_|ADMIN_)/.test(name) || name === 'PUBLIC_URL';
     const workersOnly = (name: string) =>
       name !== 'OPENAI_TTS_MODEL' &&
-      /^(OPENAI_|GEMINI_|REPLICATE_|PRICE_)|_PROVIDER$|_RATE_LIMIT$|^(PROVIDER_TIMEOUT_MS|SOUNDSCAPE_SECONDS|RATE_LIMIT_MAX_RESTARTS)$/.test(name);
+      /^(OPENAI_|GEMINI_|REPLICATE_|PRICE_)|_PROVIDER$|_RATE_LIMIT$|^(PROVIDER_TIMEOUT_MS|PROVIDER_MAX_AUDIO_BYTES|SOUNDSCAPE_SECONDS|RATE_LIMIT_MAX_RESTARTS)$/.test(name);
     for (const name of documented.filter((n) => !fixed.has(n))) {
       const reaches = { api: apiEnv[name], 'worker-generation': generation[name], 'worker-mixing': mixing[name] };
       const expected = apiOnly(name)
