@@ -199,7 +199,10 @@ export async function recordWebhookDeliveries(db: Db | Tx, events: ProgressEvent
  * never queued is queued by the reconciler.
  */
 export async function recordWebhooksIn(tx: Tx, events: ProgressEvent[]): Promise<ProgressEvent[]> {
-  return Promise.all(events.map(async (event) => ({ ...event, webhookDeliveries: await recordWebhookDeliveries(tx, [event]) })));
+  const recorded: ProgressEvent[] = [];
+  // One at a time: a transaction is one connection, and the events' deliveries keep their order.
+  for (const event of events) recorded.push({ ...event, webhookDeliveries: await recordWebhookDeliveries(tx, [event]) });
+  return recorded;
 }
 
 /** Queues recorded deliveries. Every one is tried; the failures are thrown together at the end. */
