@@ -11,7 +11,9 @@ import { recordWebhooksIn } from '../webhooks';
 // and, in a data-modifying CTE of the same statement, only when that update hit a row, the
 // batch counters. One statement is as atomic as a transaction and costs one round trip;
 // the hot ones are prepared once per database handle (db/prepared.ts). This is how
-// invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries.
+// invariants 1 and 2 of DESIGN.md hold under retries, stalls and duplicate deliveries. (A
+// track's failure runs its statement in a transaction that also records its track.failed
+// webhook deliveries; see finishTrack.)
 //
 // Lock order: a track's row, then its batch's. Every transition takes them in that order (the
 // track update, then the counters in the same statement), so a transaction that changes
@@ -244,6 +246,10 @@ function terminalChange(status: Terminal['status']) {
 /**
  * Moves a track to a terminal status once. Returns whether this call did it; a second call
  * for the same track (a retried or duplicated job) finds no row to update and counts nothing.
+ * A failure's track.failed webhooks are recorded in the same transaction (see
+ * recordWebhooksIn): recorded after the commit, they were lost when the worker stopped in
+ * between, and nothing fails the track again. Only failures pay for the transaction; the
+ * other outcomes stay one statement.
  */
 export async function finishTrack(
   db: Db,
@@ -251,8 +257,23 @@ export async function finishTrack(
   outcome: Terminal,
   allowedFrom: readonly string[] = NOT_TERMINAL,
 ): Promise<{ changed: boolean; events: ProgressEvent[] }> {
+  if (outcome.status !== 'failed') return moveToTerminal(db, trackId, outcome, allowedFrom);
+  return db.transaction(async (tx) => {
+    // The transaction handle has the same query API as Db (the statement is prepared per
+    // handle, so built again here; failures are rare).
+    const done = await moveToTerminal(tx as unknown as Db, trackId, outcome, allowedFrom);
+    return { ...done, events: await recordWebhooksIn(tx, done.events) };
+  });
+}
+
+/** finishTrack's one statement: the guarded track update and, only if it hit a row, the batch counters. */
+async function moveToTerminal(
+  db: Db,
+  trackId: string,
+  outcome: Terminal,
+  allowedFrom: readonly string[],
+): Promise<{ changed: boolean; events: ProgressEvent[] }> {
   const name = `sq_finish_track_${outcome.status}`;
-  // One statement: the guarded track update and, only if it hit a row, the batch counters.
   const statement = preparedFor(db, name, (db) => {
     const change = terminalChange(outcome.status);
     const t = db.$with('t').as(
@@ -374,9 +395,10 @@ async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefi
   let batch: typeof locked | undefined = locked;
   if (leftovers) {
     for (const id of open) {
-      // The transaction handle has the same query API as Db (finishTrack's statement is
-      // prepared per handle; this path is rare).
-      const r = await finishTrack(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) });
+      // The statement alone: finaliseBatch records these events' webhooks with its own at the
+      // end. The transaction handle has the same query API as Db (the statement is prepared
+      // per handle; this path is rare).
+      const r = await moveToTerminal(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) }, NOT_TERMINAL);
       events.push(...r.events);
     }
     if (open.length > 0) [batch] = await tx.select().from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
