@@ -125,7 +125,8 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
     // Webhook deliveries recorded but without a job: Redis refused the job when the event was
     // dispatched (the transition had committed, so nothing dispatches it again), or lost it
     // since. Queued again under their own job id; one whose job still exists (waiting,
-    // delayed for its next attempt, running) is left alone.
+    // delayed for its next attempt, running) is left alone. The new job goes on from the
+    // attempts the row counts (processors/webhook.ts): queuing again adds none.
     const pendingDeliveries = await ctx.db
       .select({ id: webhookDeliveries.id })
       .from(webhookDeliveries)

@@ -1,4 +1,4 @@
-import { eq, sql } from 'drizzle-orm';
+import { and, eq, gte, lt, sql } from 'drizzle-orm';
 import { UnrecoverableError } from 'bullmq';
 import { webhookDeliveries, webhookEndpoints, type WebhookAttempt } from '@soundqueue/shared/db/schema';
 import { parsePayload } from '@soundqueue/shared/queues';
@@ -7,7 +7,17 @@ import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
 import { sendWebhook } from '../webhook-request';
 
-/** One delivery attempt of one event to one endpoint; every attempt is recorded. */
+/**
+ * One delivery attempt of one event to one endpoint; every attempt is recorded.
+ *
+ * The delivery's row holds its attempt budget, not the job: the attempt is counted in the row
+ * before its request is sent, and its number is the row's count. A delivery queued again (the
+ * reconciler queues a pending delivery that has no job) continues from that count, so a
+ * receiver gets at most WEBHOOK_ATTEMPTS requests however often the delivery is queued: before,
+ * a last attempt that could not record its outcome left the delivery pending, and its next job
+ * made every attempt again. An attempt that cannot be counted is not sent, and the delivery
+ * stays pending for the job's next attempt or the reconciler.
+ */
 export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{ status: number } | { skipped: string }> {
   const { deliveryId } = parsePayload('webhooks', run.job.data);
   const [row] = await ctx.db
@@ -17,15 +27,22 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
     .where(eq(webhookDeliveries.id, deliveryId));
   if (!row) return { skipped: 'endpoint deleted' };
   const { delivery, endpoint } = row;
-  if (delivery.status === 'delivered') return { skipped: 'already delivered' };
-  const attempt = run.job.attemptsMade + 1;
-  const last = attempt >= (run.job.opts.attempts ?? 1);
+  if (delivery.status !== 'pending') return { skipped: `already ${delivery.status}` };
+  const budget = ctx.config.WEBHOOK_ATTEMPTS;
+  const attempt = await countAttempt(ctx, deliveryId, budget);
+  if (attempt === null) {
+    // Every attempt was made (the last one's outcome could not be recorded, or its worker
+    // stopped before recording it), or the delivery settled meanwhile.
+    if (await exhaust(ctx, deliveryId, budget)) throw new UnrecoverableError(exhaustedMessage(budget));
+    return { skipped: 'delivery settled meanwhile' };
+  }
+  const last = attempt >= budget;
   const record = async (fields: { statusCode: number | null; latencyMs: number; error: string | null; status: 'pending' | 'delivered' | 'failed' }) => {
     const entry: WebhookAttempt = { attempt, at: new Date().toISOString(), status_code: fields.statusCode, latency_ms: fields.latencyMs, error: fields.error };
+    // The attempt is counted already (countAttempt): this records its outcome.
     await ctx.db
       .update(webhookDeliveries)
       .set({
-        attempts: sql`${webhookDeliveries.attempts} + 1`,
         lastStatusCode: fields.statusCode,
         lastLatencyMs: fields.latencyMs,
         lastError: fields.error,
@@ -36,7 +53,6 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
       })
       .where(eq(webhookDeliveries.id, deliveryId));
   };
-
   const body = JSON.stringify(delivery.payload);
   const timestamp = Math.floor(Date.now() / 1000);
   const started = Date.now();
@@ -68,5 +84,32 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
     return { status: statusCode! };
   }
   await record({ statusCode, latencyMs, error, status: last ? 'failed' : 'pending' });
+  // The row's budget is spent, whatever the job's own count says (a job queued again).
+  if (last) throw new UnrecoverableError(error);
   throw new Error(error);
+}
+
+/**
+ * Counts one more attempt of a pending delivery that has attempts left, and returns its
+ * number; null if it has none left or is no longer pending.
+ */
+async function countAttempt(ctx: WorkerContext, deliveryId: string, budget: number): Promise<number | null> {
+  const [counted] = await ctx.db
+    .update(webhookDeliveries)
+    .set({ attempts: sql`${webhookDeliveries.attempts} + 1`, updatedAt: sql`now()` })
+    .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.attempts, budget)))
+    .returning({ attempts: webhookDeliveries.attempts });
+  return counted?.attempts ?? null;
+}
+
+const exhaustedMessage = (budget: number) => `all ${budget} attempts were made; the outcome of the last one was not recorded`;
+
+/** Fails a pending delivery that has no attempts left. Whether it did. */
+async function exhaust(ctx: WorkerContext, deliveryId: string, budget: number): Promise<boolean> {
+  const failed = await ctx.db
+    .update(webhookDeliveries)
+    .set({ status: 'failed', lastError: exhaustedMessage(budget), updatedAt: sql`now()` })
+    .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), gte(webhookDeliveries.attempts, budget)))
+    .returning({ id: webhookDeliveries.id });
+  return failed.length > 0;
 }
