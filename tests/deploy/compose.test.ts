@@ -110,11 +110,8 @@ const seconds = (duration: string | undefined) => {
   return Number(m[1]) * ({ ms: 0.001, s: 1, m: 60 } as const)[(m[2] ?? 's') as 'ms' | 's' | 'm'];
 };
 
-// Every name the app reads from its environment: config.ts's schema and prices.ts's PRICE_*.
-const knownVariables = new Set([
-  ...[...read('packages/shared/src/config.ts').matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map((m) => m[1]!),
-  ...[...read('packages/shared/src/prices.ts').matchAll(/price\('([A-Z][A-Z0-9_]+)'/g)].map((m) => m[1]!),
-]);
+// Every name the app reads from its environment: config.ts's schema (the PRICE_* included).
+const knownVariables = new Set([...read('packages/shared/src/config.ts').matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map((m) => m[1]!));
 
 /**
  * The variables README's configuration table documents, from its first column. Shorthands

@@ -46,7 +46,7 @@ describe('config', () => {
     expect(error).toBeInstanceOf(ConfigError);
     const problems = (error as ConfigError).problems.join('\n');
     expect(problems).toContain('REDIS_URL must be a redis:// or rediss:// URL');
-    expect(problems).toContain('PORT must be a number');
+    expect(problems).toContain('PORT must be a whole number in decimal digits, not "eighty"');
     expect(problems).toContain('DATABASE_URL must be a postgres:// or postgresql:// URL');
     expect(problems).toContain('WORKER_CONCURRENCY_AUDIO_MIX must be greater than 0');
   });
@@ -110,13 +110,66 @@ describe('config', () => {
   });
 
   it('says what is wrong with a port that is a number but no port', () => {
-    // Both said "must be a number" for 99999, -1 and 1.5: the schema's one message stood for
-    // every check without its own.
+    // Both said "must be a number" for 99999 and -1: the schema's one message stood for every
+    // check without its own.
     for (const name of ['PORT', 'WORKER_METRICS_PORT']) {
       for (const bad of ['99999', '65536', '-1']) expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be 0-65535`);
-      expect(problemsOf({ [name]: '1.5' }), `${name}=1.5`).toBe(`${name} must be a whole number`);
-      expect(problemsOf({ [name]: 'eighty' }), `${name}=eighty`).toBe(`${name} must be a number`);
+      expect(problemsOf({ [name]: '1.5' }), `${name}=1.5`).toBe(`${name} must be a whole number in decimal digits, not "1.5"`);
+      expect(problemsOf({ [name]: 'eighty' }), `${name}=eighty`).toBe(`${name} must be a whole number in decimal digits, not "eighty"`);
       expect(loadConfig({ [name]: '9100' })[name as 'PORT']).toBe(9100);
+    }
+  });
+
+  it('reads the PRICE_* settings with the rest, so a bad price is refused at start with the other problems', () => {
+    // They were read by prices.ts when a provider module was first imported: a bad one threw on
+    // its own (in a worker only), after loadConfig had passed, and was never listed with the rest.
+    const defaults = loadConfig({});
+    expect([defaults.PRICE_OPENAI_TTS_PER_1K_CHARS, defaults.PRICE_GEMINI_PER_1K_TOKENS, defaults.PRICE_REPLICATE_PER_SECOND]).toEqual([0.012, 0.0004, 0.0014]);
+    expect(loadConfig({ PRICE_GEMINI_PER_1K_TOKENS: '0.0005' }).PRICE_GEMINI_PER_1K_TOKENS).toBe(0.0005);
+    // A contract may make a provider free.
+    expect(loadConfig({ PRICE_REPLICATE_PER_SECOND: '0' }).PRICE_REPLICATE_PER_SECOND).toBe(0);
+    const problems = problemsOf({ PORT: 'eighty', PRICE_OPENAI_TTS_PER_1K_CHARS: 'twelve', PRICE_GEMINI_PER_1K_TOKENS: '-0.1' });
+    expect(problems).toContain('PORT must be a whole number in decimal digits, not "eighty"');
+    expect(problems).toContain('PRICE_OPENAI_TTS_PER_1K_CHARS must be a number in decimal digits (such as 0.012), not "twelve"');
+    expect(problems).toContain('PRICE_GEMINI_PER_1K_TOKENS must be 0 or more');
+  });
+
+  it('reads numbers in decimal digits only, naming the setting and the value it refuses', () => {
+    // Number() also reads hexadecimal, binary, octal and exponents: JOB_ATTEMPTS=0x10 was 16
+    // attempts and WEBHOOK_TIMEOUT_MS=1e3 one second, a value that reads as one thing and is another.
+    const defaults = loadConfig({});
+    const integers = [...schemaVariables.filter((name) => Number.isInteger(defaults[name as keyof Config])), 'WORKER_METRICS_PORT'];
+    expect(integers).toEqual(expect.arrayContaining(['PORT', 'JOB_ATTEMPTS', 'SSE_HEARTBEAT_MS', 'BOOK_MAX_PAGES']));
+    for (const name of integers) {
+      for (const bad of ['0x10', '1e3', '0b11', '0o17', '1_000', '+5', '10.0', '1.5', 'Infinity', '12abc', 'eighty']) {
+        expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be a whole number in decimal digits, not "${bad}"`);
+      }
+      expect(loadConfig({ [name]: ' 0042 ' })[name as keyof Config], name).toBe(42);
+    }
+    const decimals = ['PRICE_OPENAI_TTS_PER_1K_CHARS', 'PRICE_GEMINI_PER_1K_TOKENS', 'PRICE_REPLICATE_PER_SECOND', 'USER_MONTHLY_BUDGET_USD'];
+    for (const name of decimals) {
+      for (const bad of ['0x10', '1e3', '1e-3', 'Infinity', '0.5.1', '$5', '+1', '1,5', '12.']) {
+        expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be a number in decimal digits (such as 0.012), not "${bad}"`);
+      }
+      for (const [good, value] of [['0.25', 0.25], ['.5', 0.5], ['12', 12], [' 1.50 ', 1.5]] as const) {
+        expect(loadConfig({ [name]: good })[name as keyof Config], `${name}=${good}`).toBe(value);
+      }
+    }
+    // Digits too many for a number are refused too, not rounded.
+    expect(problemsOf({ JOB_ATTEMPTS: '99999999999999999999' })).toBe('JOB_ATTEMPTS must be at most 9007199254740991');
+  });
+
+  it('reads true/false, yes/no and 1/0 in any case for every boolean setting, and names anything else', () => {
+    const defaults = loadConfig({});
+    // A Set: S3_FORCE_PATH_STYLE is also named in the Config type.
+    const booleans = [...new Set(schemaVariables)].filter((name) => typeof defaults[name as keyof Config] === 'boolean');
+    expect(booleans.sort()).toEqual(['ADMIN_READONLY', 'S3_FORCE_PATH_STYLE', 'WEBHOOK_ALLOW_PRIVATE']);
+    for (const name of booleans) {
+      for (const yes of ['true', 'TRUE', 'True', 'yes', 'YES', 'Yes', '1']) expect(loadConfig({ [name]: yes })[name as keyof Config], `${name}=${yes}`).toBe(true);
+      for (const no of ['false', 'FALSE', 'False', 'no', 'NO', '0']) expect(loadConfig({ [name]: no })[name as keyof Config], `${name}=${no}`).toBe(false);
+      for (const bad of ['maybe', 'y', 'n', 'on', 'off', 't', '2', 'truee']) {
+        expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be true or false (or yes/no, 1/0; any case), not "${bad}"`);
+      }
     }
   });
 

@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ContentAnalysisError } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
 import { createGeminiAnalysisProvider } from '../../apps/worker/src/analysis/gemini';
 import { defaultGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 
 // The real @google/genai SDK against a server that speaks the Gemini API's wire format.
+
+// Not the default price (0.0004), so a cost at the default would show the option was ignored.
+const PRICE_PER_1K_TOKENS = 0.001;
 
 const request = {
   spreadIndex: 3,
@@ -22,7 +24,7 @@ beforeEach(() => {
 afterAll(() => fake.close());
 
 function provider(timeoutMs = 5000) {
-  return createGeminiAnalysisProvider({ apiKey: 'gm-test', baseUrl: fake.url, model: 'gemini-2.5-flash', timeoutMs });
+  return createGeminiAnalysisProvider({ apiKey: 'gm-test', baseUrl: fake.url, model: 'gemini-2.5-flash', timeoutMs, pricePer1kTokens: PRICE_PER_1K_TOKENS });
 }
 
 async function failure(run: () => Promise<unknown>): Promise<{ error: ContentAnalysisError; requests: number }> {
@@ -52,7 +54,7 @@ describe('Gemini analysis provider', () => {
       sceneChanged: true, setting: 'an old inn', timeOfDay: 'night', mood: 'cosy', ambience: ['rain on a roof', 'crackling fire'], confidence: 0.9,
     });
     expect(result.usage.tokens).toBeGreaterThan(0);
-    expect(result.costUsd).toBeCloseTo((result.usage.tokens * prices.geminiPer1kTokens) / 1000, 12);
+    expect(result.costUsd).toBeCloseTo((result.usage.tokens * PRICE_PER_1K_TOKENS) / 1000, 12);
 
     const sent = fake.requests[before]!;
     expect(sent.path).toBe('/v1beta/models/gemini-2.5-flash:generateContent');

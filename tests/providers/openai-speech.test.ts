@@ -1,11 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
+import { loadConfig } from '@soundqueue/shared/config';
+import { createProviders } from '../../apps/worker/src/providers';
 import { createOpenAiSpeechProvider } from '../../apps/worker/src/speech/openai';
 import { probeAudio } from '../fakes/http-server';
 import { startOpenAiSpeechServer, type OpenAiSpeechFake } from '../fakes/openai-speech-server';
 
 // The real `openai` SDK against a server that speaks OpenAI's wire format.
+
+// Not the default price (0.012), so a cost at the default would show the option was ignored.
+const PRICE_PER_1K_CHARS = 0.02;
 
 const request = { text: 'The sea was calm that morning.', voice: 'coral', model: 'gpt-4o-mini-tts', instructions: 'Speak softly.' };
 
@@ -16,7 +20,7 @@ beforeAll(async () => {
 afterAll(() => fake.close());
 
 function provider(timeoutMs = 5000, maxAudioBytes = 256 * 1024 * 1024) {
-  return createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${fake.url}/v1`, timeoutMs, maxAudioBytes });
+  return createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${fake.url}/v1`, timeoutMs, maxAudioBytes, pricePer1kChars: PRICE_PER_1K_CHARS });
 }
 
 /** Runs one synthesis that must fail and returns its error and the requests it made. */
@@ -40,7 +44,7 @@ describe('OpenAI speech provider', () => {
     expect(probe.durationSeconds).toBeGreaterThan(0.3);
     expect(result.format).toBe('mp3');
     expect(result.usage.characters).toBe(request.text.length);
-    expect(result.costUsd).toBeCloseTo((prices.openaiTtsPer1kChars * request.text.length) / 1000, 10);
+    expect(result.costUsd).toBeCloseTo((PRICE_PER_1K_CHARS * request.text.length) / 1000, 10);
 
     const sent = fake.requests[before]!;
     expect(sent.method).toBe('POST');
@@ -49,6 +53,12 @@ describe('OpenAI speech provider', () => {
     expect(sent.body).toEqual({
       model: 'gpt-4o-mini-tts', voice: 'coral', input: request.text, instructions: 'Speak softly.', response_format: 'mp3',
     });
+  });
+
+  it('prices the call at PRICE_OPENAI_TTS_PER_1K_CHARS from config', async () => {
+    const config = loadConfig({ OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: `${fake.url}/v1`, PRICE_OPENAI_TTS_PER_1K_CHARS: '0.05' });
+    const result = await createProviders(config).speech.synthesize(request);
+    expect(result.costUsd).toBeCloseTo((0.05 * request.text.length) / 1000, 10);
   });
 
   it('turns a 429 into a retryable error with Retry-After, after exactly one request', async () => {
@@ -142,7 +152,7 @@ describe('OpenAI speech fake', () => {
   it('queues requests beyond maxConcurrent, each taking delayMs', async () => {
     const slow = await startOpenAiSpeechServer({ delayMs: 150, maxConcurrent: 1 });
     try {
-      const speech = createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${slow.url}/v1`, timeoutMs: 5000, maxAudioBytes: 1024 * 1024 });
+      const speech = createOpenAiSpeechProvider({ apiKey: 'sk-test', baseURL: `${slow.url}/v1`, timeoutMs: 5000, maxAudioBytes: 1024 * 1024, pricePer1kChars: PRICE_PER_1K_CHARS });
       const started = Date.now();
       const finished: number[] = [];
       await Promise.all([1, 2, 3].map(() => speech.synthesize(request).then(() => finished.push(Date.now() - started))));

@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoundscapeGenerationError } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
 import { createReplicateSoundscapeProvider } from '../../apps/worker/src/soundscape/replicate';
 import { probeAudio } from '../fakes/http-server';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
 
 // The real `replicate` SDK against a server that speaks Replicate's prediction API.
+
+// Not the default price (0.0014), so a cost at the default would show the option was ignored.
+const PRICE_PER_SECOND = 0.003;
 
 const request = { prompt: 'Steady rain on a tin roof, distant thunder', ambience: ['rain', 'thunder'], mood: 'calm', durationSeconds: 2 };
 
@@ -23,6 +25,7 @@ function provider(options: { model?: string; timeoutMs?: number; maxAudioBytes?:
     pollIntervalMs: 10,
     timeoutMs: options.timeoutMs ?? 5000,
     maxAudioBytes: options.maxAudioBytes ?? 256 * 1024 * 1024,
+    pricePerSecond: PRICE_PER_SECOND,
   });
 }
 
@@ -46,7 +49,7 @@ describe('Replicate soundscape provider', () => {
     expect(probe.durationSeconds).toBeGreaterThan(1.5);
     expect(result.format).toBe('mp3');
     expect(result.usage.seconds).toBeGreaterThan(0);
-    expect(result.costUsd).toBeCloseTo(result.usage.seconds * prices.replicatePerSecond, 12);
+    expect(result.costUsd).toBeCloseTo(result.usage.seconds * PRICE_PER_SECOND, 12);
 
     const sent = fake.requests.slice(before);
     expect(sent[0]).toMatchObject({
@@ -139,7 +142,7 @@ describe('Replicate fake', () => {
     const slow = await startReplicateServer({ delayMs: 150, maxConcurrent: 1 });
     try {
       const soundscapes = createReplicateSoundscapeProvider({
-        apiToken: 'r8_test', baseUrl: `${slow.url}/v1`, model: 'meta/musicgen', pollIntervalMs: 20, timeoutMs: 5000, maxAudioBytes: 256 * 1024 * 1024,
+        apiToken: 'r8_test', baseUrl: `${slow.url}/v1`, model: 'meta/musicgen', pollIntervalMs: 20, timeoutMs: 5000, maxAudioBytes: 256 * 1024 * 1024, pricePerSecond: PRICE_PER_SECOND,
       });
       const started = Date.now();
       const finished: number[] = [];

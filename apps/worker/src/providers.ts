@@ -21,11 +21,23 @@ export function createProviders(config: Config): Providers {
   return {
     speech:
       config.speechProvider === 'openai'
-        ? createOpenAiSpeechProvider({ apiKey: config.OPENAI_API_KEY!, baseURL: config.OPENAI_BASE_URL, timeoutMs, maxAudioBytes: config.PROVIDER_MAX_AUDIO_BYTES })
+        ? createOpenAiSpeechProvider({
+            apiKey: config.OPENAI_API_KEY!,
+            baseURL: config.OPENAI_BASE_URL,
+            timeoutMs,
+            maxAudioBytes: config.PROVIDER_MAX_AUDIO_BYTES,
+            pricePer1kChars: config.PRICE_OPENAI_TTS_PER_1K_CHARS,
+          })
         : createLocalSpeechProvider(),
     analysis:
       config.analysisProvider === 'gemini'
-        ? createGeminiAnalysisProvider({ apiKey: config.GEMINI_API_KEY!, baseUrl: config.GEMINI_BASE_URL, model: config.GEMINI_MODEL, timeoutMs })
+        ? createGeminiAnalysisProvider({
+            apiKey: config.GEMINI_API_KEY!,
+            baseUrl: config.GEMINI_BASE_URL,
+            model: config.GEMINI_MODEL,
+            timeoutMs,
+            pricePer1kTokens: config.PRICE_GEMINI_PER_1K_TOKENS,
+          })
         : createLocalAnalysisProvider(),
     soundscape:
       config.soundscapeProvider === 'replicate'
@@ -36,6 +48,7 @@ export function createProviders(config: Config): Providers {
             pollIntervalMs: config.REPLICATE_POLL_INTERVAL_MS,
             timeoutMs,
             maxAudioBytes: config.PROVIDER_MAX_AUDIO_BYTES,
+            pricePerSecond: config.PRICE_REPLICATE_PER_SECOND,
           })
         : createLocalSoundscapeProvider(),
   };

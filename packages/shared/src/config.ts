@@ -26,22 +26,43 @@ const url = (name: string, protocols: string[]) =>
 const optionalUrl = (name: string) =>
   optionalString.refine((v) => v === undefined || hasProtocol(v, ['http:', 'https:']), { message: `${name} must be an http(s) URL` });
 
-const wholePositive = (name: string) =>
-  z.coerce
-    .number({ message: `${name} must be a number` })
-    .int({ message: `${name} must be a whole number` })
-    .positive({ message: `${name} must be greater than 0` });
+// Numbers are written in decimal digits, nothing else. Number() (and z.coerce) also reads
+// 0x10, 0b11, 0o17 and 1e3: JOB_ATTEMPTS=0x10 was 16 attempts and WEBHOOK_TIMEOUT_MS=1e3 one
+// second, a value that reads as one thing and means another. A leading minus passes this
+// check so that the range checks below can say what is wrong with it.
+const DECIMAL_INTEGER = /^-?\d+$/;
+const DECIMAL_NUMBER = /^-?\d*\.?\d+$/;
 
-const positiveInt = (name: string, fallback: number) => wholePositive(name).default(fallback);
+const integerText = (name: string) =>
+  z
+    .string()
+    .trim()
+    .regex(DECIMAL_INTEGER, { error: (issue) => `${name} must be a whole number in decimal digits, not "${String(issue.input)}"` })
+    .transform(Number);
+
+const decimalText = (name: string) =>
+  z
+    .string()
+    .trim()
+    .regex(DECIMAL_NUMBER, { error: (issue) => `${name} must be a number in decimal digits (such as 0.012), not "${String(issue.input)}"` })
+    .transform(Number);
+
+// Past 2^53 digits no longer make the number they spell (and past about 1e308, Infinity).
+const safeWhole = (name: string) =>
+  z.number({ message: `${name} must be at most ${Number.MAX_SAFE_INTEGER}` }).int({ message: `${name} must be at most ${Number.MAX_SAFE_INTEGER}`, abort: true });
+
+const wholePositive = (name: string) => safeWhole(name).positive({ message: `${name} must be greater than 0` });
+
+const positiveInt = (name: string, fallback: number) => integerText(name).pipe(wholePositive(name)).default(fallback);
 
 // Every check has its own message: one given to the number alone also stands for the checks
-// without one, and a port of 99999 or 1.5 was reported as "must be a number".
+// without one, and a port of 99999 was reported as "must be a number".
 const port = (name: string) =>
-  z.coerce
-    .number({ message: `${name} must be a number` })
-    .int({ message: `${name} must be a whole number` })
-    .min(0, { message: `${name} must be 0-65535` })
-    .max(65535, { message: `${name} must be 0-65535` });
+  integerText(name).pipe(
+    safeWhole(name)
+      .min(0, { message: `${name} must be 0-65535` })
+      .max(65535, { message: `${name} must be 0-65535` }),
+  );
 
 // Node's timers take a signed 32-bit delay: a longer one is replaced by 1 ms, so a too-large
 // heartbeat or poll interval would fire continuously instead of rarely. Every *_MS setting
@@ -49,15 +70,29 @@ const port = (name: string) =>
 const MAX_TIMER_MS = 2_147_483_647;
 
 const milliseconds = (name: string, fallback: number) =>
-  wholePositive(name)
-    .max(MAX_TIMER_MS, { message: `${name} must be at most ${MAX_TIMER_MS} (about 24.8 days)` })
+  integerText(name)
+    .pipe(wholePositive(name).max(MAX_TIMER_MS, { message: `${name} must be at most ${MAX_TIMER_MS} (about 24.8 days)` }))
     .default(fallback);
 
-const bool = (fallback: boolean) =>
-  z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
-    .optional()
-    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes'].includes(v)));
+/** A price per unit in USD: 0 is allowed (a contract may make a provider free). */
+const price = (name: string, fallback: number) =>
+  decimalText(name)
+    .pipe(z.number({ message: `${name} is too large` }).min(0, { message: `${name} must be 0 or more` }))
+    .default(fallback);
+
+// Case does not matter (TRUE, Yes): what people write in .env files and compose overrides
+// varies, and each spelling here has one meaning. Anything else is refused, not read as false.
+const TRUE_WORDS = ['true', 'yes', '1'];
+const FALSE_WORDS = ['false', 'no', '0'];
+
+const optionalBool = (name: string) =>
+  optionalString
+    .refine((v) => v === undefined || [...TRUE_WORDS, ...FALSE_WORDS].includes(v.trim().toLowerCase()), {
+      error: (issue) => `${name} must be true or false (or yes/no, 1/0; any case), not "${String(issue.input)}"`,
+    })
+    .transform((v) => (v === undefined ? undefined : TRUE_WORDS.includes(v.trim().toLowerCase())));
+
+const bool = (name: string, fallback: boolean) => optionalBool(name).transform((v) => v ?? fallback);
 
 /** Parses "50/1s", "10/500ms", "600/1m" into a BullMQ limiter. */
 export function parseRateLimit(value: string): { max: number; duration: number } | null {
@@ -96,10 +131,7 @@ const envSchema = z.object({
   S3_ACCESS_KEY_ID: optionalString,
   S3_SECRET_ACCESS_KEY: optionalString,
   // Unset: path-style when S3_ENDPOINT is set (MinIO, s3rver), virtual-hosted for AWS.
-  S3_FORCE_PATH_STYLE: z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
-    .optional()
-    .transform((v) => (v === undefined ? undefined : ['true', '1', 'yes'].includes(v))),
+  S3_FORCE_PATH_STYLE: optionalBool('S3_FORCE_PATH_STYLE'),
   // The S3 client's connections. Each audio response being played holds one socket for as long
   // as it streams, so the pool is sized for players, not for the SDK's default of 50; the
   // timeouts make a store that does not answer an error instead of a request that waits forever.
@@ -147,7 +179,16 @@ const envSchema = z.object({
   TTS_RATE_LIMIT: rateLimit('TTS_RATE_LIMIT'),
   ANALYSIS_RATE_LIMIT: rateLimit('ANALYSIS_RATE_LIMIT'),
   SOUNDSCAPE_RATE_LIMIT: rateLimit('SOUNDSCAPE_RATE_LIMIT'),
-  USER_MONTHLY_BUDGET_USD: z.coerce.number({ message: 'USER_MONTHLY_BUDGET_USD must be a number' }).positive('USER_MONTHLY_BUDGET_USD must be greater than 0').optional(),
+  USER_MONTHLY_BUDGET_USD: decimalText('USER_MONTHLY_BUDGET_USD')
+    .pipe(z.number({ message: 'USER_MONTHLY_BUDGET_USD is too large' }).positive({ message: 'USER_MONTHLY_BUDGET_USD must be greater than 0' }))
+    .optional(),
+  // Prices that turn provider usage into cost_usd: public list prices at the time of writing;
+  // set them when your contract differs. OpenAI gpt-4o-mini-tts per 1,000 input characters
+  // (about $0.015 a minute), Gemini Flash per 1,000 tokens (input and output blended),
+  // Replicate per second of generation (GPU time, roughly). Local providers cost nothing.
+  PRICE_OPENAI_TTS_PER_1K_CHARS: price('PRICE_OPENAI_TTS_PER_1K_CHARS', 0.012),
+  PRICE_GEMINI_PER_1K_TOKENS: price('PRICE_GEMINI_PER_1K_TOKENS', 0.0004),
+  PRICE_REPLICATE_PER_SECOND: price('PRICE_REPLICATE_PER_SECOND', 0.0014),
   JOB_ATTEMPTS: positiveInt('JOB_ATTEMPTS', 3),
   JOB_KEEP_COMPLETED: positiveInt('JOB_KEEP_COMPLETED', 1_000),
   JOB_KEEP_COMPLETED_SECONDS: positiveInt('JOB_KEEP_COMPLETED_SECONDS', 3_600),
@@ -197,8 +238,8 @@ const envSchema = z.object({
 
   ADMIN_USER: optionalString,
   ADMIN_PASSWORD: optionalString,
-  ADMIN_READONLY: bool(true),
-  WEBHOOK_ALLOW_PRIVATE: bool(false),
+  ADMIN_READONLY: bool('ADMIN_READONLY', true),
+  WEBHOOK_ALLOW_PRIVATE: bool('WEBHOOK_ALLOW_PRIVATE', false),
   // 10 attempts doubling from 3 minutes: the last one comes about a day (20–26 h, with jitter) after the first.
   WEBHOOK_ATTEMPTS: positiveInt('WEBHOOK_ATTEMPTS', 10),
   WEBHOOK_BACKOFF_MS: milliseconds('WEBHOOK_BACKOFF_MS', 180_000),

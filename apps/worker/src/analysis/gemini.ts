@@ -1,7 +1,6 @@
 import { ApiError, GoogleGenAI, Type, type GenerateContentResponse, type Schema } from '@google/genai';
 import { spreadAnalysisSchema, type SpreadAnalysis } from '@soundqueue/shared/analysis';
 import { ContentAnalysisError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
 import type { AnalysisProvider, AnalysisRequest, AnalysisResult } from './types';
 
 // Spread analysis by Gemini through @google/genai, with JSON-schema output. The queue is the
@@ -14,6 +13,8 @@ export interface GeminiAnalysisOptions {
   baseUrl?: string;
   model: string;
   timeoutMs: number;
+  /** USD per 1,000 tokens, input and output (PRICE_GEMINI_PER_1K_TOKENS). */
+  pricePer1kTokens: number;
 }
 
 const responseSchema: Schema = {
@@ -81,7 +82,7 @@ export function createGeminiAnalysisProvider(options: GeminiAnalysisOptions): An
         throw toAnalysisError(error, { signal, timeoutMs: options.timeoutMs, headers: errorHeaders });
       }
       const tokens = response.usageMetadata?.totalTokenCount ?? 0;
-      const costUsd = (tokens * prices.geminiPer1kTokens) / 1000;
+      const costUsd = (tokens * options.pricePer1kTokens) / 1000;
       const analysis = parseAnalysis(response, { units: tokens, costUsd });
       // The first spread always opens a scene, whatever the model says.
       if (request.previousText === null) analysis.sceneChanged = true;

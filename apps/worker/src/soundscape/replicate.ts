@@ -1,6 +1,5 @@
 import Replicate, { type Prediction } from 'replicate';
 import { SoundscapeGenerationError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
 import { sniffAudioFormat } from '../speech/openai';
 import type { SoundscapeProvider, SoundscapeRequest, SoundscapeResult } from './types';
 import { readAudioBody } from '../provider-body';
@@ -19,6 +18,8 @@ export interface ReplicateSoundscapeOptions {
   timeoutMs: number;
   /** The most bytes the output file may have (PROVIDER_MAX_AUDIO_BYTES). */
   maxAudioBytes: number;
+  /** USD per second of generation (PRICE_REPLICATE_PER_SECOND). */
+  pricePerSecond: number;
 }
 
 export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOptions): SoundscapeProvider {
@@ -56,7 +57,7 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
 
       // A prediction that succeeded is paid for, even if its file turns out unusable below.
       const seconds = prediction.metrics?.predict_time ?? request.durationSeconds;
-      const billed = { units: seconds, costUsd: seconds * prices.replicatePerSecond };
+      const billed = { units: seconds, costUsd: seconds * options.pricePerSecond };
       const url = outputUrl(prediction.output);
       if (!url) {
         throw new SoundscapeGenerationError(`Replicate prediction ${prediction.id} succeeded without an output file: ${JSON.stringify(prediction.output)?.slice(0, 200)}`, { billed });

@@ -1,6 +1,5 @@
 import OpenAI, { APIConnectionTimeoutError, APIError } from 'openai';
 import { SpeechGenerationError, isRetryableStatus, parseRetryAfter } from '@soundqueue/shared/errors';
-import { prices } from '@soundqueue/shared/prices';
 import type { SpeechProvider, SpeechRequest, SpeechResult } from './types';
 import { readAudioBody } from '../provider-body';
 
@@ -16,6 +15,8 @@ export interface OpenAiSpeechOptions {
   timeoutMs: number;
   /** The most bytes the audio may have (PROVIDER_MAX_AUDIO_BYTES). */
   maxAudioBytes: number;
+  /** USD per 1,000 input characters (PRICE_OPENAI_TTS_PER_1K_CHARS). */
+  pricePer1kChars: number;
 }
 
 export function createOpenAiSpeechProvider(options: OpenAiSpeechOptions): SpeechProvider {
@@ -61,7 +62,7 @@ export function createOpenAiSpeechProvider(options: OpenAiSpeechOptions): Speech
         audio,
         format: 'mp3',
         usage: { characters },
-        costUsd: (prices.openaiTtsPer1kChars * characters) / 1000,
+        costUsd: (options.pricePer1kChars * characters) / 1000,
       };
     },
   };
