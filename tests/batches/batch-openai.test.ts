@@ -134,6 +134,20 @@ describe('batches through the OpenAI speech API', () => {
     expect(batch.tracks[0].attempts).toBe(4);
   });
 
+  it('backs off from a 429 whose Retry-After it cannot read, as from one without the header', async () => {
+    // "x 1" was read by Date.parse as a day in 2001, so 0 s: a 1 ms pause, a restart spent and
+    // the provider asked again at once (up to RATE_LIMIT_MAX_RESTARTS times in a row).
+    worker = await startTestWorker(env.config);
+    fake.script([{ kind: 'rate-limited', retryAfter: 'x 1' }]);
+    const created = await createBatch(api, { visionId: 'v-429-unreadable', sections: sampleSections(1, 'Unreadable'), variants: ['voice_only'], voice: 'echo' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch.status).toBe('completed');
+    const job = await api.ctx.queues['audio-tts'].getJob(`tts.${batch.tracks[0].id}.r1`);
+    // The 429 used an attempt and its backoff (JOB_BACKOFF_MS), and no restart.
+    expect(job?.attemptsMade).toBe(2);
+    expect(job?.data.rateLimitRestarts).toBeUndefined();
+  });
+
   it('stops waiting out 429s after RATE_LIMIT_MAX_RESTARTS, then spends attempts and fails with the reason', async () => {
     // Two free restarts, then the job's 3 attempts: 5 requests, none answered but with a 429.
     worker = await startTestWorker({ ...env.config, RATE_LIMIT_MAX_RESTARTS: 2 });

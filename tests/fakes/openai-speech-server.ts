@@ -18,6 +18,8 @@ export type SpeechBehaviour =
   | 'html' // 200 text/html, as a misconfigured proxy answers
   | 'endless' // 200 audio/mpeg with no length that never ends
   | { kind: 'rate-limited'; retryAfterSeconds: number }
+  // The Retry-After header as written: an HTTP-date, a blank or a broken value.
+  | { kind: 'rate-limited'; retryAfter: string }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; message: string; param?: string; code?: string };
 
@@ -54,8 +56,8 @@ export async function startOpenAiSpeechServer(options: OpenAiSpeechOptions = {})
       case 'rate-limited':
         return sendJson(
           res, 429,
-          openAiError(`Rate limit reached for ${body.model} on requests per min (RPM): Limit 50, Used 50, Requested 1. Please try again in ${behaviour.retryAfterSeconds}s.`, 'requests', null, 'rate_limit_exceeded'),
-          { 'retry-after': String(behaviour.retryAfterSeconds) },
+          openAiError(`Rate limit reached for ${body.model} on requests per min (RPM): Limit 50, Used 50, Requested 1. Please try again in ${behaviour.retryAfter}s.`, 'requests', null, 'rate_limit_exceeded'),
+          { 'retry-after': behaviour.retryAfter },
         );
       case 'server-error':
         return sendJson(res, behaviour.status, openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', null, null));
@@ -90,13 +92,15 @@ export async function startOpenAiSpeechServer(options: OpenAiSpeechOptions = {})
 
 type Normalised =
   | { kind: 'ok' | 'hang' | 'truncated' | 'garbage' | 'html' | 'endless' }
-  | { kind: 'rate-limited'; retryAfterSeconds: number }
+  | { kind: 'rate-limited'; retryAfter: string }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; message: string; param?: string; code?: string };
 
 function normalise(behaviour: SpeechBehaviour): Normalised {
-  if (typeof behaviour !== 'string') return behaviour;
-  if (behaviour === 'rate-limited') return { kind: behaviour, retryAfterSeconds: 7 };
+  if (typeof behaviour !== 'string') {
+    return behaviour.kind === 'rate-limited' && 'retryAfterSeconds' in behaviour ? { kind: behaviour.kind, retryAfter: String(behaviour.retryAfterSeconds) } : behaviour;
+  }
+  if (behaviour === 'rate-limited') return { kind: behaviour, retryAfter: '7' };
   if (behaviour === 'server-error') return { kind: behaviour, status: 500 };
   if (behaviour === 'bad-request') {
     return { kind: behaviour, message: "Invalid value: 'nobody'. Supported values are: 'alloy', 'ash', 'coral'.", param: 'voice', code: 'invalid_value' };

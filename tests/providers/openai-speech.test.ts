@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
+import { parseRetryAfter } from '@soundqueue/shared/retry-after';
 import { loadConfig } from '@soundqueue/shared/config';
 import { createProviders } from '../../apps/worker/src/providers';
 import { createOpenAiSpeechProvider } from '../../apps/worker/src/speech/openai';
@@ -67,6 +68,52 @@ describe('OpenAI speech provider', () => {
     expect(requests).toBe(1);
     expect(error).toMatchObject({ retryable: true, status: 429, retryAfterSeconds: 7 });
     expect(error.message).toMatch(/^OpenAI speech API answered 429: Rate limit reached/);
+  });
+
+  it('reads Retry-After as delay-seconds or an HTTP-date in any of its three forms', async () => {
+    const inSeconds = async (retryAfter: string) => {
+      fake.script([{ kind: 'rate-limited', retryAfter }]);
+      const { error } = await failure(() => provider().synthesize(request));
+      expect(error, retryAfter).toMatchObject({ retryable: true, status: 429 });
+      return error.retryAfterSeconds;
+    };
+    expect(await inSeconds('30')).toBe(30);
+    expect(await inSeconds('0')).toBe(0);
+    // Whole seconds: the date is rounded down to its second, so 40 s ahead is 39 or 40 s away.
+    const ahead = new Date(Date.now() + 40_000);
+    expect(await inSeconds(ahead.toUTCString())).toBeGreaterThanOrEqual(38); // Sun, 06 Nov 1994 08:49:37 GMT
+    expect(await inSeconds(ahead.toUTCString())).toBeLessThanOrEqual(40);
+    const [weekday, day, month, year, time] = ahead.toUTCString().split(/,? /) as [string, string, string, string, string];
+    const longDay = { Mon: 'Monday', Tue: 'Tuesday', Wed: 'Wednesday', Thu: 'Thursday', Fri: 'Friday', Sat: 'Saturday', Sun: 'Sunday' }[weekday]!;
+    const rfc850 = `${longDay}, ${day}-${month}-${year.slice(2)} ${time} GMT`; // Sunday, 06-Nov-94 08:49:37 GMT
+    const asctime = `${weekday} ${month} ${String(Number(day)).padStart(2, ' ')} ${time} ${year}`; // Sun Nov  6 08:49:37 1994, in GMT
+    // asctime names no zone and means GMT: read as local time (Date.parse), it was hours off on
+    // any host not in UTC, so this runs in New York's time zone (Node reads TZ when it changes).
+    const hostZone = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      for (const form of [rfc850, asctime]) {
+        expect(await inSeconds(form), form).toBeGreaterThanOrEqual(38);
+        expect(await inSeconds(form), form).toBeLessThanOrEqual(40);
+      }
+    } finally {
+      if (hostZone === undefined) delete process.env.TZ;
+      else process.env.TZ = hostZone;
+    }
+    expect(await inSeconds('Sun, 06 Nov 1994 08:49:37 GMT')).toBe(0); // past: now
+  });
+
+  it('takes a blank or unparseable Retry-After for none, not for "retry at once"', async () => {
+    // Read as 0 s (Date.parse took "x 1" for 2001 and Number took " " for 0), it made the job
+    // ask again within a millisecond, RATE_LIMIT_MAX_RESTARTS times over, instead of backing off.
+    for (const retryAfter of [' ', 'soon', 'x 1', 'tomorrow 12', '-5', '1e3', '0x10', '1.5', '5, 5', 'Sun, 31 Feb 2099 08:49:37 GMT', 'Sun, 06 Nov 2099 08:49:37 PST']) {
+      fake.script([{ kind: 'rate-limited', retryAfter }]);
+      const { error } = await failure(() => provider().synthesize(request));
+      expect(error, retryAfter).toMatchObject({ retryable: true, status: 429, retryAfterSeconds: undefined });
+    }
+    // fetch trims a header's value, so a blank one arrives empty; the parser itself also
+    // takes a value that was not trimmed for none.
+    for (const blank of ['', ' ', '\t', null, undefined]) expect(parseRetryAfter(blank), JSON.stringify(blank)).toBeUndefined();
   });
 
   it('turns a 500 into a retryable error, after exactly one request', async () => {

@@ -15,7 +15,7 @@ export interface JobRun {
 
 /**
  * The longest a provider's Retry-After pauses its queue. A longer one (a daily quota, or a
- * broken header such as `Retry-After: 1e17`) pauses this long and the job asks again, at the
+ * broken header such as `Retry-After: 99999999999999999`) pauses this long and the job asks again, at the
  * cost of one of its RATE_LIMIT_MAX_RESTARTS; a 429 costs nothing. Uncapped, the pause froze
  * the queue for every user for as long as the header said (years), and past about 9.2e15 s
  * Redis refused the PX value: the job failed with Redis's error, and on its last attempt

@@ -93,16 +93,6 @@ export function isRetryableStatus(status: number | undefined): boolean {
   return status === 408 || status === 409 || status === 429 || status >= 500;
 }
 
-/** Parses a Retry-After header (seconds or an HTTP date) into seconds. */
-export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
-  if (!value) return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds);
-  const date = Date.parse(value);
-  if (Number.isNaN(date)) return undefined;
-  return Math.max(0, Math.ceil((date - now) / 1000));
-}
-
 /**
  * drizzle wraps every failed query as "Failed query: <the SQL>\nparams: …", with the reason
  * (connection refused, a lock timeout) only in `cause`: as a job's failure reason or a track's

@@ -1,6 +1,7 @@
 import { ApiError, GoogleGenAI, Type, type GenerateContentResponse, type Schema } from '@google/genai';
 import { spreadAnalysisSchema, type SpreadAnalysis } from '@soundqueue/shared/analysis';
-import { ContentAnalysisError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
+import { ContentAnalysisError, isRetryableStatus, type Billed } from '@soundqueue/shared/errors';
+import { parseRetryAfter } from '@soundqueue/shared/retry-after';
 import type { AnalysisProvider, AnalysisRequest, AnalysisResult } from './types';
 
 // Spread analysis by Gemini through @google/genai, with JSON-schema output. The queue is the

@@ -1,5 +1,6 @@
 import Replicate, { type Prediction } from 'replicate';
-import { SoundscapeGenerationError, isRetryableStatus, parseRetryAfter, type Billed } from '@soundqueue/shared/errors';
+import { SoundscapeGenerationError, isRetryableStatus, type Billed } from '@soundqueue/shared/errors';
+import { parseRetryAfter } from '@soundqueue/shared/retry-after';
 import { sniffAudioFormat } from '../speech/openai';
 import type { SoundscapeProvider, SoundscapeRequest, SoundscapeResult } from './types';
 import { readAudioBody } from '../provider-body';

@@ -1,5 +1,6 @@
 import OpenAI, { APIConnectionTimeoutError, APIError } from 'openai';
-import { SpeechGenerationError, isRetryableStatus, parseRetryAfter } from '@soundqueue/shared/errors';
+import { SpeechGenerationError, isRetryableStatus } from '@soundqueue/shared/errors';
+import { parseRetryAfter } from '@soundqueue/shared/retry-after';
 import type { SpeechProvider, SpeechRequest, SpeechResult } from './types';
 import { readAudioBody } from '../provider-body';
 
