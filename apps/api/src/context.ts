@@ -5,7 +5,7 @@ import { createDb, type Db } from '@soundqueue/shared/db/client';
 import type { Publish } from '@soundqueue/shared/events';
 import { createNotifier } from '@soundqueue/shared/notify';
 import { createLogger, type Logger } from '@soundqueue/shared/logger';
-import { addMetricsSource } from '@soundqueue/shared/metrics';
+import { addMetricsSource } from './store-metrics';
 import { queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { closeOver, createEnqueueConnection, createProducerConnection, createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import { createStorage, type Storage } from '@soundqueue/shared/storage/index';

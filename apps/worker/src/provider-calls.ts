@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import { providerCalls } from '@soundqueue/shared/db/schema';
 import { preparedFor } from '@soundqueue/shared/db/prepared';
 import type { Db } from '@soundqueue/shared/db/client';
-import { providerCallDuration, providerCost } from '@soundqueue/shared/metrics';
+import { providerCallDuration, providerCost } from './metrics';
 import { SoundqueueError } from '@soundqueue/shared/errors';
 
 type ProviderCall = typeof providerCalls.$inferInsert;

@@ -6,7 +6,7 @@ import type { Logger } from '@soundqueue/shared/logger';
 import { isQueueName, queueNames, type QueueName } from '@soundqueue/shared/queues';
 import { createWorkerConnection, logConnectionState } from '@soundqueue/shared/redis';
 import type { WorkerContext } from './context';
-import { jobDuration } from '@soundqueue/shared/metrics';
+import { jobDuration } from './metrics';
 import { handlers } from './handlers';
 import { toJobError } from '@soundqueue/shared/errors';
 import { keepReconcilerScheduled, scheduleReconciler, warnIfEvicting } from './reconciler';

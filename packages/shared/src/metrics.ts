@@ -1,167 +1,19 @@
-import type { Queue } from 'bullmq';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, register } from 'prom-client';
-import { sql } from 'drizzle-orm';
-import type { Db } from './db/client';
+import { collectDefaultMetrics, Counter, register } from 'prom-client';
 
 // Prometheus metrics, on prom-client's default registry: in `npm start` the API and the
 // workers share one process and one /metrics; apart, each process serves its own.
 // Metrics are module singletons because prom-client refuses to register a name twice.
+// Here are the ones every process sets: its process metrics and the outcomes it decides. A
+// metric only one side sets lives with that side and registers when that side is loaded, so
+// the other side's /metrics does not list it: the workers' in apps/worker/src/metrics.ts, the
+// API's store gauges in apps/api/src/store-metrics.ts.
 
 collectDefaultMetrics({ prefix: 'soundqueue_' });
-
-export const jobDuration = new Histogram({
-  name: 'soundqueue_job_duration_seconds',
-  help: 'Time a job attempt spent in its processor, by queue and outcome',
-  labelNames: ['queue', 'outcome'] as const,
-  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600],
-});
-
-export const providerCallDuration = new Histogram({
-  name: 'soundqueue_provider_call_duration_seconds',
-  help: 'Latency of provider calls, by provider, kind and outcome',
-  labelNames: ['provider', 'kind', 'outcome'] as const,
-  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-});
-
-export const providerCost = new Counter({
-  name: 'soundqueue_provider_cost_usd_total',
-  help: 'Cost of provider calls made by this process, USD',
-  labelNames: ['provider', 'kind'] as const,
-});
 
 export const outcomes = new Counter({
   name: 'soundqueue_outcomes_total',
   help: 'Batches and books that reached a terminal status in this process',
   labelNames: ['kind', 'status'] as const,
-});
-
-/** Where the scrape-time gauges read from: registered by each API context. */
-const sources = new Set<{ db: Db; queues: Queue[] }>();
-
-export function addMetricsSource(source: { db: Db; queues: Queue[] }): () => void {
-  sources.add(source);
-  return () => sources.delete(source);
-}
-
-const first = () => sources.values().next().value as { db: Db; queues: Queue[] } | undefined;
-
-/** How long one scrape waits for each store: a scrape must answer while a store is down or slow. */
-export const SCRAPE_READ_TIMEOUT_MS = 2_000;
-
-interface StoreSnapshot {
-  queueJobs: Array<{ queue: string; state: string; n: number }> | null;
-  batches: Array<{ status: string; n: number }> | null;
-  books: Array<{ status: string; n: number }> | null;
-  cost: Array<{ provider: string; cost: number }> | null;
-}
-
-function withinTimeout<T>(read: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${SCRAPE_READ_TIMEOUT_MS} ms`)), SCRAPE_READ_TIMEOUT_MS);
-  });
-  return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** A part the store could not give (down, slow) is null: its gauge is left out of this scrape. */
-async function settle<T>(read: () => Promise<T>): Promise<T | null> {
-  try {
-    return await withinTimeout(read());
-  } catch {
-    return null;
-  }
-}
-
-async function readStores(): Promise<StoreSnapshot> {
-  const source = first();
-  if (!source) return { queueJobs: [], batches: [], books: [], cost: [] };
-  const count = (table: 'audio_generation_batches' | 'books') =>
-    settle(async () => (await source.db.execute<{ status: string; n: number }>(sql`select status, count(*)::int as n from ${sql.identifier(table)} group by status`)).rows);
-  const [queueJobs, batches, books, cost] = await Promise.all([
-    settle(async () => {
-      const rows: Array<{ queue: string; state: string; n: number }> = [];
-      for (const queue of source.queues) {
-        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'waiting-children', 'prioritized', 'completed');
-        for (const [state, n] of Object.entries(counts)) rows.push({ queue: queue.name, state, n });
-      }
-      return rows;
-    }),
-    count('audio_generation_batches'),
-    count('books'),
-    settle(async () =>
-      (await source.db.execute<{ provider: string; cost: string }>(sql`select provider, sum(cost_usd)::text as cost from provider_calls group by provider`)).rows.map((r) => ({
-        provider: r.provider,
-        cost: Number(r.cost),
-      })),
-    ),
-  ]);
-  return { queueJobs, batches, books, cost };
-}
-
-// One read of the stores per scrape, shared by every gauge below (prom-client collects them
-// concurrently): the gauges agree with each other, overlapping scrapes do not interleave
-// their resets, and a failed read leaves out only its own gauge (the process metrics and
-// counters are still served) while soundqueue_scrape_errors says which.
-let pending: Promise<StoreSnapshot> | null = null;
-function snapshot(): Promise<StoreSnapshot> {
-  pending ??= readStores().finally(() => setImmediate(() => (pending = null)));
-  return pending;
-}
-
-new Gauge({
-  name: 'soundqueue_scrape_errors',
-  help: 'Store reads this scrape could not make (1), by the gauge they feed; its values are left out',
-  labelNames: ['gauge'] as const,
-  async collect() {
-    const parts = await snapshot();
-    this.reset();
-    const gauges = { queueJobs: 'soundqueue_queue_jobs', batches: 'soundqueue_batches', books: 'soundqueue_books', cost: 'soundqueue_cost_usd' } as const;
-    for (const [part, gauge] of Object.entries(gauges)) this.set({ gauge }, parts[part as keyof StoreSnapshot] === null ? 1 : 0);
-  },
-});
-
-new Gauge({
-  name: 'soundqueue_queue_jobs',
-  help: 'Jobs per queue and state (shared across every replica: read from Redis)',
-  labelNames: ['queue', 'state'] as const,
-  async collect() {
-    const rows = (await snapshot()).queueJobs;
-    this.reset();
-    for (const row of rows ?? []) this.set({ queue: row.queue, state: row.state }, row.n);
-  },
-});
-
-new Gauge({
-  name: 'soundqueue_batches',
-  help: 'Audio batches by status (from PostgreSQL)',
-  labelNames: ['status'] as const,
-  async collect() {
-    const rows = (await snapshot()).batches;
-    this.reset();
-    for (const row of rows ?? []) this.set({ status: row.status }, row.n);
-  },
-});
-
-new Gauge({
-  name: 'soundqueue_books',
-  help: 'Books by status (from PostgreSQL)',
-  labelNames: ['status'] as const,
-  async collect() {
-    const rows = (await snapshot()).books;
-    this.reset();
-    for (const row of rows ?? []) this.set({ status: row.status }, row.n);
-  },
-});
-
-new Gauge({
-  name: 'soundqueue_cost_usd',
-  help: 'Total recorded provider cost by provider, USD (from PostgreSQL)',
-  labelNames: ['provider'] as const,
-  async collect() {
-    const rows = (await snapshot()).cost;
-    this.reset();
-    for (const row of rows ?? []) this.set({ provider: row.provider }, row.cost);
-  },
 });
 
 export const metricsRegistry = register;
