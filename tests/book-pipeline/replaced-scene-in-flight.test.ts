@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { storageKeys } from '@soundqueue/shared/storage/index';
 import { createProviders } from '../../apps/worker/src/providers';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { postBook, waitForBook } from '../helpers/books';
@@ -59,7 +59,9 @@ describe('a soundscape whose scene is replaced while it is generated', () => {
 
     // The book's root ends the book once its soundscape job has finished.
     await waitForBook(api, bookId);
-    expect(existsSync(join(env.config.STORAGE_DIR, storageKeys.soundscape(bookId, row.id)))).toBe(false);
+    // Stored under its claim's key (one file per claim): none of the soundscape's files is left.
+    const dir = join(env.config.STORAGE_DIR, 'soundscapes', bookId);
+    expect(existsSync(dir) ? (await readdir(dir)).filter((name) => name.startsWith(row.id)) : []).toEqual([]);
     const calls = await queryRows(env.databaseUrl, `select kind, outcome from provider_calls where book_id = $1 and kind = 'soundscape'`, [bookId]);
     // It was generated (and paid for): the file existed, and was removed.
     expect(calls).toEqual([{ kind: 'soundscape', outcome: 'ok' }]);

@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProgressEvent } from '@soundqueue/shared/events';
-import { completeSpread } from '@soundqueue/shared/rollup/books';
+import { claimSpread, completeSpread } from '@soundqueue/shared/rollup/books';
 import { finaliseBatch, finishTrack, startTrack } from '@soundqueue/shared/rollup/tracks';
 import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
@@ -95,7 +95,10 @@ describe('row versions', () => {
     const before = await bookVersion();
     expect((await readJson(await api.request(`/v1/books/${bookId}`))).version).toBe(before);
     const analysis = { sceneChanged: false, setting: 'forest', timeOfDay: 'day', mood: 'calm', ambience: ['birds'], confidence: 0.9 };
-    const spread = await completeSpread(api.ctx.db, bookId, 0, { analysis, costUsd: 0, durationMs: 1 });
+    // As a spread job records it: under its claim (which changes the spread's row only).
+    const claimed = await claimSpread(api.ctx.db, bookId, 0, 1, 30_000);
+    if (typeof claimed === 'string') throw new Error(`spread not claimed: ${claimed}`);
+    const spread = (await completeSpread(api.ctx.db, bookId, 0, claimed.claim, { analysis, costUsd: 0, durationMs: 1 }))!;
     expect(await bookVersion()).toBe(before + 1);
     expect(versionOf(spread, 'book.updated')).toBe(before + 1);
     const bookStream = await openSse(`${api.url}/v1/books/${bookId}/events`, await auth());

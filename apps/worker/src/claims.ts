@@ -12,19 +12,19 @@ export const claimLeaseMs = (ctx: WorkerContext): number => Math.max(1_000, ctx.
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Tries `claim` until it is this job's ('claimed') or the work is settled (any other answer
- * but 'busy', returned as it is). While another job holds it, says so in the job's progress
- * (Bull Board shows it) and polls, backing off up to a third of the lease.
+ * Tries `claim` until it is this job's (the claim's id) or the work is settled (any other
+ * answer but 'busy', returned as it is). While another job holds it, says so in the job's
+ * progress (Bull Board shows it) and polls, backing off up to a third of the lease.
  */
-export async function waitForClaim<Settled extends string>(
+export async function waitForClaim<Answer>(
   run: JobRun,
   what: string,
   leaseMs: number,
-  claim: () => Promise<'claimed' | 'busy' | Settled>,
-): Promise<'claimed' | Settled> {
+  claim: () => Promise<Answer | 'busy'>,
+): Promise<Exclude<Answer, 'busy'>> {
   for (let waitMs = 100; ; waitMs = Math.min(waitMs * 2, leaseMs / 3)) {
     const answer = await claim();
-    if (answer !== 'busy') return answer;
+    if (answer !== 'busy') return answer as Exclude<Answer, 'busy'>;
     await run.job.updateProgress({ waitingFor: `another job ${what}` });
     await sleep(waitMs);
   }

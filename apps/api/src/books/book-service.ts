@@ -34,7 +34,7 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
       if (!(await lockBookRun(tx, book.id, book.run))) return;
       const failed = await tx
         .update(bookSpreads)
-        .set({ status: 'failed', errorMessage: message, updatedAt: sql`now()` })
+        .set({ status: 'failed', claim: null, errorMessage: message, updatedAt: sql`now()` })
         .where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.index, spreadIndexes), inArray(bookSpreads.status, ['pending', 'analyzing'])))
         .returning({ index: bookSpreads.index });
       await tx
@@ -112,9 +112,11 @@ export async function restartBook(ctx: ApiContext, userId: string, bookId: strin
       throw new HttpError(409, 'book_processing', 'the book is already processing; wait for it to finish');
     }
     await checkBudget(tx, ctx.config, userId);
+    // A claim an old run's job may still hold goes with its status (rollup/books.ts): that job
+    // records nothing now.
     const retried = await tx
       .update(bookSpreads)
-      .set({ status: 'pending', attempts: 0, errorMessage: null, updatedAt: sql`now()` })
+      .set({ status: 'pending', claim: null, attempts: 0, errorMessage: null, updatedAt: sql`now()` })
       .where(and(eq(bookSpreads.bookId, bookId), ne(bookSpreads.status, 'analyzed')))
       .returning({ index: bookSpreads.index });
     // Here, with the book's errors cleared below, and not when the new run segments: a

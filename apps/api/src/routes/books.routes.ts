@@ -2,7 +2,6 @@ import { and, asc, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { books, bookStatuses, scenes, soundscapes } from '@soundqueue/shared/db/schema';
-import { storageKeys } from '@soundqueue/shared/storage/index';
 import { readBookInput, uploadMiddleware } from '../books/book-input';
 import { createBook, getOwnedBook, restartBook } from '../books/book-service';
 import { bookView, sceneView } from '../books/book.view';
@@ -77,8 +76,9 @@ export function bookRoutes(ctx: ApiContext): Router {
     const id = parseId(req.params.id, 'soundscape');
     const [row] = await ctx.db.select().from(soundscapes).where(and(eq(soundscapes.id, id), eq(soundscapes.userId, userOf(req))));
     if (!row) throw new HttpError(404, 'not_found', 'soundscape not found');
-    if (row.status !== 'completed') throw new HttpError(409, 'audio_not_ready', `soundscape is ${row.status}`);
-    await sendStoredAudio(req, res, ctx.storage, storageKeys.soundscape(row.bookId, row.id), `soundscape-${row.id}.mp3`, {
+    if (row.status !== 'completed' || !row.fileKey) throw new HttpError(409, 'audio_not_ready', `soundscape is ${row.status}`);
+    // The row's own key, which the job that completed it recorded (storage/types.ts: one file per claim).
+    await sendStoredAudio(req, res, ctx.storage, row.fileKey, `soundscape-${row.id}.mp3`, {
       idleTimeoutMs: ctx.config.AUDIO_IDLE_TIMEOUT_MS,
     });
   });

@@ -2,7 +2,7 @@ import { and, eq } from 'drizzle-orm';
 import { books, bookSpreads } from '@soundqueue/shared/db/schema';
 import { describeError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { claimSpread, completeSpread, failSpread, releaseSpreadClaim, renewSpreadClaim } from '@soundqueue/shared/rollup/books';
+import { claimSpread, completeSpread, failSpread, holdsSpreadClaim, releaseSpreadClaim, renewSpreadClaim } from '@soundqueue/shared/rollup/books';
 import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
@@ -20,8 +20,17 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
   if (book.run !== jobRun) return { skipped: `job of run ${jobRun}, the book is on run ${book.run}` };
   // Another job analysing it (an earlier run's, whose worker lives on) is waited for.
   const leaseMs = claimLeaseMs(ctx);
-  const claim = await waitForClaim(run, 'analysing this spread', leaseMs, () => claimSpread(ctx.db, bookId, spreadIndex, leaseMs));
-  if (claim !== 'claimed') return { skipped: claim === 'gone' ? 'spread no longer exists' : `spread is ${claim}` };
+  const claimed = await waitForClaim(run, 'analysing this spread', leaseMs, () => claimSpread(ctx.db, bookId, spreadIndex, jobRun, leaseMs));
+  if (claimed === 'superseded') return { skipped: `job of run ${jobRun}, which the book is no longer processing` };
+  if (typeof claimed === 'string') return { skipped: claimed === 'gone' ? 'spread no longer exists' : `spread is ${claimed}` };
+  const { claim } = claimed;
+  // A claim taken from this job (the reconciler timed its run out and the book was started
+  // again: the new run's job analyses the spread; or a lapsed claim taken over) leaves it
+  // nothing to record or retry.
+  const lostClaim = () => {
+    ctx.logger.info({ bookId, spreadIndex, run: jobRun }, 'spread analysis job no longer holds its claim; ended without recording its result');
+    return { skipped: `job of run ${jobRun} no longer holds the spread: its run was stopped, or another job took over its lapsed claim` };
+  };
   const [spread] = await ctx.db.select().from(bookSpreads).where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, spreadIndex)));
   const [previous] =
     spreadIndex > 0
@@ -29,7 +38,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       : [];
   const provider = ctx.providers.analysis;
   const started = Date.now();
-  const stopRenewing = keepClaim(leaseMs, () => renewSpreadClaim(ctx.db, bookId, spreadIndex));
+  const stopRenewing = keepClaim(leaseMs, () => renewSpreadClaim(ctx.db, bookId, spreadIndex, claim));
   try {
     const result = await recordedCall(
       ctx.db,
@@ -39,23 +48,30 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
     );
     // Spread 0 opens scene 0 whatever the model says.
     const analysis = spreadIndex === 0 ? { ...result.analysis, sceneChanged: true } : result.analysis;
-    await ctx.publish(await completeSpread(ctx.db, bookId, spreadIndex, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started }));
+    const events = await completeSpread(ctx.db, bookId, spreadIndex, claim, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started });
+    if (events === null) return lostClaim();
+    await ctx.publish(events);
     return { sceneChanged: analysis.sceneChanged };
   } catch (error) {
     stopRenewing();
-    // Whatever happens next (a retry, a 429 pause, the final failure below) this attempt no
-    // longer holds the spread.
-    await releaseSpreadClaim(ctx.db, bookId, spreadIndex);
-    return await handleJobFailure(run, error, async (final) => {
-      const { errorType, message } = describeError(final, 'ContentAnalysisError');
-      const events = await failSpread(ctx.db, bookId, spreadIndex, {
-        errorType: errorType as 'ContentAnalysisError',
-        message,
-        stack: final instanceof Error ? (final.stack ?? null) : null,
-        attempt: run.job.attemptsMade + 1,
+    if (!(await holdsSpreadClaim(ctx.db, bookId, spreadIndex, claim))) return lostClaim();
+    try {
+      return await handleJobFailure(run, error, async (final) => {
+        const { errorType, message } = describeError(final, 'ContentAnalysisError');
+        const events = await failSpread(ctx.db, bookId, spreadIndex, claim, {
+          errorType: errorType as 'ContentAnalysisError',
+          message,
+          stack: final instanceof Error ? (final.stack ?? null) : null,
+          attempt: run.job.attemptsMade + 1,
+        });
+        if (events) await ctx.publish(events);
       });
-      await ctx.publish(events);
-    });
+    } finally {
+      // Whatever happens next (a retry, a 429 pause) this attempt no longer holds the spread.
+      // Released after the final failure is recorded, not before: that write is conditional
+      // on the claim too. (After it, nothing is left to release.)
+      await releaseSpreadClaim(ctx.db, bookId, spreadIndex, claim);
+    }
   } finally {
     stopRenewing();
   }

@@ -4,7 +4,7 @@ import { eq } from 'drizzle-orm';
 import { books, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { claimSoundscape, completeSoundscape, failSoundscape, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
+import { claimSoundscape, completeSoundscape, failSoundscape, holdsSoundscapeClaim, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
@@ -32,9 +32,11 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (book.run !== jobRun) return { skipped: `job of run ${jobRun}, the book is on run ${book.run}` };
   // Another job generating it (an earlier run's, whose worker lives on) is waited for.
   const leaseMs = claimLeaseMs(ctx);
-  const claim = await waitForClaim(run, 'generating this soundscape', leaseMs, () => claimSoundscape(ctx.db, soundscapeId, leaseMs));
-  if (claim !== 'claimed') return { skipped: claim === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claim}` };
-  const stopRenewing = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId));
+  const claimed = await waitForClaim(run, 'generating this soundscape', leaseMs, () => claimSoundscape(ctx.db, bookId, soundscapeId, jobRun, leaseMs));
+  if (claimed === 'superseded') return { skipped: `job of run ${jobRun}, which the book is no longer processing` };
+  if (typeof claimed === 'string') return { skipped: claimed === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claimed}` };
+  const { claim } = claimed;
+  const stopRenewing = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId, claim));
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
   // The scratch file of the provider's audio until storage takes it over.
@@ -59,29 +61,33 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
         await removeScratchFiles(answered);
       }
     }
-    const key = storageKeys.soundscape(bookId, soundscapeId);
+    const key = storageKeys.soundscape(bookId, soundscapeId, claim);
     const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
     scratchFile = undefined;
-    const events = await completeSoundscape(ctx.db, soundscapeId, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
-    if (events.length === 0) return await dropIfReplaced(ctx, soundscapeId, key, probe.durationMs);
+    const events = await completeSoundscape(ctx.db, soundscapeId, claim, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
+    if (events === null) return await dropUnrecorded(ctx, { bookId, soundscapeId, run: jobRun }, key);
     await ctx.publish(events);
     return { durationMs: probe.durationMs };
   } catch (error) {
     stopRenewing();
-    // Whatever happens next (a retry, a 429 pause, the final failure below) this attempt no
-    // longer holds the soundscape.
-    await releaseSoundscapeClaim(ctx.db, soundscapeId);
-    return await handleJobFailure(run, error, async (final) => {
-      const { message } = describeError(final, 'SoundscapeGenerationError');
-      await ctx.publish(
-        await failSoundscape(ctx.db, soundscapeId, scene, {
+    if (!(await holdsSoundscapeClaim(ctx.db, soundscapeId, claim))) return lostClaim(ctx, { bookId, soundscapeId, run: jobRun });
+    try {
+      return await handleJobFailure(run, error, async (final) => {
+        const { message } = describeError(final, 'SoundscapeGenerationError');
+        const events = await failSoundscape(ctx.db, soundscapeId, claim, scene, {
           errorType: 'SoundscapeGenerationError',
           message,
           stack: final instanceof Error ? (final.stack ?? null) : null,
           attempt: run.job.attemptsMade + 1,
-        }),
-      );
-    });
+        });
+        if (events) await ctx.publish(events);
+      });
+    } finally {
+      // Whatever happens next (a retry, a 429 pause) this attempt no longer holds the
+      // soundscape. Released after the final failure is recorded, not before: that write is
+      // conditional on the claim too. (After it, nothing is left to release.)
+      await releaseSoundscapeClaim(ctx.db, soundscapeId, claim);
+    }
   } finally {
     stopRenewing();
     if (scratchFile) await removeScratchFiles(scratchFile);
@@ -105,16 +111,26 @@ async function encodeMp3(wavPath: string, mp3Path: string): Promise<AudioInfo> {
   }
 }
 
+type SoundscapeJob = { bookId: string; soundscapeId: string; run: number };
+
 /**
- * After a completion that changed nothing. If the soundscape's row is gone (running generation
- * again replaced its scene while this job generated it), the file just stored is nobody's: its
- * key holds the id of a row that no longer exists, so no later job writes or serves it.
- * Otherwise the row was completed or failed meanwhile and is left as it is: a completed one
- * refers to this same key, and a failed one may be given another go that writes it again.
+ * A claim taken from this job: its run was stopped (the reconciler's timeout) and the book
+ * started again, whose own job makes the soundscape; or its claim lapsed and another job took
+ * it over. Nothing is left to record or retry.
  */
-async function dropIfReplaced(ctx: WorkerContext, soundscapeId: string, key: string, durationMs: number): Promise<{ durationMs: number } | { skipped: string }> {
-  const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(eq(soundscapes.id, soundscapeId));
-  if (row) return { durationMs };
-  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey: key }, "could not remove the file of a soundscape whose scene was replaced"));
-  return { skipped: 'soundscape replaced while it was generated' };
+function lostClaim(ctx: WorkerContext, job: SoundscapeJob): { skipped: string } {
+  ctx.logger.info(job, 'soundscape job no longer holds its claim; ended without recording its result');
+  return { skipped: `job of run ${job.run} no longer holds the soundscape: its run was stopped, or another job took over its lapsed claim` };
+}
+
+/**
+ * After a completion that changed nothing: the file just stored, under this job's own claim's
+ * key, is nobody's (no row records it, no later job writes it), so it is removed. Either the
+ * soundscape's row is gone (running generation again replaced its scene while this job
+ * generated it) or this job's claim is (lostClaim).
+ */
+async function dropUnrecorded(ctx: WorkerContext, job: SoundscapeJob, key: string): Promise<{ skipped: string }> {
+  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey: key }, 'could not remove the file of a soundscape this job could not record'));
+  const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(eq(soundscapes.id, job.soundscapeId));
+  return row ? lostClaim(ctx, job) : { skipped: 'soundscape replaced while it was generated' };
 }

@@ -248,6 +248,10 @@ export const bookSpreads = pgTable(
     // Null until analysed; a failed spread keeps null and continues the previous scene.
     analysis: jsonb('analysis'),
     status: text('status', { enum: spreadStatuses }).notNull().default('pending'),
+    // The claim of the job analysing it (a random id per claim, rollup/books.ts): set exactly
+    // while status is `analyzing`. A job writes its result only while the row still carries
+    // its claim, so a job whose run was timed out and started again changes nothing.
+    claim: uuid('claim'),
     errorMessage: text('error_message'),
     attempts: integer('attempts').notNull().default(0),
     costUsd: money('cost_usd'),
@@ -293,6 +297,8 @@ export const soundscapes = pgTable(
       .references(() => books.id, { onDelete: 'cascade' }),
     userId: text('user_id').notNull(),
     status: text('status', { enum: soundscapeStatuses }).notNull().default('pending'),
+    // As book_spreads.claim: the claim of the job generating it, set exactly while `generating`.
+    claim: uuid('claim'),
     provider: text('provider'),
     fileKey: text('file_key'),
     fileBytes: integer('file_bytes'),

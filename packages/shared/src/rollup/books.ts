@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
 import { books, bookSpreads, scenes, soundscapes, type ProcessingError, type spreadStatuses, type soundscapeStatuses } from '../db/schema';
@@ -57,49 +58,95 @@ const lapsed = (updatedAt: typeof bookSpreads.updatedAt | typeof soundscapes.upd
 // `analyzing` is a claim its job renews, releases on a failed attempt, and another job takes
 // over only once it has lapsed for a whole lease.
 const spread = (bookId: string, index: number) => and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index));
+/** The spread, while the job holding `claim` still holds it. */
+const heldSpread = (bookId: string, index: number, claim: string) => and(spread(bookId, index), eq(bookSpreads.status, 'analyzing'), eq(bookSpreads.claim, claim));
 
-/** Claims the spread's analysis for this job; otherwise 'busy' (a live claim) or its status. */
-export async function claimSpread(db: Db, bookId: string, index: number, leaseMs: number): Promise<'claimed' | 'busy' | 'analyzed' | 'failed' | 'gone'> {
-  const [row] = await db
-    .update(bookSpreads)
-    .set({ status: 'analyzing', attempts: sql`${bookSpreads.attempts} + 1`, updatedAt: sql`now()` })
-    .where(
-      and(
-        spread(bookId, index),
-        or(
-          eq(bookSpreads.status, 'pending'),
-          and(eq(bookSpreads.status, 'analyzing'), lapsed(bookSpreads.updatedAt, leaseMs)),
+/** What a claim attempt answers: this job's claim, 'busy' (another's live claim), the work's status, or 'superseded'. */
+export type ClaimAnswer<Settled extends string> = { claim: string } | 'busy' | 'gone' | 'superseded' | Settled;
+
+/** Thrown inside a claim's transaction to undo it: the book is no longer processing the job's run. */
+class Superseded extends Error {}
+
+/**
+ * Takes a claim for a job of `run` in one transaction: `take` updates the child row (locking
+ * it) and says whether it hit one; the book is then read, and the claim undone unless the
+ * book is still processing that run ('superseded'). Read after the child's lock and not
+ * before: a restart locks the children before the book, so either it committed before this
+ * read, which then sees its new run, or it waits for this transaction, which commits only
+ * while the book is processing this run, and then refuses (409: the book is processing).
+ */
+async function claimForRun(db: Db, bookId: string, run: number, take: (tx: Tx) => Promise<boolean>): Promise<boolean | 'superseded'> {
+  try {
+    return await db.transaction(async (tx) => {
+      if (!(await take(tx))) return false;
+      const [book] = await tx.select({ status: books.status, run: books.run }).from(books).where(eq(books.id, bookId));
+      if (!book || book.status !== 'processing' || book.run !== run) throw new Superseded();
+      return true;
+    });
+  } catch (error) {
+    if (error instanceof Superseded) return 'superseded';
+    throw error;
+  }
+}
+
+/**
+ * Claims the spread's analysis for this job of `run`; otherwise says why not: 'busy' (a live
+ * claim), its status, or 'superseded' (the book is no longer processing `run`).
+ */
+export async function claimSpread(db: Db, bookId: string, index: number, run: number, leaseMs: number): Promise<ClaimAnswer<'analyzed' | 'failed'>> {
+  const claim = randomUUID();
+  const taken = await claimForRun(db, bookId, run, async (tx) => {
+    const [row] = await tx
+      .update(bookSpreads)
+      .set({ status: 'analyzing', claim, attempts: sql`${bookSpreads.attempts} + 1`, updatedAt: sql`now()` })
+      .where(
+        and(
+          spread(bookId, index),
+          or(
+            eq(bookSpreads.status, 'pending'),
+            and(eq(bookSpreads.status, 'analyzing'), lapsed(bookSpreads.updatedAt, leaseMs)),
+          ),
         ),
-      ),
-    )
-    .returning({ id: bookSpreads.id });
-  if (row) return 'claimed';
+      )
+      .returning({ id: bookSpreads.id });
+    return row !== undefined;
+  });
+  if (taken === true) return { claim };
+  if (taken === 'superseded') return 'superseded';
   const [current] = await db.select({ status: bookSpreads.status }).from(bookSpreads).where(spread(bookId, index));
   if (!current) return 'gone';
   return current.status === 'analyzing' || current.status === 'pending' ? 'busy' : current.status;
 }
 
-export async function renewSpreadClaim(db: Db, bookId: string, index: number): Promise<void> {
-  await db.update(bookSpreads).set({ updatedAt: sql`now()` }).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzing')));
+/** Whether this job's claim is still the spread's (no timeout ended its run, no other job took it over). */
+export async function holdsSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<boolean> {
+  const [row] = await db.select({ id: bookSpreads.id }).from(bookSpreads).where(heldSpread(bookId, index, claim));
+  return row !== undefined;
 }
 
-export async function releaseSpreadClaim(db: Db, bookId: string, index: number): Promise<void> {
-  await db.update(bookSpreads).set({ status: 'pending', updatedAt: sql`now()` }).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzing')));
+export async function renewSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<void> {
+  await db.update(bookSpreads).set({ updatedAt: sql`now()` }).where(heldSpread(bookId, index, claim));
 }
 
+export async function releaseSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<void> {
+  await db.update(bookSpreads).set({ status: 'pending', claim: null, updatedAt: sql`now()` }).where(heldSpread(bookId, index, claim));
+}
+
+/** Records the analysis of the job holding `claim`; null (nothing changed) if it no longer holds it. */
 export async function completeSpread(
   db: Db,
   bookId: string,
   index: number,
+  claim: string,
   result: { analysis: SpreadAnalysis; costUsd: number; durationMs: number },
-): Promise<ProgressEvent[]> {
+): Promise<ProgressEvent[] | null> {
   return db.transaction(async (tx) => {
     const [spread] = await tx
       .update(bookSpreads)
-      .set({ status: 'analyzed', analysis: result.analysis, errorMessage: null, costUsd: result.costUsd, durationMs: result.durationMs, updatedAt: sql`now()` })
-      .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+      .set({ status: 'analyzed', claim: null, analysis: result.analysis, errorMessage: null, costUsd: result.costUsd, durationMs: result.durationMs, updatedAt: sql`now()` })
+      .where(heldSpread(bookId, index, claim))
       .returning();
-    if (!spread) return [];
+    if (!spread) return null;
     const [book] = await tx
       .update(books)
       .set({
@@ -119,22 +166,24 @@ export async function completeSpread(
 /** What a failed spread or soundscape records: the rest (time, spread, pages) comes from its row. */
 export type FailureReason = Omit<ProcessingError, 'spreadIndex' | 'pages' | 'timestamp'>;
 
-export async function failSpread(db: Db, bookId: string, index: number, error: FailureReason): Promise<ProgressEvent[]> {
-  return db.transaction((tx) => failSpreadIn(tx, bookId, index, error));
+/** Records the final failure of the job holding `claim`; null (nothing changed) if it no longer holds it. */
+export async function failSpread(db: Db, bookId: string, index: number, claim: string, error: FailureReason): Promise<ProgressEvent[] | null> {
+  return db.transaction((tx) => failSpreadIn(tx, bookId, index, error, claim));
 }
 
-async function failSpreadIn(tx: Tx, bookId: string, index: number, error: FailureReason): Promise<ProgressEvent[]> {
-  const [spread] = await tx
+/** Without `claim`, a run's leftover (pending, or claimed by a job of that run) is failed. */
+async function failSpreadIn(tx: Tx, bookId: string, index: number, error: FailureReason, claim?: string): Promise<ProgressEvent[] | null> {
+  const [row] = await tx
     .update(bookSpreads)
-    .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
-    .where(and(eq(bookSpreads.bookId, bookId), eq(bookSpreads.index, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
+    .set({ status: 'failed', claim: null, errorMessage: error.message, updatedAt: sql`now()` })
+    .where(claim ? heldSpread(bookId, index, claim) : and(spread(bookId, index), inArray(bookSpreads.status, ['pending', 'analyzing'])))
     .returning();
-  if (!spread) return [];
+  if (!row) return null;
   const entry: ProcessingError = {
     ...error,
     timestamp: new Date().toISOString(),
     spreadIndex: index,
-    pages: `${spread.firstPage}-${spread.lastPage}`,
+    pages: `${row.firstPage}-${row.lastPage}`,
   };
   const book = await appendError(tx, bookId, entry, { failedSpreads: sql`${books.failedSpreads} + 1` });
   return [
@@ -149,50 +198,78 @@ async function failSpreadIn(tx: Tx, bookId: string, index: number, error: Failur
 // while the first job's worker lives on) takes over only a claim not renewed for a whole
 // lease, the time after which BullMQ too presumes a silent job stalled; until then it waits
 // rather than pay for the same soundscape twice. As the voice renditions' claims do.
+//
+// Each claim has its own id (the row's `claim`), and the holder's writes (renewal, release,
+// its result or its final failure) apply only while the row still carries it. A run's end
+// (its leftovers failed by its root or the reconciler's timeout) and a restart clear it, so a
+// job whose provider call outlived its run changes nothing of the next run's: not the row,
+// not the book's counters, and not the file (each claim stores its audio under its own key).
+// Claims are taken only for the run the book is processing (claimForRun). The reconciler's
+// new run after Redis lost the jobs clears nothing: the first job's live claim stands, and
+// its result counts, while the new run's job waits for it.
 
-/** Claims the soundscape for this job; otherwise says why not: 'busy' (a live claim) or its status. */
-export async function claimSoundscape(db: Db, soundscapeId: string, leaseMs: number): Promise<'claimed' | 'busy' | 'completed' | 'failed' | 'gone'> {
-  const [row] = await db
-    .update(soundscapes)
-    .set({ status: 'generating', attempts: sql`${soundscapes.attempts} + 1`, updatedAt: sql`now()` })
-    .where(
-      and(
-        eq(soundscapes.id, soundscapeId),
-        or(
-          eq(soundscapes.status, 'pending'),
-          and(eq(soundscapes.status, 'generating'), lapsed(soundscapes.updatedAt, leaseMs)),
+/** The soundscape, while the job holding `claim` still holds it. */
+const heldSoundscape = (soundscapeId: string, claim: string) => and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating'), eq(soundscapes.claim, claim));
+
+/**
+ * Claims the soundscape for this job of `run`; otherwise says why not: 'busy' (a live
+ * claim), its status, or 'superseded' (the book is no longer processing `run`).
+ */
+export async function claimSoundscape(db: Db, bookId: string, soundscapeId: string, run: number, leaseMs: number): Promise<ClaimAnswer<'completed' | 'failed'>> {
+  const claim = randomUUID();
+  const taken = await claimForRun(db, bookId, run, async (tx) => {
+    const [row] = await tx
+      .update(soundscapes)
+      .set({ status: 'generating', claim, attempts: sql`${soundscapes.attempts} + 1`, updatedAt: sql`now()` })
+      .where(
+        and(
+          eq(soundscapes.id, soundscapeId),
+          or(
+            eq(soundscapes.status, 'pending'),
+            and(eq(soundscapes.status, 'generating'), lapsed(soundscapes.updatedAt, leaseMs)),
+          ),
         ),
-      ),
-    )
-    .returning({ id: soundscapes.id });
-  if (row) return 'claimed';
+      )
+      .returning({ id: soundscapes.id });
+    return row !== undefined;
+  });
+  if (taken === true) return { claim };
+  if (taken === 'superseded') return 'superseded';
   const [current] = await db.select({ status: soundscapes.status }).from(soundscapes).where(eq(soundscapes.id, soundscapeId));
   if (!current) return 'gone';
   return current.status === 'generating' || current.status === 'pending' ? 'busy' : current.status;
 }
 
+/** Whether this job's claim is still the soundscape's (no timeout ended its run, no other job took it over). */
+export async function holdsSoundscapeClaim(db: Db, soundscapeId: string, claim: string): Promise<boolean> {
+  const [row] = await db.select({ id: soundscapes.id }).from(soundscapes).where(heldSoundscape(soundscapeId, claim));
+  return row !== undefined;
+}
+
 /** Keeps this job's claim alive while the provider works. */
-export async function renewSoundscapeClaim(db: Db, soundscapeId: string): Promise<void> {
-  await db.update(soundscapes).set({ updatedAt: sql`now()` }).where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating')));
+export async function renewSoundscapeClaim(db: Db, soundscapeId: string, claim: string): Promise<void> {
+  await db.update(soundscapes).set({ updatedAt: sql`now()` }).where(heldSoundscape(soundscapeId, claim));
 }
 
 /** Gives the claim back after an attempt that will be retried (the retry, or another job, claims it again). */
-export async function releaseSoundscapeClaim(db: Db, soundscapeId: string): Promise<void> {
-  await db.update(soundscapes).set({ status: 'pending', updatedAt: sql`now()` }).where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating')));
+export async function releaseSoundscapeClaim(db: Db, soundscapeId: string, claim: string): Promise<void> {
+  await db.update(soundscapes).set({ status: 'pending', claim: null, updatedAt: sql`now()` }).where(heldSoundscape(soundscapeId, claim));
 }
 
+/** Records the soundscape of the job holding `claim`; null (nothing changed) if it no longer holds it. */
 export async function completeSoundscape(
   db: Db,
   soundscapeId: string,
+  claim: string,
   result: { fileKey: string; fileBytes: number; durationMs: number; costUsd: number; provider: string },
-): Promise<ProgressEvent[]> {
+): Promise<ProgressEvent[] | null> {
   return db.transaction(async (tx) => {
     const [row] = await tx
       .update(soundscapes)
-      .set({ status: 'completed', ...result, errorMessage: null, completedAt: sql`now()`, updatedAt: sql`now()` })
-      .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+      .set({ status: 'completed', claim: null, ...result, errorMessage: null, completedAt: sql`now()`, updatedAt: sql`now()` })
+      .where(heldSoundscape(soundscapeId, claim))
       .returning();
-    if (!row) return [];
+    if (!row) return null;
     const [book] = await tx
       .update(books)
       .set({
@@ -209,19 +286,21 @@ export async function completeSoundscape(
   });
 }
 
-export async function failSoundscape(db: Db, soundscapeId: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[]> {
-  return db.transaction((tx) => failSoundscapeIn(tx, soundscapeId, scene, error));
+/** Records the final failure of the job holding `claim`; null (nothing changed) if it no longer holds it. */
+export async function failSoundscape(db: Db, soundscapeId: string, claim: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[] | null> {
+  return db.transaction((tx) => failSoundscapeIn(tx, soundscapeId, scene, error, claim));
 }
 
 type SceneSpan = { firstSpread: number; firstPage: number; lastPage: number };
 
-async function failSoundscapeIn(tx: Tx, soundscapeId: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[]> {
+/** Without `claim`, a run's leftover (pending, or claimed by a job of that run) is failed. */
+async function failSoundscapeIn(tx: Tx, soundscapeId: string, scene: SceneSpan, error: FailureReason, claim?: string): Promise<ProgressEvent[] | null> {
   const [row] = await tx
     .update(soundscapes)
-    .set({ status: 'failed', errorMessage: error.message, updatedAt: sql`now()` })
-    .where(and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
+    .set({ status: 'failed', claim: null, errorMessage: error.message, updatedAt: sql`now()` })
+    .where(claim ? heldSoundscape(soundscapeId, claim) : and(eq(soundscapes.id, soundscapeId), inArray(soundscapes.status, ['pending', 'generating'])))
     .returning();
-  if (!row) return [];
+  if (!row) return null;
   const entry: ProcessingError = {
     ...error,
     timestamp: new Date().toISOString(),
@@ -316,7 +395,7 @@ async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers)
       .select({ index: bookSpreads.index })
       .from(bookSpreads)
       .where(and(eq(bookSpreads.bookId, bookId), inArray(bookSpreads.status, ['pending', 'analyzing'])));
-    for (const { index } of open) events.push(...(await failSpreadIn(tx, bookId, index, leftovers.spreads)));
+    for (const { index } of open) events.push(...((await failSpreadIn(tx, bookId, index, leftovers.spreads)) ?? []));
   }
   if (leftovers.soundscapes) {
     const open = await tx
@@ -324,7 +403,7 @@ async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers)
       .from(soundscapes)
       .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
       .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
-    for (const { id, scene } of open) events.push(...(await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)));
+    for (const { id, scene } of open) events.push(...((await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)) ?? []));
   }
   return events;
 }

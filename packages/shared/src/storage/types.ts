@@ -44,5 +44,9 @@ export function assertSafeKey(key: string): void {
 export const storageKeys = {
   rendition: (keyHash: string, format: string) => `renditions/${keyHash.slice(0, 2)}/${keyHash}.${format}`,
   track: (batchId: string, trackId: string) => `tracks/${batchId}/${trackId}.mp3`,
-  soundscape: (bookId: string, soundscapeId: string) => `soundscapes/${bookId}/${soundscapeId}.mp3`,
+  // One file per claim (rollup/books.ts), not per soundscape: a job whose claim was taken
+  // from it (its run timed out and the book was started again) may still store what its
+  // provider answered, and must not replace the file the row now describes. The row's
+  // file_key says which one is served.
+  soundscape: (bookId: string, soundscapeId: string, claim: string) => `soundscapes/${bookId}/${soundscapeId}.${claim}.mp3`,
 };

@@ -1,0 +1,2 @@
+ALTER TABLE "book_spreads" ADD COLUMN "claim" uuid;--> statement-breakpoint
+ALTER TABLE "soundscapes" ADD COLUMN "claim" uuid;
