@@ -215,6 +215,8 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
       type: 'batch.retried',
       // The whole row state, version included, as every batch event carries it.
       data: { ...batchCountersEvent(result.batch).data, run: result.batch.run, tracksRetried: result.trackIds.length },
+      // The log was on its short expiry since the end: the new run keeps it open again.
+      reopens: true,
     },
     // Each retried track is pending again, its error cleared: a change like any other, so a
     // client that follows tracks by their events sees it now, not when the track next moves.

@@ -3,7 +3,7 @@ import { books, bookSpreads, soundscapes, type ProcessingError } from '@soundque
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
+import { bookCountersEvent, finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -145,6 +145,11 @@ export async function restartBook(ctx: ApiContext, userId: string, bookId: strin
       .returning();
     return { book: updated!, spreadIndexes: retried.map((r) => r.index).sort((a, b) => a - b) };
   });
+  // The book is processing again with its counters reset: a change like any other, so a client
+  // following the book sees it now; and the first of the new run, so its event log, on its
+  // short expiry since the end, is kept open again.
+  const restarted = bookCountersEvent(result.book);
+  await ctx.publish([{ ...restarted, data: { ...restarted.data, run: result.book.run }, reopens: true }]);
   await enqueueRun(ctx, result.book, result.spreadIndexes);
   return result.book;
 }

@@ -1,0 +1,87 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPublisher, eventLogKey, type ProgressEvent, type Subject } from '@soundqueue/shared/events';
+import { failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
+import { startTestApi, type TestApi } from '../helpers/app';
+import { createBatch, sampleSections } from '../helpers/batches';
+import { postBook } from '../helpers/books';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+
+// A batch's or book's event log is kept a day while its work runs and minutes after its
+// terminal event (EVENT_LOG_FINISHED_TTL_SECONDS). Events still come after the end: a worker
+// that committed a track before the batch finished may publish it after the terminal event.
+// Before, such a late event gave the finished log a day again. No worker runs: the test
+// publishes events itself, or makes the transitions with the real rollup functions.
+const OPEN = 86_400;
+const FINISHED = 300;
+let env: TestEnv;
+let api: TestApi;
+
+beforeAll(async () => {
+  env = await createTestEnv({ EVENT_LOG_TTL_SECONDS: String(OPEN), EVENT_LOG_FINISHED_TTL_SECONDS: String(FINISHED) });
+  api = await startTestApi(env.config);
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+const ttlOf = (subject: Subject) => api.ctx.redis.ttl(eventLogKey(env.prefix, subject));
+const event = (subject: Subject, type: string, extra: Partial<ProgressEvent> = {}): ProgressEvent => ({ subject, type, data: { n: 1 }, ...extra });
+
+describe('an event log', () => {
+  it('keeps its short expiry after the terminal event, whatever comes late, until a new run reopens it', async () => {
+    const publish = createPublisher(api.ctx.redis, env.prefix, undefined, { openSeconds: OPEN, finishedSeconds: FINISHED });
+    const subject: Subject = { kind: 'batch', id: randomUUID() };
+    await publish([event(subject, 'track.updated')]);
+    expect(await ttlOf(subject)).toBeGreaterThan(FINISHED);
+    await publish([event(subject, 'track.updated'), event(subject, 'batch.completed', { terminal: true })]);
+    expect(await ttlOf(subject)).toBeLessThanOrEqual(FINISHED);
+
+    // Committed before the end, published after it: the log stays on its short expiry.
+    await publish([event(subject, 'track.updated')]);
+    await publish([event(subject, 'track.updated'), event(subject, 'batch.updated')]);
+    // Before: 86400.
+    expect(await ttlOf(subject)).toBeLessThanOrEqual(FINISHED);
+    expect(await api.ctx.redis.xlen(eventLogKey(env.prefix, subject))).toBe(6); // all of them logged
+
+    // A retry starts a new run: its log is an open one's again, and stays so with the run's events.
+    await publish([event(subject, 'batch.retried', { reopens: true }), event(subject, 'track.updated')]);
+    expect(await ttlOf(subject)).toBeGreaterThan(FINISHED);
+    await publish([event(subject, 'track.updated')]);
+    expect(await ttlOf(subject)).toBeGreaterThan(FINISHED);
+    await publish([event(subject, 'batch.failed', { terminal: true })]);
+    expect(await ttlOf(subject)).toBeLessThanOrEqual(FINISHED);
+    await publish([event(subject, 'track.updated')]);
+    expect(await ttlOf(subject)).toBeLessThanOrEqual(FINISHED);
+  });
+
+  it('is reopened by a batch’s retry and by a book’s restart', async () => {
+    const created = await createBatch(api, { visionId: 'expiry', sections: sampleSections(1, 'Expiry'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batch: Subject = { kind: 'batch', id: created.body.id as string };
+    const [track] = await queryRows<{ id: string }>(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batch.id]);
+    const failed = await finishTrack(api.ctx.db, track!.id, { status: 'failed', errorType: 'SpeechGenerationError', errorMessage: 'refused' });
+    const ended = await finaliseBatch(api.ctx.db, batch.id);
+    await api.ctx.publish([...failed.events, ...ended.events]);
+    expect(await ttlOf(batch)).toBeLessThanOrEqual(FINISHED);
+    expect((await api.request(`/v1/audio/batches/${batch.id}/retry`, { method: 'POST' })).status).toBe(202);
+    expect(await ttlOf(batch)).toBeGreaterThan(FINISHED);
+
+    const posted = await postBook(api, { title: 'Expiry', pages: ['a dark forest', 'the forest again'] });
+    expect(posted.status).toBe(202);
+    const book: Subject = { kind: 'book', id: posted.body.bookId as string };
+    const spreadFailed = await failSpread(api.ctx.db, book.id, 0, { errorType: 'ContentAnalysisError', message: 'refused', stack: null, attempt: 1 });
+    const bookEnded = await finaliseBook(api.ctx.db, book.id, {});
+    expect(bookEnded.status).toBe('failed');
+    await api.ctx.publish([...spreadFailed, ...bookEnded.events]);
+    expect(await ttlOf(book)).toBeLessThanOrEqual(FINISHED);
+    expect((await api.request(`/v1/books/${book.id}/soundscapes`, { method: 'POST', user: 'reader' })).status).toBe(202);
+    // The restart is a change of the book like any other: an event, with the new run's state.
+    // Before, a restart published nothing, and the log stayed on the end's expiry.
+    const [[, fields]] = (await api.ctx.redis.xrevrange(eventLogKey(env.prefix, book), '+', '-', 'COUNT', 1)) as [[string, string[]]];
+    expect(JSON.parse(fields[1]!)).toMatchObject({ type: 'book.updated', data: { status: 'processing', run: 2 }, terminal: false });
+    expect(await ttlOf(book)).toBeGreaterThan(FINISHED);
+  });
+});
