@@ -13,6 +13,9 @@ interface Listener {
   event: (event: StreamEvent) => void;
   /** Called after the subscriber reconnected: events published meanwhile never arrived. */
   gap: () => void;
+  /** Called when the subscriber has lost its connection (at once, for a listener added while
+   * it is away): what is published from now until `gap` reaches no listener. */
+  lost: () => void;
 }
 
 /**
@@ -24,6 +27,8 @@ export class EventHub {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly ready: Promise<unknown>;
   private readonly channel: string;
+  /** False from the subscriber losing its connection until its subscription is certainly back. */
+  private subscribed = false;
 
   constructor(
     private readonly redis: Redis,
@@ -32,7 +37,9 @@ export class EventHub {
   ) {
     this.channel = `${prefix}:${EVENTS_CHANNEL}`;
     this.subscriber.on('message', (_channel, message) => this.dispatch(message));
-    this.ready = this.subscriber.subscribe(this.channel);
+    this.ready = this.subscriber.subscribe(this.channel).then(() => {
+      this.subscribed = true;
+    });
     // Closed before the subscription was made (a short-lived process): nothing to report.
     this.ready.catch(() => {});
     // Pub/sub keeps nothing for a subscriber that is away: whatever was published while this
@@ -44,6 +51,15 @@ export class EventHub {
       connections += 1;
       if (connections > 1) void this.afterReconnect();
     });
+    // Said at once, not only with the return: once the connection is back, events can arrive
+    // before `gap` (in the same read as the subscribe reply afterReconnect waits for). A stream
+    // that sent them on would move its last id past the events published while the connection
+    // was down, and its catch-up, which replays from that id, would skip them.
+    this.subscriber.on('close', () => {
+      if (!this.subscribed) return;
+      this.subscribed = false;
+      for (const set of this.listeners.values()) for (const listener of set) listener.lost();
+    });
   }
 
   private async afterReconnect(): Promise<void> {
@@ -54,6 +70,7 @@ export class EventHub {
     } catch {
       return; // Down again: the next reconnect tries again.
     }
+    this.subscribed = true;
     for (const set of this.listeners.values()) for (const listener of set) listener.gap();
   }
 
@@ -69,9 +86,10 @@ export class EventHub {
     }
   }
 
-  async listen(subject: Subject, onEvent: Listener['event'], onGap: Listener['gap'] = () => {}): Promise<() => void> {
+  async listen(subject: Subject, onEvent: Listener['event'], onGap: Listener['gap'] = () => {}, onLost: Listener['lost'] = () => {}): Promise<() => void> {
     await this.ready;
-    const listener: Listener = { event: onEvent, gap: onGap };
+    const listener: Listener = { event: onEvent, gap: onGap, lost: onLost };
+    if (!this.subscribed) onLost();
     const key = `${subject.kind}:${subject.id}`;
     let set = this.listeners.get(key);
     if (!set) this.listeners.set(key, (set = new Set()));

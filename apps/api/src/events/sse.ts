@@ -93,8 +93,15 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   const buffered: StreamEvent[] = [];
   let lastId = '0-0';
   let open = true;
+  // Live events are sent as they come only once the stream has started and nothing is
+  // missing before them; until then they wait in `buffered`. From the moment the events
+  // subscriber loses its connection (`down`) until a catch-up from the log has run, what was
+  // published meanwhile is only in the log (`behind`): nothing is sent live, so the last id
+  // sent stays before every event that may be missing, and the catch-up replays from there.
   let live = false;
-  let gapWhileStarting = false;
+  let started = false;
+  let down = false;
+  let behind = false;
   let stop: (() => void) | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   const finish = () => {
@@ -151,10 +158,13 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
     send(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
     if (event.terminal) finish();
   };
-  // Events published while the subscriber was reconnecting: replayed from the log, live ones
-  // held back meanwhile so the order stays. A log that no longer reaches back that far ends
-  // the stream; the client's reconnect then gets a fresh snapshot.
+  // Events published while the subscriber was away: replayed from the log, live ones held
+  // back meanwhile so the order stays. A log that no longer reaches back that far ends the
+  // stream; the client's reconnect then gets a fresh snapshot. One catch-up at a time: two
+  // that overlapped could send live events past a gap the other has not replayed yet.
   const catchUp = async () => {
+    if (!open || down) return; // the subscriber's return catches up
+    behind = false;
     live = false;
     const missed = await options.hub.replay(options.subject, lastId).catch(() => null);
     if (!open) return;
@@ -163,16 +173,23 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
       return;
     }
     for (const event of missed) deliver(event);
+    if (behind) return; // lost again since the replay was read: the next catch-up goes on
     live = true;
     for (const event of buffered.splice(0)) deliver(event);
   };
+  let catchingUp = Promise.resolve();
+  const catchUpInTurn = () => (catchingUp = catchingUp.then(catchUp));
   const unlisten = await options.hub.listen(
     options.subject,
     (event) => (live ? deliver(event) : buffered.push(event)),
     () => {
-      if (!open) return;
-      if (live) void catchUp();
-      else gapWhileStarting = true;
+      down = false;
+      if (started) void catchUpInTurn(); // else the start catches up
+    },
+    () => {
+      down = true;
+      behind = true;
+      live = false;
     },
   );
   stop = unlisten;
@@ -214,9 +231,15 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
       return;
     }
   }
-  live = true;
-  for (const event of buffered.splice(0)) deliver(event);
-  if (gapWhileStarting) await catchUp();
+  started = true;
+  if (behind) {
+    // The subscriber lost its connection while the stream was set up: some of the held-back
+    // events may follow a gap, so the log fills it first (or, still away, on its return).
+    await catchUpInTurn();
+  } else {
+    live = true;
+    for (const event of buffered.splice(0)) deliver(event);
+  }
   if (start.kind === 'replay' && open) {
     // The replay held no terminal event, yet the subject may have finished: its terminal event
     // not logged yet (the row commits first), or never (a publish Redis refused). Nothing
