@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStreamLimit } from '../../apps/api/src/events/stream-limit';
+import { redisStreamSlots } from '../../apps/api/src/events/stream-slots';
 import { createPublisher } from '@soundqueue/shared/events';
 import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
@@ -11,7 +12,8 @@ import { createTestEnv, type TestEnv } from '../helpers/services';
 import { openSse, type SseStream } from '../helpers/sse';
 import { waitFor } from '../helpers/wait';
 
-// SSE_MAX_STREAMS_PER_USER: one user's open event streams in one API process are capped, and
+// SSE_MAX_STREAMS_PER_USER: one user's open event streams are capped (on several API processes
+// together: stream-limit-replicas.test.ts), and
 // every way a stream ends gives its slot back. Before, a user could hold any number open.
 // No worker runs: batches stay pending unless a test cancels one (which ends it at once).
 const CAP = 3;
@@ -185,7 +187,7 @@ describe('the cap on open event streams per user', () => {
     // The auth middleware awaits token checks; a client can leave meanwhile, and its response
     // has then closed before the route runs, never to say so again. A gate the test opens
     // stands for that wait, in front of the real limit.
-    const limit = createStreamLimit(1);
+    const limit = createStreamLimit(1, redisStreamSlots(api.ctx.redis, env.prefix));
     let openGate!: () => void;
     const gate = new Promise<void>((resolve) => (openGate = resolve));
     let serverSawClose!: () => void;
@@ -209,6 +211,7 @@ describe('the cap on open event streams per user', () => {
       expect(await admitted).toBe(false);
       expect(limit.openFor('user-a')).toBe(0);
     } finally {
+      limit.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }

@@ -14,6 +14,7 @@ import { createBackground, type Background } from './background';
 import { sharedSigningKey } from './signing-key';
 import { EventHub } from './events/event-hub';
 import { createStreamLimit, type StreamLimit } from './events/stream-limit';
+import { redisStreamSlots } from './events/stream-slots';
 
 /** Everything a route needs, built once per process and passed in plainly. */
 export interface ApiContext {
@@ -30,7 +31,7 @@ export interface ApiContext {
   background: Background;
   auth: Auth;
   events: EventHub;
-  /** Open event streams per user in this process, capped at SSE_MAX_STREAMS_PER_USER. */
+  /** Open event streams per user, capped at SSE_MAX_STREAMS_PER_USER across every API process. */
   streams: StreamLimit;
   logger: Logger;
   close(): Promise<void>;
@@ -78,7 +79,7 @@ export async function createApiContext(config: Config, logger = createLogger('ap
     background,
     auth,
     events,
-    streams: createStreamLimit(config.SSE_MAX_STREAMS_PER_USER),
+    streams: createStreamLimit(config.SSE_MAX_STREAMS_PER_USER, redisStreamSlots(redis, prefix)),
     logger,
     async close() {
       removeMetricsSource();

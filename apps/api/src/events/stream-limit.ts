@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Request, Response } from 'express';
 import { HttpError } from '../http-errors';
+import type { StreamSlots } from './stream-slots';
 
 /**
  * How long a refused client is told to wait. A slot frees when one of the user's own streams
@@ -9,20 +11,19 @@ import { HttpError } from '../http-errors';
 export const STREAMS_RETRY_AFTER_SECONDS = 5;
 
 /**
- * Counts the event streams each user holds open in this API process, up to a cap. Each open
- * stream holds a socket, a subscription listener and a heartbeat timer; the count is per
- * process (replicas do not share it), which bounds what one process holds for one user.
- * On shutdown it is also what ends them all and refuses new ones.
+ * Caps the event streams each user holds open, across every API process (the slots are kept
+ * in Redis, stream-slots.ts). Each open stream holds a socket, a subscription listener and a
+ * heartbeat timer. On shutdown it is also what ends this process's streams and refuses new ones.
  */
 export interface StreamLimit {
   /**
    * Takes a slot for the request's user, given back when its response closes, whatever ends
    * it (the client leaving, the stream's end, an error answer such as 404, a server
    * shutdown). Throws 429 `too_many_streams` when the user is at the cap; false when the
-   * client has gone already (nothing to serve, no slot taken). Once close() was called it
+   * client has gone already (nothing to serve, no slot kept). Once close() was called it
    * admits every request without a slot: the stream ends as soon as it starts.
    */
-  admit(req: Request, res: Response, userId: string): boolean;
+  admit(req: Request, res: Response, userId: string): Promise<boolean>;
   /** Streams the user holds open in this process. */
   openFor(userId: string): number;
   /** Aborted by close(): every admitted stream watches it and ends itself at once. */
@@ -31,18 +32,31 @@ export interface StreamLimit {
   close(): void;
 }
 
-export function createStreamLimit(maxPerUser: number): StreamLimit {
-  const open = new Map<string, number>();
+export function createStreamLimit(maxPerUser: number, slots: StreamSlots): StreamLimit {
+  // This process's streams per user: the slots whose leases it renews.
+  const open = new Map<string, Set<string>>();
   const closing = new AbortController();
   // One listener per open stream, by design: not the leak Node warns about past ten.
   setMaxListeners(0, closing.signal);
-  const release = (userId: string) => {
-    const n = (open.get(userId) ?? 1) - 1;
-    if (n > 0) open.set(userId, n);
-    else open.delete(userId); // no entry kept per user who ever streamed
+  const release = (userId: string, stream: string) => {
+    const mine = open.get(userId);
+    mine?.delete(stream);
+    if (mine?.size === 0) open.delete(userId); // no entry kept per user who ever streamed
+    // Not retried: a slot Redis did not hear back about is free when its lease runs out.
+    slots.give(userId, stream).catch(() => {});
   };
+  // Three renewals per lease, so that one lost to a blip costs no slot.
+  const renewals = setInterval(() => {
+    for (const [userId, streams] of open) slots.renew(userId, [...streams]).catch(() => {});
+  }, slots.leaseMs / 3);
+  renewals.unref();
+  // Redis away (a restart, a blip): the stream is not refused for it (a 503 would stop an
+  // EventSource for good), and this process's own count holds the cap meanwhile. The
+  // stream's renewals enter it in Redis once it answers again.
+  const takeSlot = (userId: string, stream: string) =>
+    slots.take(userId, stream, maxPerUser).catch(() => (open.get(userId)?.size ?? 0) < maxPerUser);
   return {
-    admit(req, res, userId) {
+    async admit(req, res, userId) {
       // A client that left during authentication: its response has closed already and will
       // not say so again, so a slot taken now would never be given back.
       if (res.destroyed || req.socket.destroyed) return false;
@@ -52,17 +66,33 @@ export function createStreamLimit(maxPerUser: number): StreamLimit {
       // connection, to a replica still listening: a 503 would end a browser's EventSource
       // for good.
       if (closing.signal.aborted) return true;
-      const n = open.get(userId) ?? 0;
-      if (n >= maxPerUser) {
+      const stream = randomUUID();
+      // Watched before Redis is asked: the client may leave while it answers.
+      let taken = false;
+      let gone = false;
+      res.once('close', () => {
+        gone = true;
+        if (taken) release(userId, stream);
+      });
+      if (!(await takeSlot(userId, stream))) {
         res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
         throw new HttpError(429, 'too_many_streams', `at most ${maxPerUser} event streams may be open at once per user; close one first`, { limit: maxPerUser });
       }
-      open.set(userId, n + 1);
-      res.once('close', () => release(userId));
+      if (gone) {
+        slots.give(userId, stream).catch(() => {});
+        return false;
+      }
+      taken = true;
+      let mine = open.get(userId);
+      if (!mine) open.set(userId, (mine = new Set()));
+      mine.add(stream);
       return true;
     },
-    openFor: (userId) => open.get(userId) ?? 0,
+    openFor: (userId) => open.get(userId)?.size ?? 0,
     shutdown: closing.signal,
-    close: () => closing.abort(),
+    close: () => {
+      clearInterval(renewals);
+      closing.abort();
+    },
   };
 }

@@ -24,7 +24,8 @@ export function eventRoutes(ctx: ApiContext): Router {
 
   // One stream per batch or book: check ownership once, then snapshot the current state
   // whenever the stream (re)starts. The user's slot is taken first, so a user at the cap
-  // costs no database read, and given back when the response closes, a 404 included.
+  // costs no database read, and given back when the response closes, a 404 included. The cap
+  // counts the user's streams on every API process (stream-slots.ts).
   const stream =
     (kind: 'batch' | 'book', state: (userId: string, id: string) => Promise<Snapshot>): RequestHandler =>
     async (req, res) => {
@@ -38,7 +39,7 @@ export function eventRoutes(ctx: ApiContext): Router {
         res.end();
         return;
       }
-      if (!ctx.streams.admit(req, res, userId)) return;
+      if (!(await ctx.streams.admit(req, res, userId))) return;
       const id = parseId(req.params.id, kind);
       await state(userId, id); // 404 before the stream starts
       await streamEvents(req, res, {
