@@ -13,8 +13,8 @@ import { openSse, type SseStream } from '../helpers/sse';
 import { waitFor } from '../helpers/wait';
 
 // SSE_MAX_STREAMS_PER_USER: one user's open event streams are capped (on several API processes
-// together: stream-limit-replicas.test.ts), and
-// every way a stream ends gives its slot back. Before, a user could hold any number open.
+// together: stream-limit-replicas.test.ts), and every way a stream ends gives its slot back.
+// Before, a user could hold any number open.
 // No worker runs: batches stay pending unless a test cancels one (which ends it at once).
 const CAP = 3;
 let env: TestEnv;
