@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPublisher, eventLogKey, type ProgressEvent, type Subject } from '@soundqueue/shared/events';
-import { failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
+import { claimSpread, failSpread, finaliseBook } from '@soundqueue/shared/rollup/books';
 import { finaliseBatch, finishTrack } from '@soundqueue/shared/rollup/tracks';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
@@ -72,7 +72,10 @@ describe('an event log', () => {
     const posted = await postBook(api, { title: 'Expiry', pages: ['a dark forest', 'the forest again'] });
     expect(posted.status).toBe(202);
     const book: Subject = { kind: 'book', id: posted.body.bookId as string };
-    const spreadFailed = await failSpread(api.ctx.db, book.id, 0, { errorType: 'ContentAnalysisError', message: 'refused', stack: null, attempt: 1 });
+    // As a spread job records it: under its claim.
+    const claimed = await claimSpread(api.ctx.db, book.id, 0, 1, 30_000);
+    if (typeof claimed === 'string') throw new Error(`spread not claimed: ${claimed}`);
+    const spreadFailed = (await failSpread(api.ctx.db, book.id, 0, claimed.claim, { errorType: 'ContentAnalysisError', message: 'refused', stack: null, attempt: 1 }))!;
     const bookEnded = await finaliseBook(api.ctx.db, book.id, {});
     expect(bookEnded.status).toBe('failed');
     await api.ctx.publish([...spreadFailed, ...bookEnded.events]);
