@@ -28,8 +28,11 @@ const uuid = z.uuid();
 
 /** Payloads are ids only: the rows hold the data, so a payload never goes stale. */
 export const payloadSchemas = {
-  'audio-tts': z.object({ batchId: uuid, trackId: uuid }),
-  'audio-mix': z.object({ batchId: uuid, trackId: uuid }),
+  // The run the job belongs to: a job of a run the batch has moved on from (a retry, the
+  // reconciler) changes nothing (rollup/tracks.ts, ofRun). Optional: jobs queued before it was
+  // added have none and are taken for the current run.
+  'audio-tts': z.object({ batchId: uuid, trackId: uuid, run: z.number().int().positive().optional() }),
+  'audio-mix': z.object({ batchId: uuid, trackId: uuid, run: z.number().int().positive().optional() }),
   'audio-batch': z.object({ batchId: uuid, run: z.number().int().positive() }),
   'book-analyze': z.object({ bookId: uuid, spreadIndex: z.number().int().nonnegative(), run: z.number().int().positive() }),
   soundscape: z.object({ bookId: uuid, soundscapeId: uuid, run: z.number().int().positive() }),

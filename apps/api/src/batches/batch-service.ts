@@ -243,7 +243,7 @@ export async function cancelBatch(ctx: ApiContext, userId: string, batchId: stri
     .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, ['pending'])));
   const events = [];
   for (const { id } of pending) {
-    const r = await finishTrack(ctx.db, id, { status: 'cancelled' }, ['pending']);
+    const r = await finishTrack(ctx.db, id, { status: 'cancelled' }, { allowedFrom: ['pending'] });
     events.push(...r.events);
   }
   // With nothing left running the batch is final now; otherwise its root job finalises it.

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { extname, join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { audioTracks } from '@soundqueue/shared/db/schema';
+import { audioGenerationBatches, audioTracks } from '@soundqueue/shared/db/schema';
 import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
-import { parsePayload } from '@soundqueue/shared/queues';
-import { detachRendition, finishTrack, markMixing } from '@soundqueue/shared/rollup/tracks';
+import { parsePayload, type Payload } from '@soundqueue/shared/queues';
+import { detachRendition, finishTrack, markMixing, staleRunReason } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
@@ -15,31 +15,37 @@ import { voiceTrack } from './audio-tts';
 
 /** One track's mix: its voice over the variant's bed, loudness-normalised, then stored. */
 export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<{ durationMs: number } | { skipped: string }> {
-  const { trackId, batchId } = parsePayload('audio-mix', run.job.data);
-  let mixing = await markMixing(ctx.db, trackId);
+  const payload = parsePayload('audio-mix', run.job.data);
+  const { trackId, run: batchRun } = payload;
+  let mixing = await markMixing(ctx.db, trackId, batchRun);
   if (!mixing) {
-    // Not waiting to be mixed: finished or cancelled already (a repeated delivery), gone, or
-    // without a voice.
-    const [track] = await ctx.db.select().from(audioTracks).where(eq(audioTracks.id, trackId));
+    // Not waiting to be mixed: finished or cancelled already (a repeated delivery), gone, of
+    // a run the batch has moved on from, or without a voice.
+    const [track] = await ctx.db
+      .select({ status: audioTracks.status, renditionKey: audioTracks.renditionKey, batchRun: audioGenerationBatches.run })
+      .from(audioTracks)
+      .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
+      .where(eq(audioTracks.id, trackId));
     if (!track) return { skipped: 'track no longer exists' };
+    if (batchRun !== undefined && batchRun !== track.batchRun) return { skipped: staleRunReason(batchRun, track.batchRun) };
     if (track.renditionKey || !['pending', 'generating'].includes(track.status)) return { skipped: `track is ${track.status}` };
     // The speech job ended without a voice and without recording a failure on the track: its
     // worker was lost past the stall limit, or the job was removed. Nothing is lost: the
     // voice is made here, by the same single-flight step, with this job's attempts.
     const failures = Object.values(await run.job.getIgnoredChildrenFailures());
     ctx.logger.warn({ trackId, reason: failures[0] ?? 'no failure recorded' }, 'speech job ended without a voice; voicing the track in its mix job');
-    const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId);
+    const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId, batchRun);
     if ('skipped' in voiced) return voiced;
-    mixing = await markMixing(ctx.db, trackId);
+    mixing = await markMixing(ctx.db, trackId, batchRun);
     if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   }
   await ctx.publish(mixing.events);
   // A voice whose stored file is missing is made again once per attempt; a second miss, right
   // after it was stored, is a storage fault and fails like any other error.
   for (let revoiced = false; ; revoiced = true) {
-    const outcome = await mixVoice(ctx, run, batchId, mixing, { recoverMissingVoice: !revoiced });
+    const outcome = await mixVoice(ctx, run, payload, mixing, { recoverMissingVoice: !revoiced });
     if (!('voiceMissing' in outcome)) return outcome;
-    const again = await revoiceTrack(ctx, run, trackId, outcome.voiceMissing);
+    const again = await revoiceTrack(ctx, run, payload, outcome.voiceMissing);
     if ('skipped' in again) return again;
     mixing = again;
   }
@@ -55,7 +61,7 @@ type Mixing = NonNullable<Awaited<ReturnType<typeof markMixing>>>;
 async function mixVoice(
   ctx: WorkerContext,
   run: JobRun,
-  batchId: string,
+  { batchId, run: batchRun }: Payload<'audio-mix'>,
   { track, rendition }: Mixing,
   { recoverMissingVoice }: { recoverMissingVoice: boolean },
 ): Promise<{ durationMs: number } | { voiceMissing: { keyHash: string; rendition: Mixing['rendition'] } }> {
@@ -85,13 +91,13 @@ async function mixVoice(
     const key = storageKeys.track(batchId, trackId);
     const stored = await ctx.storage.moveFile(key, outPath, 'audio/mpeg');
     scratchFiles.delete(outPath);
-    const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs });
+    const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs }, { run: batchRun });
     await ctx.publish(done.events);
     return { durationMs: mixed.durationMs };
   } catch (error) {
     return await handleJobFailure(run, error, async (final) => {
       const { errorType, message } = describeError(final, 'MixingError');
-      const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Mixing: ${message}` });
+      const done = await finishTrack(ctx.db, trackId, { status: 'failed', errorType, errorMessage: `Mixing: ${message}` }, { run: batchRun });
       await ctx.publish(done.events);
     });
   } finally {
@@ -111,18 +117,18 @@ async function mixVoice(
 async function revoiceTrack(
   ctx: WorkerContext,
   run: JobRun,
-  trackId: string,
+  { trackId, run: batchRun }: Payload<'audio-mix'>,
   missing: { keyHash: string; rendition: Mixing['rendition'] },
 ): Promise<Mixing | { skipped: string }> {
   if (missing.rendition && (await dropMissingRendition(ctx, missing.rendition))) {
     ctx.logger.warn({ trackId, renditionKey: missing.keyHash, storageKey: missing.rendition.storageKey }, 'voice rendition file is missing; synthesizing it again');
   }
-  const detached = await detachRendition(ctx.db, trackId, missing.keyHash);
+  const detached = await detachRendition(ctx.db, trackId, missing.keyHash, batchRun);
   if (!detached.changed) return { skipped: 'track is no longer being mixed with that voice' };
   await ctx.publish(detached.events);
-  const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId);
+  const voiced = await voiceTrack(ctx, { ...run, pausesOn429: ctx.queues['audio-tts'] }, trackId, batchRun);
   if ('skipped' in voiced) return voiced;
-  const mixing = await markMixing(ctx.db, trackId);
+  const mixing = await markMixing(ctx.db, trackId, batchRun);
   if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   await ctx.publish(mixing.events);
   return mixing;

@@ -16,13 +16,13 @@ export function buildAudioBatchFlow(batchId: string, run: number, trackIds: stri
     children: trackIds.map((trackId) => ({
       name: 'mix-track',
       queueName: QUEUE.audioMix,
-      data: { batchId, trackId },
+      data: { batchId, trackId, run },
       opts: { ...jobOptions(QUEUE.audioMix, tuning), jobId: jobId.audioMix(trackId, run), ignoreDependencyOnFailure: true },
       children: [
         {
           name: 'speak-track',
           queueName: QUEUE.audioTts,
-          data: { batchId, trackId },
+          data: { batchId, trackId, run },
           opts: { ...jobOptions(QUEUE.audioTts, tuning), jobId: jobId.audioTts(trackId, run), ignoreDependencyOnFailure: true },
         },
       ],

@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNotNull, sql, type Placeholder } from 'drizzle-orm';
 import type { Db, Tx } from '../db/client';
 import { preparedFor } from '../db/prepared';
 import { audioGenerationBatches, audioTracks, voiceRenditions, type BatchStatus, type SectionRequest } from '../db/schema';
@@ -86,6 +86,22 @@ const param = (name: string) => sql`${sql.placeholder(name)}`;
 /** `column = any($name)`: one prepared statement for any list of allowed statuses. */
 const statusIn = (name: string) => sql`${audioTracks.status} = any(${sql.placeholder(name)}::text[])`;
 
+/**
+ * The run guard of the transitions a job makes: the track's batch is still on the job's run
+ * (`$run`). A retry, or the reconciler, starts a new run of the same tracks while jobs of the
+ * run before may still be in Redis (an enqueue the API gave up on that landed after all, a
+ * root lost with its children alive); such a job must change nothing, or it voices and mixes
+ * a track the new run's jobs are voicing and mixing too, and its failure fails the new run's
+ * track. Part of each transition's own conditional update (a primary-key probe of the batch
+ * row, no extra round trip). `$run` null checks nothing: a job queued before payloads carried
+ * the run, which is taken for the current run, and callers that are not a run's jobs.
+ */
+const ofRun = (run: Placeholder | number | null) =>
+  sql`(${run}::integer is null or exists (select 1 from ${audioGenerationBatches} where ${audioGenerationBatches.id} = ${audioTracks.batchId} and ${audioGenerationBatches.run} = ${run}::integer))`;
+/** The guard in a prepared statement, whose `run` is runValue's. */
+const ofRunParam = ofRun(sql.placeholder('run'));
+const runValue = (run: number | undefined) => run ?? null;
+
 /** What the speech step needs of a track's batch: its own section, not every section's text. */
 export interface SpeechRequest {
   batchId: string;
@@ -107,13 +123,14 @@ export interface SpeechRequest {
 export async function startTrack(
   db: Db,
   trackId: string,
+  run?: number,
 ): Promise<{ started: false; events: [] } | { started: true; track: TrackRow; request: SpeechRequest; events: ProgressEvent[] }> {
   const statement = preparedFor(db, 'sq_start_track', (db) => {
     const t = db.$with('t').as(
       db
         .update(audioTracks)
         .set({ status: 'generating', startedAt: sql`coalesce(${audioTracks.startedAt}, now())`, attempts: sql`${audioTracks.attempts} + 1`, updatedAt: sql`now()` })
-        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['pending', 'generating'])))
+        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['pending', 'generating']), ofRunParam))
         .returning(),
     );
     const b = db.$with('b').as(
@@ -141,19 +158,24 @@ export async function startTrack(
       .leftJoin(b, eq(b.id, t.batchId))
       .prepare('sq_start_track');
   });
-  const [row] = await statement.execute({ trackId });
+  const [row] = await statement.execute({ trackId, run: runValue(run) });
   if (!row) return { started: false, events: [] };
   const events = [trackEvent(row.t)];
   if (row.b) events.push(batchCountersEvent(row.b));
   return { started: true, track: row.t, request: row.request, events };
 }
 
-/** Records the voice rendition a track uses (and the cost, when this track paid for it). */
+/**
+ * Records the voice rendition a track uses (and the cost, when this track paid for it).
+ * Returns whether it did: not for a track that ended meanwhile (failed by its run's
+ * finalisation) or whose batch has moved on from the job's run.
+ */
 export async function attachRendition(
   db: Db,
   trackId: string,
   rendition: { keyHash: string; storageKey: string; costUsd: number },
-): Promise<void> {
+  run?: number,
+): Promise<boolean> {
   const attach = (db: Db) =>
     db
       .update(audioTracks)
@@ -163,11 +185,11 @@ export async function attachRendition(
         costUsd: sql`${audioTracks.costUsd} + ${sql.placeholder('costUsd')}::numeric`,
         updatedAt: sql`now()`,
       })
-      .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, NOT_TERMINAL)));
-  const values = { trackId, keyHash: rendition.keyHash, storageKey: rendition.storageKey, costUsd: rendition.costUsd };
+      .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, NOT_TERMINAL), ofRunParam));
+  const values = { trackId, keyHash: rendition.keyHash, storageKey: rendition.storageKey, costUsd: rendition.costUsd, run: runValue(run) };
   if (rendition.costUsd <= 0) {
-    await preparedFor(db, 'sq_attach_rendition', (db) => attach(db).prepare('sq_attach_rendition')).execute(values);
-    return;
+    const statement = preparedFor(db, 'sq_attach_rendition', (db) => attach(db).returning({ id: audioTracks.id }).prepare('sq_attach_rendition'));
+    return (await statement.execute(values)).length > 0;
   }
   // The batch's cost grows only if the track row was updated, in the same statement.
   const paying = preparedFor(db, 'sq_attach_paid_rendition', (db) => {
@@ -177,9 +199,10 @@ export async function attachRendition(
       .update(audioGenerationBatches)
       .set({ costUsd: sql`${audioGenerationBatches.costUsd} + ${sql.placeholder('costUsd')}::numeric`, updatedAt: sql`now()` })
       .where(inArray(audioGenerationBatches.id, db.select({ id: t.batchId }).from(t)))
+      .returning({ id: audioGenerationBatches.id })
       .prepare('sq_attach_paid_rendition');
   });
-  await paying.execute(values);
+  return (await paying.execute(values)).length > 0;
 }
 
 /**
@@ -190,18 +213,19 @@ export async function attachRendition(
 export async function markMixing(
   db: Db,
   trackId: string,
+  run?: number,
 ): Promise<{ track: TrackRow; rendition: typeof voiceRenditions.$inferSelect | null; events: ProgressEvent[] } | null> {
   const statement = preparedFor(db, 'sq_mark_mixing', (db) => {
     const t = db.$with('t').as(
       db
         .update(audioTracks)
         .set({ status: 'mixing', mixStatus: 'mixing', updatedAt: sql`now()` })
-        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['generating', 'mixing']), isNotNull(audioTracks.renditionKey)))
+        .where(and(eq(audioTracks.id, param('trackId')), inArray(audioTracks.status, ['generating', 'mixing']), isNotNull(audioTracks.renditionKey), ofRunParam))
         .returning(),
     );
     return db.with(t).select().from(t).leftJoin(voiceRenditions, eq(voiceRenditions.keyHash, t.renditionKey)).prepare('sq_mark_mixing');
   });
-  const [row] = await statement.execute({ trackId });
+  const [row] = await statement.execute({ trackId, run: runValue(run) });
   return row ? { track: row.t, rendition: row.voice_renditions, events: [trackEvent(row.t)] } : null;
 }
 
@@ -211,13 +235,34 @@ export async function markMixing(
  * the track is voiced again. Only while the track still points at that rendition; counters
  * do not move (a track is pending until it is terminal).
  */
-export async function detachRendition(db: Db, trackId: string, keyHash: string): Promise<{ changed: boolean; events: ProgressEvent[] }> {
+export async function detachRendition(db: Db, trackId: string, keyHash: string, run?: number): Promise<{ changed: boolean; events: ProgressEvent[] }> {
   const [row] = await db
     .update(audioTracks)
     .set({ status: 'generating', mixStatus: 'pending', renditionKey: null, voiceFileKey: null, updatedAt: sql`now()` })
-    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing']), eq(audioTracks.renditionKey, keyHash)))
+    .where(and(eq(audioTracks.id, trackId), inArray(audioTracks.status, ['generating', 'mixing']), eq(audioTracks.renditionKey, keyHash), ofRun(runValue(run))))
     .returning();
   return row ? { changed: true, events: [trackEvent(row)] } : { changed: false, events: [] };
+}
+
+/** What a job of a run the batch has moved on from reports as it ends. */
+export function staleRunReason(run: number, current: number): string {
+  return `run ${run} is no longer the batch's run (${current})`;
+}
+
+/**
+ * Why a job's transition of a track changed nothing (the transitions say only that): the track
+ * is gone, the batch has moved on from the job's run, or the track is not in a state the
+ * transition starts from. Read only when a transition did not happen.
+ */
+export async function unchangedBecause(db: Db, trackId: string, run?: number): Promise<string> {
+  const [row] = await db
+    .select({ status: audioTracks.status, batchRun: audioGenerationBatches.run })
+    .from(audioTracks)
+    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
+    .where(eq(audioTracks.id, trackId));
+  if (!row) return 'track no longer exists';
+  if (run !== undefined && run !== row.batchRun) return staleRunReason(run, row.batchRun);
+  return `track is ${row.status}`;
 }
 
 type Terminal =
@@ -245,7 +290,8 @@ function terminalChange(status: Terminal['status']) {
 
 /**
  * Moves a track to a terminal status once. Returns whether this call did it; a second call
- * for the same track (a retried or duplicated job) finds no row to update and counts nothing.
+ * for the same track (a retried or duplicated job) finds no row to update and counts nothing,
+ * nor does a job of a run the batch has moved on from (`run`, see ofRun).
  * A failure's track.failed webhooks are recorded in the same transaction (see
  * recordWebhooksIn): recorded after the commit, they were lost when the worker stopped in
  * between, and nothing fails the track again. Only failures pay for the transaction; the
@@ -255,13 +301,13 @@ export async function finishTrack(
   db: Db,
   trackId: string,
   outcome: Terminal,
-  allowedFrom: readonly string[] = NOT_TERMINAL,
+  { allowedFrom = NOT_TERMINAL, run }: { allowedFrom?: readonly string[]; run?: number } = {},
 ): Promise<{ changed: boolean; events: ProgressEvent[] }> {
-  if (outcome.status !== 'failed') return moveToTerminal(db, trackId, outcome, allowedFrom);
+  if (outcome.status !== 'failed') return moveToTerminal(db, trackId, outcome, allowedFrom, run);
   return db.transaction(async (tx) => {
     // The transaction handle has the same query API as Db (the statement is prepared per
     // handle, so built again here; failures are rare).
-    const done = await moveToTerminal(tx as unknown as Db, trackId, outcome, allowedFrom);
+    const done = await moveToTerminal(tx as unknown as Db, trackId, outcome, allowedFrom, run);
     return { ...done, events: await recordWebhooksIn(tx, done.events) };
   });
 }
@@ -272,6 +318,7 @@ async function moveToTerminal(
   trackId: string,
   outcome: Terminal,
   allowedFrom: readonly string[],
+  run: number | undefined,
 ): Promise<{ changed: boolean; events: ProgressEvent[] }> {
   const name = `sq_finish_track_${outcome.status}`;
   const statement = preparedFor(db, name, (db) => {
@@ -280,7 +327,7 @@ async function moveToTerminal(
       db
         .update(audioTracks)
         .set({ ...change.set, completedAt: sql`now()`, updatedAt: sql`now()` } as never)
-        .where(and(eq(audioTracks.id, param('trackId')), statusIn('allowedFrom')))
+        .where(and(eq(audioTracks.id, param('trackId')), statusIn('allowedFrom'), ofRunParam))
         .returning(),
     );
     const b = db.$with('b').as(
@@ -293,7 +340,7 @@ async function moveToTerminal(
     return db.with(t, b).select().from(t).leftJoin(b, eq(b.id, t.batchId)).prepare(name);
   });
   const { status: _status, ...values } = outcome;
-  const [row] = await statement.execute({ ...values, trackId, allowedFrom: [...allowedFrom] });
+  const [row] = await statement.execute({ ...values, trackId, allowedFrom: [...allowedFrom], run: runValue(run) });
   if (!row) return { changed: false, events: [] };
   const events = [trackEvent(row.t)];
   if (row.b) events.push(batchCountersEvent(row.b));
@@ -398,7 +445,7 @@ async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefi
       // The statement alone: finaliseBatch records these events' webhooks with its own at the
       // end. The transaction handle has the same query API as Db (the statement is prepared
       // per handle; this path is rare).
-      const r = await moveToTerminal(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) }, NOT_TERMINAL);
+      const r = await moveToTerminal(tx as unknown as Db, id, { status: 'failed', errorType: leftovers.errorType, errorMessage: leftovers.reason(id) }, NOT_TERMINAL, undefined);
       events.push(...r.events);
     }
     if (open.length > 0) [batch] = await tx.select().from(audioGenerationBatches).where(eq(audioGenerationBatches.id, batchId));
