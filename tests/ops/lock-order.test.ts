@@ -227,3 +227,38 @@ describe('a book root\'s leftovers meeting a segmentation that adds soundscapes'
     await expectBookCountsMatchRows(env.databaseUrl, bookId);
   });
 });
+
+// A cancel takes the batch row first (to decide from its status under the lock), the other
+// way round from a transition; it must then never wait for a track, or it and a job starting a
+// track (holding the track, waiting for the batch to count it as started) deadlock.
+describe('a cancel while a job is starting a track of the batch', () => {
+  it('cancels the other pending tracks without waiting for that one, which runs on', async () => {
+    const created = await createBatch(api, { visionId: 'v', sections: sampleSections(3, 'Cancel'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    const tracks = await queryRows<{ id: string }>(env.databaseUrl, `select id from audio_tracks where batch_id = $1 order by id`, [batchId]);
+    const starting = tracks[1]!.id;
+    const job = new pg.Client({ connectionString: env.databaseUrl });
+    await job.connect();
+    let answered = false;
+    try {
+      // startTrack's two halves: the track, then (the batch's first started track) the batch.
+      await job.query('begin');
+      expect((await job.query(`update audio_tracks set status = 'generating', started_at = now(), attempts = attempts + 1 where id = $1 and status = 'pending'`, [starting])).rowCount).toBe(1);
+      const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' }).finally(() => (answered = true));
+      await waitFor(async () => answered || (await lockWaits()) > 0, { what: 'the cancel to answer or wait for a lock' });
+      expect(answered ? 'answered' : 'waits for a lock').toBe('answered');
+      const res = await cancel;
+      expect(res.status).toBe(202);
+      expect(await res.json()).toMatchObject({ tracks_cancelled: 2, tracks_pending: 1 });
+      expect((await job.query(`update audio_generation_batches set status = 'processing', started_at = now() where id = $1 and status = 'pending'`, [batchId])).rowCount).toBe(1);
+      await job.query('commit');
+    } finally {
+      if (!answered) await job.query('rollback').catch(() => undefined);
+      await job.end();
+    }
+    const rows = await queryRows<{ id: string; status: string }>(env.databaseUrl, `select id, status from audio_tracks where batch_id = $1 order by id`, [batchId]);
+    expect(rows.map((r) => r.status)).toEqual(['cancelled', 'generating', 'cancelled']);
+    await expectCountersMatchRows(env.databaseUrl, batchId);
+  });
+});

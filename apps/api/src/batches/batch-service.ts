@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
+import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import { audioGenerationBatches, audioSets, audioTracks, type SectionRequest } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { batchCountersEvent, finaliseBatch, finishTrack, trackEvent } from '@soundqueue/shared/rollup/tracks';
+import { batchCountersEvent, cancelBatch as cancelBatchRows, finaliseBatch, trackEvent } from '@soundqueue/shared/rollup/tracks';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -228,26 +228,14 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
 
 /**
  * Cancels what has not started: pending tracks become cancelled; tracks already generating
- * or mixing finish. The batch ends `cancelled` once its running tracks have ended.
+ * or mixing finish. The batch ends `cancelled` once its running tracks have ended. Decided
+ * under the batch row's lock (cancelBatch in rollup/tracks.ts): a batch that ended while the
+ * request was on its way is a 409, as any finished batch is.
  */
 export async function cancelBatch(ctx: ApiContext, userId: string, batchId: string): Promise<Batch> {
-  const batch = await getOwnedBatch(ctx, userId, batchId);
-  if (TERMINAL.includes(batch.status)) throw new HttpError(409, 'batch_finished', `batch already ${batch.status}`);
-  await ctx.db
-    .update(audioGenerationBatches)
-    .set({ cancelRequestedAt: sql`coalesce(${audioGenerationBatches.cancelRequestedAt}, now())`, updatedAt: sql`now()` })
-    .where(eq(audioGenerationBatches.id, batchId));
-  const pending = await ctx.db
-    .select({ id: audioTracks.id })
-    .from(audioTracks)
-    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, ['pending'])));
-  const events = [];
-  for (const { id } of pending) {
-    const r = await finishTrack(ctx.db, id, { status: 'cancelled' }, { allowedFrom: ['pending'] });
-    events.push(...r.events);
-  }
-  // With nothing left running the batch is final now; otherwise its root job finalises it.
-  const final = await finaliseBatch(ctx.db, batchId);
-  await ctx.publish([...events, ...final.events]);
+  const result = await cancelBatchRows(ctx.db, batchId, userId);
+  if (result.outcome === 'not_found') throw new HttpError(404, 'not_found', 'batch not found');
+  if (result.outcome === 'finished') throw new HttpError(409, 'batch_finished', `batch already ${result.status}`);
+  await ctx.publish(result.events);
   return getOwnedBatch(ctx, userId, batchId);
 }

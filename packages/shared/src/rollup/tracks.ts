@@ -21,7 +21,8 @@ import { recordWebhooksIn } from '../webhooks';
 // first, in id order, and the batch after them. The other way round it and a transition could
 // each hold the row the other waits for: a deadlock, which PostgreSQL ends after a second by
 // aborting one of them, perhaps a mix that had just finished. (A retry changes only failed
-// tracks, which no transition touches.)
+// tracks, which no transition touches. A cancel takes the batch first, to decide, and then
+// never waits for a track: it skips the pending tracks a transition holds; see cancelBatch.)
 
 const NOT_TERMINAL = ['pending', 'generating', 'mixing'] as const;
 
@@ -423,6 +424,55 @@ export async function finaliseBatch(
     // Committed with the change they announce (the terminal event's, the leftovers'
     // track.failed): see recordWebhooksIn.
     return { ...result, events: await recordWebhooksIn(tx, result.events) };
+  });
+}
+
+/**
+ * A user's cancel, decided under the batch row's lock, so that the answer follows the state
+ * the batch is in when it is decided: `finished` for a batch that has ended (its root ended it
+ * while the cancel was on its way: nothing is changed), else its pending tracks are cancelled
+ * and, with nothing left running, the batch ends now (running tracks finish, and its root ends
+ * it). A retry takes the same lock, so a cancel and a retry of the same batch happen one after
+ * the other, whichever came first.
+ *
+ * The batch is locked before its tracks, the other way round from the transitions (see "Lock
+ * order" above), so this never waits for a track: a pending track another transaction holds
+ * (a job starting it, which waits for the batch to count it as started; a root failing it as
+ * left over) is skipped (SKIP LOCKED), that transaction having it already, and the two never
+ * wait for each other.
+ */
+export async function cancelBatch(
+  db: Db,
+  batchId: string,
+  userId: string,
+): Promise<{ outcome: 'not_found' } | { outcome: 'finished'; status: BatchStatus } | { outcome: 'cancelling'; events: ProgressEvent[] }> {
+  return db.transaction(async (tx) => {
+    const [batch] = await tx
+      .select({ status: audioGenerationBatches.status })
+      .from(audioGenerationBatches)
+      .where(and(eq(audioGenerationBatches.id, batchId), eq(audioGenerationBatches.userId, userId)))
+      .for('update');
+    if (!batch) return { outcome: 'not_found' as const };
+    if (!['pending', 'processing'].includes(batch.status)) return { outcome: 'finished' as const, status: batch.status };
+    await tx
+      .update(audioGenerationBatches)
+      .set({ cancelRequestedAt: sql`coalesce(${audioGenerationBatches.cancelRequestedAt}, now())`, updatedAt: sql`now()` })
+      .where(eq(audioGenerationBatches.id, batchId));
+    const pending = await tx
+      .select({ id: audioTracks.id })
+      .from(audioTracks)
+      .where(and(eq(audioTracks.batchId, batchId), eq(audioTracks.status, 'pending')))
+      .orderBy(asc(audioTracks.id))
+      .for('no key update', { skipLocked: true });
+    const events: ProgressEvent[] = [];
+    for (const { id } of pending) {
+      // The transaction handle has the same query API as Db (see finaliseIn).
+      const r = await finishTrack(tx as unknown as Db, id, { status: 'cancelled' }, { allowedFrom: ['pending'] });
+      events.push(...r.events);
+    }
+    // With nothing left running the batch is final now; otherwise its root job finalises it.
+    const final = await finaliseIn(tx, batchId, undefined);
+    return { outcome: 'cancelling' as const, events: [...events, ...(await recordWebhooksIn(tx, final.events))] };
   });
 }
 
