@@ -107,6 +107,9 @@ describe('a cancel racing the end of its batch', () => {
     } finally {
       await holder.end();
     }
+    // The cancel took effect before the batch ended, in one transaction with its end.
+    const [batch] = await queryRows(env.databaseUrl, 'select cancel_requested_at <= completed_at as before_the_end from audio_generation_batches where id = $1', [batchId]);
+    expect(batch).toEqual({ before_the_end: true });
     await expectCountersMatchRows(env.databaseUrl, batchId);
   });
 });

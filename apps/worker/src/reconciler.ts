@@ -78,10 +78,13 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       }
       if (await rootAlive(ctx, 'audio-batch', jobId.audioBatch(batch.id, batch.run))) return;
       const open = await ctx.db.select({ id: audioTracks.id }).from(audioTracks).where(and(eq(audioTracks.batchId, batch.id), inArray(audioTracks.status, ['pending', 'generating', 'mixing'])));
+      // Only the run read above of a batch still unfinished: a retry may have started the next
+      // run meanwhile, or the root ended the batch (a root that has finished is not alive
+      // either), and a new run of a finished batch would only queue jobs with nothing to do.
       const [bumped] = await ctx.db
         .update(audioGenerationBatches)
         .set({ run: sql`${audioGenerationBatches.run} + 1`, updatedAt: sql`now()` })
-        .where(and(eq(audioGenerationBatches.id, batch.id), eq(audioGenerationBatches.run, batch.run)))
+        .where(and(eq(audioGenerationBatches.id, batch.id), eq(audioGenerationBatches.run, batch.run), inArray(audioGenerationBatches.status, ['pending', 'processing'])))
         .returning({ run: audioGenerationBatches.run });
       if (!bumped) return;
       await flows.add(buildAudioBatchFlow(batch.id, bumped.run, open.map((t) => t.id), tuning));

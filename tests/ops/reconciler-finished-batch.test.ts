@@ -1,0 +1,68 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWorkerContext, type WorkerContext } from '@soundqueue/worker';
+import { jobId } from '@soundqueue/shared/queues';
+import { reconcile } from '../../apps/worker/src/reconciler';
+import { startTestApi, type TestApi } from '../helpers/app';
+import { createBatch, sampleSections } from '../helpers/batches';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+
+// The reconciler reads the unfinished batches, asks Redis whether each one's root is alive,
+// and re-enqueues the open tracks of one whose root is gone as a new run. Its root may end the
+// batch in between (a root that has finished is not alive either): the run was then bumped on
+// the finished batch, and a flow of its tracks as they were read added, all of whose jobs
+// had nothing to do. The bump now happens only for a batch still unfinished.
+let env: TestEnv;
+let api: TestApi;
+let worker: WorkerContext;
+
+beforeAll(async () => {
+  // No workers: the flows the API enqueues are never run.
+  env = await createTestEnv({ RECONCILE_GRACE_MS: '1' });
+  api = await startTestApi(env.config);
+  worker = await createWorkerContext(env.config);
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await env?.cleanup();
+});
+
+async function lockWaits(): Promise<number> {
+  const [row] = await queryRows<{ n: number }>(env.databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+  return row!.n;
+}
+
+describe('the reconciler meeting the end of a batch', () => {
+  it('does not start a new run of a batch its root ended after the reconciler read it', async () => {
+    const created = await createBatch(api, { visionId: 'v', sections: sampleSections(2, 'Ended'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    // The root has run (so Redis no longer holds it as alive) and is ending the batch.
+    await (await worker.queues['audio-batch'].getJob(jobId.audioBatch(batchId, 1)))!.remove();
+    await queryRows(env.databaseUrl, `update audio_generation_batches set status = 'processing', started_at = now() where id = $1`, [batchId]);
+
+    const root = new pg.Client({ connectionString: env.databaseUrl });
+    await root.connect();
+    try {
+      await root.query('begin');
+      await root.query('select id from audio_generation_batches where id = $1 for update', [batchId]);
+      const pass = reconcile(worker);
+      pass.catch(() => undefined);
+      await waitFor(async () => (await lockWaits()) > 0, { what: 'the reconciler to wait for the batch' });
+      // The root fails the two tracks its jobs left (as lost) and ends the batch.
+      await root.query(`update audio_tracks set status = 'failed', mix_status = 'skipped', error_type = 'QueueError', error_message = 'lost', completed_at = now() where batch_id = $1`, [batchId]);
+      await root.query(`update audio_generation_batches set status = 'failed', tracks_failed = 2, tracks_pending = 0, completed_at = now() where id = $1`, [batchId]);
+      await root.query('commit');
+
+      const report = await pass;
+      expect(report).toMatchObject({ batchesRequeued: [], errors: [] });
+    } finally {
+      await root.end();
+    }
+    const [batch] = await queryRows(env.databaseUrl, 'select status, run from audio_generation_batches where id = $1', [batchId]);
+    expect(batch).toEqual({ status: 'failed', run: 1 });
+    expect(await worker.queues['audio-batch'].getJob(jobId.audioBatch(batchId, 2))).toBeUndefined();
+  });
+});
