@@ -113,10 +113,11 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
       }
       if (await rootAlive(ctx, 'book', jobId.book(book.id, book.run))) return;
       const spreads = await ctx.db.select({ index: bookSpreads.index }).from(bookSpreads).where(and(eq(bookSpreads.bookId, book.id), inArray(bookSpreads.status, ['pending', 'analyzing'])));
+      // As for batches: only the run read above, of a book still unfinished.
       const [bumped] = await ctx.db
         .update(books)
         .set({ run: sql`${books.run} + 1`, updatedAt: sql`now()` })
-        .where(and(eq(books.id, book.id), eq(books.run, book.run)))
+        .where(and(eq(books.id, book.id), eq(books.run, book.run), inArray(books.status, ['pending', 'processing'])))
         .returning({ run: books.run });
       if (!bumped) return;
       // The new root segments again: finished spreads and soundscapes are kept, and only
