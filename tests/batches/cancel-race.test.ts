@@ -4,7 +4,7 @@ import { createWorkerContext, type WorkerContext } from '../../apps/worker/src/i
 import { processAudioBatch } from '../../apps/worker/src/processors/audio-batch';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
-import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { createTestEnv, lockWaits, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 // A cancel decides from the batch's status: 409 once the batch has ended (README, "Batch
@@ -28,12 +28,6 @@ afterAll(async () => {
   await api?.close();
   await env?.cleanup();
 });
-
-/** Sessions of the test's database waiting for a lock, read from outside any transaction. */
-async function lockWaits(): Promise<number> {
-  const [row] = await queryRows<{ n: number }>(env.databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
-  return row!.n;
-}
 
 const rootRun = (batchId: string) => ({
   job: { data: { batchId, run: 1 }, attemptsMade: 0, getIgnoredChildrenFailures: async () => ({}) } as never,
@@ -63,10 +57,10 @@ describe('a cancel racing the end of its batch', () => {
       // The root comes first and waits for the batch row; the cancel arrives after it.
       const root = processAudioBatch(worker, rootRun(batchId));
       root.catch(() => undefined);
-      await waitFor(async () => (await lockWaits()) === 1, { what: 'the root to wait for the batch' });
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) === 1, { what: 'the root to wait for the batch' });
       const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' });
       cancel.catch(() => undefined);
-      await waitFor(async () => (await lockWaits()) === 2, { what: 'the cancel to wait for the batch' });
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) === 2, { what: 'the cancel to wait for the batch' });
       await holder.query('commit');
 
       expect((await root).status).toBe('completed');
@@ -93,7 +87,7 @@ describe('a cancel racing the end of its batch', () => {
       await holder.query('select id from audio_generation_batches where id = $1 for update', [batchId]);
       const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' });
       cancel.catch(() => undefined);
-      await waitFor(async () => (await lockWaits()) >= 1, { what: 'the cancel to wait for the batch' });
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) >= 1, { what: 'the cancel to wait for the batch' });
       const root = processAudioBatch(worker, rootRun(batchId));
       root.catch(() => undefined);
       await holder.query('commit');

@@ -93,3 +93,9 @@ export async function queryRows<T = any>(databaseUrl: string, text: string, para
     await client.end();
   }
 }
+
+/** Sessions of the database waiting for a lock, read from outside any transaction. */
+export async function lockWaits(databaseUrl: string): Promise<number> {
+  const [row] = await queryRows<{ n: number }>(databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+  return row!.n;
+}

@@ -9,7 +9,7 @@ import { processBook } from '../../apps/worker/src/processors/book';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
 import { expectBookCountsMatchRows, postBook } from '../helpers/books';
-import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { createTestEnv, lockWaits, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 // Lock order: every transition updates a child row (track, spread, soundscape) and then its
@@ -37,12 +37,6 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-/** Sessions of the test's database waiting for a lock, read from outside any transaction. */
-async function lockWaits(): Promise<number> {
-  const [row] = await queryRows<{ n: number }>(env.databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
-  return row!.n;
-}
-
 type Statement = { text: string; values: unknown[] };
 
 /**
@@ -58,7 +52,7 @@ async function meetingATransition<T>(child: Statement, parent: Statement, operat
     expect((await client.query(child.text, child.values)).rowCount).toBe(1);
     const running = operation();
     running.catch(() => undefined);
-    await waitFor(async () => (await lockWaits()) > 0, { what: 'the operation to wait for the row the transition holds' });
+    await waitFor(async () => (await lockWaits(env.databaseUrl)) > 0, { what: 'the operation to wait for the row the transition holds' });
     expect((await client.query(parent.text, parent.values)).rowCount).toBe(1);
     await client.query('commit');
     return await running;
@@ -214,7 +208,7 @@ describe('a book root\'s leftovers meeting a segmentation that adds soundscapes'
       await segmentation.query(`insert into soundscapes (scene_id, book_id, user_id) values ($1, $2, 'reader')`, [scene.id, bookId]);
       const finalising = finaliseBook(worker.db, bookId, {}, { run: 1, soundscapes: { errorType: 'SoundscapeGenerationError', message: 'stopped', stack: null, attempt: 0 } });
       finalising.catch(() => undefined);
-      await waitFor(async () => (await lockWaits()) > 0, { what: 'the root to wait for the book' });
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) > 0, { what: 'the root to wait for the book' });
       await segmentation.query(`update books set scenes_created = 2 where id = $1`, [bookId]);
       await segmentation.query('commit');
 
@@ -246,7 +240,7 @@ describe('a cancel while a job is starting a track of the batch', () => {
       await job.query('begin');
       expect((await job.query(`update audio_tracks set status = 'generating', started_at = now(), attempts = attempts + 1 where id = $1 and status = 'pending'`, [starting])).rowCount).toBe(1);
       const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' }).finally(() => (answered = true));
-      await waitFor(async () => answered || (await lockWaits()) > 0, { what: 'the cancel to answer or wait for a lock' });
+      await waitFor(async () => answered || (await lockWaits(env.databaseUrl)) > 0, { what: 'the cancel to answer or wait for a lock' });
       expect(answered ? 'answered' : 'waits for a lock').toBe('answered');
       const res = await cancel;
       expect(res.status).toBe(202);

@@ -6,7 +6,7 @@ import { reconcile } from '../../apps/worker/src/reconciler';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
 import { postBook } from '../helpers/books';
-import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { createTestEnv, lockWaits, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 // The reconciler reads the unfinished batches, asks Redis whether each one's root is alive,
@@ -30,11 +30,6 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-async function lockWaits(): Promise<number> {
-  const [row] = await queryRows<{ n: number }>(env.databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
-  return row!.n;
-}
-
 /** Runs `end` in a transaction holding `table`'s row `id` while the reconciler's pass waits for it; returns the pass's report. */
 async function reconcileWhileEnding(table: string, id: string, end: (client: pg.Client) => Promise<void>) {
   const root = new pg.Client({ connectionString: env.databaseUrl });
@@ -44,7 +39,7 @@ async function reconcileWhileEnding(table: string, id: string, end: (client: pg.
     await root.query(`select id from ${table} where id = $1 for update`, [id]);
     const pass = reconcile(worker);
     pass.catch(() => undefined);
-    await waitFor(async () => (await lockWaits()) > 0, { what: 'the reconciler to wait for the row' });
+    await waitFor(async () => (await lockWaits(env.databaseUrl)) > 0, { what: 'the reconciler to wait for the row' });
     await end(root);
     await root.query('commit');
     return await pass;
