@@ -112,6 +112,9 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
   // The same work in every step: long enough that ramp-up (mixing starts after the first
   // voices) and the tail (the last few mixes) are a small share of it.
   const batchesPerStep = options.quick ? 1 : 8;
+  // The quick run's one batch has half the sections: a mix costs a CPU second or more here
+  // whatever the track's length, and a slow host must still finish the quick run in a minute.
+  const sectionsPerBatch = options.quick ? SECTIONS_PER_BATCH / 2 : SECTIONS_PER_BATCH;
 
   const speech = await startOpenAiSpeechServer({ delayMs: 0 });
   onCleanup('openai speech fake', () => speech.close());
@@ -167,7 +170,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
     await Promise.all(processes.splice(target).map((p) => p.stop()));
     const batchIds: string[] = [];
     for (let i = 0; i < batchesPerStep; i += 1) {
-      const { batch } = await createBatch(api, 'bench-user', batchBody('scale', batchCounter++, SECTIONS_PER_BATCH, ['voice_only'], { shortText: true }), undefined);
+      const { batch } = await createBatch(api, 'bench-user', batchBody('scale', batchCounter++, sectionsPerBatch, ['voice_only'], { shortText: true }), undefined);
       batchIds.push(batch.id);
     }
     const startSeconds = (now() - startT) / 1000;
@@ -186,7 +189,7 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
     const cpu1 = await Promise.all(processes.map((p) => processCpu(p.pid)));
     const svc1 = await serviceCpuSeconds();
 
-    const tracks = batchIds.length * SECTIONS_PER_BATCH;
+    const tracks = batchIds.length * sectionsPerBatch;
     const workerCpu = cpu1.reduce((a, c, i) => a + c - cpu0[i]!, 0);
     const serviceCpu = svc1.postgres - svc0.postgres + (svc1.redis - svc0.redis);
     rounds.push({
@@ -218,12 +221,12 @@ export async function scaling(options: BenchOptions): Promise<BenchResult> {
       met: r.tracksFailed === 0 ? null : false,
     })),
     notes: [
-      `Per step the same work from an empty pipeline: ${batchesPerStep} batch(es) of ${SECTIONS_PER_BATCH} tracks, timed from resuming the queues to the last track finished; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, 0.9 s of audio), real ffmpeg mixing (voice_only).`,
+      `Per step the same work from an empty pipeline: ${batchesPerStep} batch(es) of ${sectionsPerBatch} tracks, timed from resuming the queues to the last track finished; each process runs audio-tts ${CONCURRENCY.tts}, audio-mix ${CONCURRENCY.mix}, audio-batch ${CONCURRENCY.batch} at once; speech from the OpenAI fake (no delay, 0.9 s of audio), real ffmpeg mixing (voice_only).`,
       `CPU cores busy = worker processes with their ffmpeg children, plus PostgreSQL and Redis, over that time; this machine has ${(await import('node:os')).availableParallelism()}.`,
     ],
     data: {
       steps,
-      tracksPerStep: batchesPerStep * SECTIONS_PER_BATCH,
+      tracksPerStep: batchesPerStep * sectionsPerBatch,
       concurrencyPerProcess: CONCURRENCY,
       rounds: scale,
       batchesCreated: batchCounter,
