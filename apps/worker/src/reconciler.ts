@@ -128,16 +128,21 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
     });
     // Webhook deliveries recorded but without a job: Redis refused the job when the event was
     // dispatched (the transition had committed, so nothing dispatches it again), or lost it
-    // since. Queued again under their own job id; one whose job still exists (waiting,
-    // delayed for its next attempt, running) is left alone. The new job goes on from the
-    // attempts the row counts (processors/webhook.ts): queuing again adds none.
+    // since, or its job failed for good while the row still has attempts (the database refused
+    // to count them, so none was sent): such a job would hold the delivery until retention
+    // removes it, days later, and is removed first. Queued again under their own job id; one
+    // whose job is live (waiting, delayed for its next attempt, running) is left alone. The new
+    // job goes on from the attempts the row counts (processors/webhook.ts): queuing again adds
+    // none.
     const pendingDeliveries = await ctx.db
       .select({ id: webhookDeliveries.id })
       .from(webhookDeliveries)
       .where(and(eq(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.updatedAt, graceCutoff)));
     await each('webhook', pendingDeliveries, (d) => d.id, async ({ id }) => {
       const deliveryJob = jobId.webhook(id);
-      if ((await ctx.queues.webhooks.getJobState(deliveryJob)) !== 'unknown') return;
+      const state = await ctx.queues.webhooks.getJobState(deliveryJob);
+      if (state === 'failed') await ctx.queues.webhooks.remove(deliveryJob);
+      else if (state !== 'unknown') return;
       await ctx.queues.webhooks.add('deliver', { deliveryId: id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: deliveryJob });
       report.webhooksRequeued.push(id);
     });
