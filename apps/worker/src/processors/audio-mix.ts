@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { extname, join } from 'node:path';
-import { eq } from 'drizzle-orm';
-import { audioGenerationBatches, audioTracks } from '@soundqueue/shared/db/schema';
 import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
 import { parsePayload, type Payload } from '@soundqueue/shared/queues';
-import { detachRendition, finishTrack, markMixing, staleRunReason } from '@soundqueue/shared/rollup/tracks';
+import { detachRendition, finishTrack, markMixing, trackWithRun, whyUnchanged } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
@@ -21,14 +19,9 @@ export async function processAudioMix(ctx: WorkerContext, run: JobRun): Promise<
   if (!mixing) {
     // Not waiting to be mixed: finished or cancelled already (a repeated delivery), gone, of
     // a run the batch has moved on from, or without a voice.
-    const [track] = await ctx.db
-      .select({ status: audioTracks.status, renditionKey: audioTracks.renditionKey, batchRun: audioGenerationBatches.run })
-      .from(audioTracks)
-      .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
-      .where(eq(audioTracks.id, trackId));
-    if (!track) return { skipped: 'track no longer exists' };
-    if (batchRun !== undefined && batchRun !== track.batchRun) return { skipped: staleRunReason(batchRun, track.batchRun) };
-    if (track.renditionKey || !['pending', 'generating'].includes(track.status)) return { skipped: `track is ${track.status}` };
+    const track = await trackWithRun(ctx.db, trackId);
+    const stale = batchRun !== undefined && batchRun !== track?.batchRun;
+    if (!track || stale || track.renditionKey || !['pending', 'generating'].includes(track.status)) return { skipped: whyUnchanged(track, batchRun) };
     // The speech job ended without a voice and without recording a failure on the track: its
     // worker was lost past the stall limit, or the job was removed. Nothing is lost: the
     // voice is made here, by the same single-flight step, with this job's attempts.

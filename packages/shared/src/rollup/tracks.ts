@@ -245,25 +245,30 @@ export async function detachRendition(db: Db, trackId: string, keyHash: string, 
   return row ? { changed: true, events: [trackEvent(row)] } : { changed: false, events: [] };
 }
 
-/** What a job of a run the batch has moved on from reports as it ends. */
-export function staleRunReason(run: number, current: number): string {
-  return `run ${run} is no longer the batch's run (${current})`;
+/** A track's status and voice, with its batch's current run: what a job reads when a transition changed nothing. */
+export async function trackWithRun(db: Db, trackId: string): Promise<{ status: string; renditionKey: string | null; batchRun: number } | undefined> {
+  const [row] = await db
+    .select({ status: audioTracks.status, renditionKey: audioTracks.renditionKey, batchRun: audioGenerationBatches.run })
+    .from(audioTracks)
+    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
+    .where(eq(audioTracks.id, trackId));
+  return row;
 }
 
 /**
  * Why a job's transition of a track changed nothing (the transitions say only that): the track
  * is gone, the batch has moved on from the job's run, or the track is not in a state the
- * transition starts from. Read only when a transition did not happen.
+ * transition starts from.
  */
+export function whyUnchanged(track: { status: string; batchRun: number } | undefined, run: number | undefined): string {
+  if (!track) return 'track no longer exists';
+  if (run !== undefined && run !== track.batchRun) return `run ${run} is no longer the batch's run (${track.batchRun})`;
+  return `track is ${track.status}`;
+}
+
+/** whyUnchanged, read from the database; only when a transition did not happen. */
 export async function unchangedBecause(db: Db, trackId: string, run?: number): Promise<string> {
-  const [row] = await db
-    .select({ status: audioTracks.status, batchRun: audioGenerationBatches.run })
-    .from(audioTracks)
-    .innerJoin(audioGenerationBatches, eq(audioGenerationBatches.id, audioTracks.batchId))
-    .where(eq(audioTracks.id, trackId));
-  if (!row) return 'track no longer exists';
-  if (run !== undefined && run !== row.batchRun) return staleRunReason(run, row.batchRun);
-  return `track is ${row.status}`;
+  return whyUnchanged(await trackWithRun(db, trackId), run);
 }
 
 type Terminal =
