@@ -1,10 +1,9 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorkerContext, type WorkerContext } from '../../apps/worker/src/index';
 import { processAudioBatch } from '../../apps/worker/src/processors/audio-batch';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
-import { createTestEnv, lockWaits, queryRows, type TestEnv } from '../helpers/services';
+import { createTestEnv, holdingRow, lockWaits, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 // A cancel decides from the batch's status: 409 once the batch has ended (README, "Batch
@@ -49,11 +48,7 @@ async function batchAwaitingItsRoot(tracks: number): Promise<string> {
 describe('a cancel racing the end of its batch', () => {
   it('answers 409 when the root ended the batch while the cancel was on its way', async () => {
     const batchId = await batchAwaitingItsRoot(2);
-    const holder = new pg.Client({ connectionString: env.databaseUrl });
-    await holder.connect();
-    try {
-      await holder.query('begin');
-      await holder.query('select id from audio_generation_batches where id = $1 for update', [batchId]);
+    const { root, cancel } = await holdingRow(env.databaseUrl, 'audio_generation_batches', batchId, async () => {
       // The root comes first and waits for the batch row; the cancel arrives after it.
       const root = processAudioBatch(worker, rootRun(batchId));
       root.catch(() => undefined);
@@ -61,18 +56,16 @@ describe('a cancel racing the end of its batch', () => {
       const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' });
       cancel.catch(() => undefined);
       await waitFor(async () => (await lockWaits(env.databaseUrl)) === 2, { what: 'the cancel to wait for the batch' });
-      await holder.query('commit');
+      return { root, cancel };
+    });
 
-      expect((await root).status).toBe('completed');
-      const answer = await cancel;
-      const body = await readJson(answer);
-      expect({ status: answer.status, body }).toEqual({
-        status: 409,
-        body: { error: { code: 'batch_finished', message: 'batch already completed', details: null } },
-      });
-    } finally {
-      await holder.end();
-    }
+    expect((await root).status).toBe('completed');
+    const answer = await cancel;
+    const body = await readJson(answer);
+    expect({ status: answer.status, body }).toEqual({
+      status: 409,
+      body: { error: { code: 'batch_finished', message: 'batch already completed', details: null } },
+    });
     const [batch] = await queryRows(env.databaseUrl, 'select status, cancel_requested_at from audio_generation_batches where id = $1', [batchId]);
     expect(batch).toEqual({ status: 'completed', cancel_requested_at: null });
     await expectCountersMatchRows(env.databaseUrl, batchId);
@@ -80,27 +73,21 @@ describe('a cancel racing the end of its batch', () => {
 
   it('answers 202 when it took the batch first; the root then ends the batch by the usual rule', async () => {
     const batchId = await batchAwaitingItsRoot(2);
-    const holder = new pg.Client({ connectionString: env.databaseUrl });
-    await holder.connect();
-    try {
-      await holder.query('begin');
-      await holder.query('select id from audio_generation_batches where id = $1 for update', [batchId]);
+    const { root, cancel } = await holdingRow(env.databaseUrl, 'audio_generation_batches', batchId, async () => {
       const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' });
       cancel.catch(() => undefined);
       await waitFor(async () => (await lockWaits(env.databaseUrl)) >= 1, { what: 'the cancel to wait for the batch' });
       const root = processAudioBatch(worker, rootRun(batchId));
       root.catch(() => undefined);
-      await holder.query('commit');
+      return { root, cancel };
+    });
 
-      // Every track had ended: the cancel cancels nothing, and the batch it found unfinished
-      // is finished at once, by its counts.
-      const answer = await cancel;
-      expect(answer.status).toBe(202);
-      expect(await readJson(answer)).toMatchObject({ status: 'completed', tracks_completed: 2, tracks_cancelled: 0 });
-      expect((await root).status).toBeNull();
-    } finally {
-      await holder.end();
-    }
+    // Every track had ended: the cancel cancels nothing, and the batch it found unfinished
+    // is finished at once, by its counts.
+    const answer = await cancel;
+    expect(answer.status).toBe(202);
+    expect(await readJson(answer)).toMatchObject({ status: 'completed', tracks_completed: 2, tracks_cancelled: 0 });
+    expect((await root).status).toBeNull();
     // The cancel took effect before the batch ended, in one transaction with its end.
     const [batch] = await queryRows(env.databaseUrl, 'select cancel_requested_at <= completed_at as before_the_end from audio_generation_batches where id = $1', [batchId]);
     expect(batch).toEqual({ before_the_end: true });

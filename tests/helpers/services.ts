@@ -94,6 +94,25 @@ export async function queryRows<T = any>(databaseUrl: string, text: string, para
   }
 }
 
+/**
+ * Runs `body` in a transaction that holds `table`'s row `id` (FOR UPDATE) and commits after it:
+ * whatever `body` starts that needs the row waits until then. A failing `body` ends the
+ * connection, which rolls the transaction back.
+ */
+export async function holdingRow<T>(databaseUrl: string, table: string, id: string, body: (holder: pg.Client) => Promise<T>): Promise<T> {
+  const holder = new pg.Client({ connectionString: databaseUrl });
+  await holder.connect();
+  try {
+    await holder.query('begin');
+    await holder.query(`select id from ${table} where id = $1 for update`, [id]);
+    const result = await body(holder);
+    await holder.query('commit');
+    return result;
+  } finally {
+    await holder.end();
+  }
+}
+
 /** Sessions of the database waiting for a lock, read from outside any transaction. */
 export async function lockWaits(databaseUrl: string): Promise<number> {
   const [row] = await queryRows<{ n: number }>(databaseUrl, `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);

@@ -6,7 +6,7 @@ import { reconcile } from '../../apps/worker/src/reconciler';
 import { startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
 import { postBook } from '../helpers/books';
-import { createTestEnv, lockWaits, queryRows, type TestEnv } from '../helpers/services';
+import { createTestEnv, holdingRow, lockWaits, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 // The reconciler reads the unfinished batches, asks Redis whether each one's root is alive,
@@ -32,20 +32,14 @@ afterAll(async () => {
 
 /** Runs `end` in a transaction holding `table`'s row `id` while the reconciler's pass waits for it; returns the pass's report. */
 async function reconcileWhileEnding(table: string, id: string, end: (client: pg.Client) => Promise<void>) {
-  const root = new pg.Client({ connectionString: env.databaseUrl });
-  await root.connect();
-  try {
-    await root.query('begin');
-    await root.query(`select id from ${table} where id = $1 for update`, [id]);
-    const pass = reconcile(worker);
-    pass.catch(() => undefined);
+  const pass = await holdingRow(env.databaseUrl, table, id, async (holder) => {
+    const running = reconcile(worker);
+    running.catch(() => undefined);
     await waitFor(async () => (await lockWaits(env.databaseUrl)) > 0, { what: 'the reconciler to wait for the row' });
-    await end(root);
-    await root.query('commit');
-    return await pass;
-  } finally {
-    await root.end();
-  }
+    await end(holder);
+    return { running };
+  });
+  return await pass.running;
 }
 
 describe('the reconciler meeting the end of a batch or book', () => {
