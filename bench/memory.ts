@@ -5,7 +5,7 @@ import { loadConfig } from '@soundqueue/shared/config';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { QUEUE, tuningFrom } from '@soundqueue/shared/queues';
 import { startOwnRedis } from '../tests/helpers/redis-server';
-import { describeMachine, onCleanup, round, runCleanups, writeResult, type BenchOptions, type BenchResult, type Headline } from './lib/common';
+import { codeVersion, describeMachine, onCleanup, round, runCleanups, writeResult, type BenchOptions, type BenchResult, type Headline } from './lib/common';
 
 // Redis memory across many batches: 10,000 one-track batches (quick: 2,000) through the
 // production flow builder with the production job options (retention by age and count on
@@ -86,7 +86,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const options = { quick: process.argv.includes('--quick') };
     const started = performance.now();
     const result = await benchMemory(options);
-    await writeResult(result, options, await describeMachine(), (performance.now() - started) / 1000, { before: [], after: [] });
+    await writeResult(result, options, await describeMachine(), codeVersion(), (performance.now() - started) / 1000, { before: [], after: [] });
     for (const row of result.headlines) console.log(`${row.measure}: ${row.value} ${row.target ? `(target ${row.target})` : ''}`);
   } finally {
     await runCleanups();

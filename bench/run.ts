@@ -8,7 +8,7 @@ import { orchestration } from './orchestration';
 import { scaling } from './scaling';
 import { benchMemory } from './memory';
 import {
-  describeMachine, now, printTable, round, runCleanups, writeResult,
+  codeVersion, describeMachine, now, printTable, round, runCleanups, writeResult,
   type BenchOptions, type BenchResult, type Headline,
 } from './lib/common';
 
@@ -54,7 +54,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 const machine = await describeMachine();
+const code = codeVersion();
 console.log(`soundqueue benchmarks (${options.quick ? 'quick' : 'full'}): ${selected.join(', ')}`);
+console.log(`code: ${code.commit}${code.modified ? ' with uncommitted changes' : ''}`);
 console.log(`machine: ${machine.nproc} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}, ffmpeg ${machine.ffmpeg}\n`);
 
 const started = now();
@@ -68,7 +70,7 @@ for (const name of selected) {
   try {
     const result = await benchmarks[name]!(options);
     const seconds = (now() - t0) / 1000;
-    await writeResult(result, options, machine, seconds, { before: loadBefore, after: loadavg().map((v) => round(v, 2)) });
+    await writeResult(result, options, machine, code, seconds, { before: loadBefore, after: loadavg().map((v) => round(v, 2)) });
     headlines.push(...result.headlines);
     notes.push(...(result.notes ?? []).map((n) => `[${name}] ${n}`));
     console.log(`${round(seconds, 1)} s (load average ${loadBefore[0]} → ${round(loadavg()[0]!, 2)})`);

@@ -304,6 +304,7 @@ export async function writeResult(
   result: BenchResult,
   options: BenchOptions,
   machine: Machine,
+  code: CodeVersion,
   seconds: number,
   loadAverage: { before: number[]; after: number[] },
 ): Promise<string> {
@@ -315,6 +316,8 @@ export async function writeResult(
     name: result.name,
     mode: options.quick ? 'quick' : 'full',
     finishedAt: new Date().toISOString(),
+    // Which code was measured, so BENCHMARKS.md can be checked against the run it quotes.
+    code,
     durationSeconds: round(seconds, 1),
     machine,
     // The machine is shared: 1-minute load averages before and after say how busy it was.
@@ -370,6 +373,24 @@ export async function describeMachine(): Promise<Machine> {
     redis: tool('redis-server', ['--version'], /v=(\S+)/),
     postgres: tool('psql', ['--version'], /(\d+\.\d+)/),
   };
+}
+
+export interface CodeVersion {
+  commit: string;
+  /** Whether the work tree had changes on top of the commit (bench/results aside). */
+  modified: boolean;
+}
+
+/** The checked-out commit, and whether the work tree had changes on top of it. */
+export function codeVersion(): CodeVersion {
+  const git = (args: string[]) => execFileSync('git', args, { cwd: REPO_DIR, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    // bench/results is what the run itself writes: not a change to the code measured.
+    return { commit: git(['rev-parse', '--short', 'HEAD']), modified: git(['status', '--porcelain', '--', '.', ':!bench/results']) !== '' };
+  } catch {
+    // A copy without its git metadata (an exported tarball) still runs the benchmarks.
+    return { commit: 'unknown', modified: false };
+  }
 }
 
 /** Runs a command to completion (no shell), rejecting with its stderr on failure. */
