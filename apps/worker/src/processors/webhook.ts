@@ -1,4 +1,4 @@
-import { and, eq, gte, lt, sql } from 'drizzle-orm';
+import { and, eq, gte, lt, or, sql } from 'drizzle-orm';
 import { UnrecoverableError } from 'bullmq';
 import { webhookDeliveries, webhookEndpoints, type WebhookAttempt } from '@soundqueue/shared/db/schema';
 import { parsePayload } from '@soundqueue/shared/queues';
@@ -16,7 +16,9 @@ import { sendWebhook } from '../webhook-request';
  * receiver gets at most WEBHOOK_ATTEMPTS requests however often the delivery is queued: before,
  * a last attempt that could not record its outcome left the delivery pending, and its next job
  * made every attempt again. An attempt that cannot be counted is not sent, and the delivery
- * stays pending for the job's next attempt or the reconciler.
+ * stays pending for the job's next attempt or the reconciler. An attempt's outcome is recorded
+ * only on a delivery still pending (takesOutcome): another run of the same delivery may have
+ * ended it meanwhile, and then this run changes nothing and ends without a retry.
  */
 export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{ status: number } | { skipped: string }> {
   const { deliveryId } = parsePayload('webhooks', run.job.data);
@@ -40,7 +42,7 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
   const record = async (fields: { statusCode: number | null; latencyMs: number; error: string | null; status: 'pending' | 'delivered' | 'failed' }) => {
     const entry: WebhookAttempt = { attempt, at: new Date().toISOString(), status_code: fields.statusCode, latency_ms: fields.latencyMs, error: fields.error };
     // The attempt is counted already (countAttempt): this records its outcome.
-    await ctx.db
+    const changed = await ctx.db
       .update(webhookDeliveries)
       .set({
         lastStatusCode: fields.statusCode,
@@ -51,7 +53,16 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
         deliveredAt: fields.status === 'delivered' ? sql`now()` : null,
         updatedAt: sql`now()`,
       })
-      .where(eq(webhookDeliveries.id, deliveryId));
+      .where(and(eq(webhookDeliveries.id, deliveryId), takesOutcome(attempt)))
+      .returning({ id: webhookDeliveries.id });
+    if (changed.length > 0) return null;
+    // Another run ended the delivery meanwhile: its outcome stands, and this job neither fails
+    // nor retries for an attempt whose outcome no longer matters.
+    const [current] = await ctx.db.select({ status: webhookDeliveries.status }).from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId));
+    const answered = fields.statusCode === null ? (fields.error ?? 'no answer') : `answered ${fields.statusCode}`;
+    const skipped = `attempt ${attempt} ${answered}, not recorded: ${current ? `another run ended the delivery ${current.status}` : 'the delivery no longer exists'}`;
+    ctx.logger.info({ deliveryId, attempt }, skipped);
+    return { skipped };
   };
   const body = JSON.stringify(delivery.payload);
   const timestamp = Math.floor(Date.now() / 1000);
@@ -74,19 +85,42 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
     body,
   });
   if ('refused' in outcome) {
-    await record({ statusCode: null, latencyMs: 0, error: outcome.refused, status: 'failed' });
+    const unchanged = await record({ statusCode: null, latencyMs: 0, error: outcome.refused, status: 'failed' });
+    if (unchanged) return unchanged;
     throw new UnrecoverableError(outcome.refused);
   }
   const { statusCode, error } = outcome;
   const latencyMs = Date.now() - started;
   if (!error) {
-    await record({ statusCode, latencyMs, error: null, status: 'delivered' });
-    return { status: statusCode! };
+    const unchanged = await record({ statusCode, latencyMs, error: null, status: 'delivered' });
+    return unchanged ?? { status: statusCode! };
   }
-  await record({ statusCode, latencyMs, error, status: last ? 'failed' : 'pending' });
+  const unchanged = await record({ statusCode, latencyMs, error, status: last ? 'failed' : 'pending' });
+  if (unchanged) return unchanged;
   // The row's budget is spent, whatever the job's own count says (a job queued again).
   if (last) throw new UnrecoverableError(error);
   throw new Error(error);
+}
+
+/**
+ * Whether a delivery takes the outcome of its attempt `attempt`: only while it is pending. A
+ * duplicate run of the delivery (a stalled job run again while the first run still sends, a
+ * job queued again beside a live one) may have ended it meanwhile, and a delivery ends once:
+ * an earlier attempt's late 5xx must not turn `delivered` back into `pending` (and send it
+ * again) or `failed`, nor log an attempt after the final one. The one exception is the
+ * delivery's newest attempt on a delivery failed for want of that attempt's outcome (exhaust:
+ * a duplicate run found every attempt counted while the last one was still under way): the
+ * real outcome replaces the guess. Only the run that counted an attempt holds its number.
+ */
+function takesOutcome(attempt: number) {
+  return or(
+    eq(webhookDeliveries.status, 'pending'),
+    and(
+      eq(webhookDeliveries.status, 'failed'),
+      eq(webhookDeliveries.attempts, attempt),
+      sql`not ${webhookDeliveries.attemptLog} @> ${JSON.stringify([{ attempt }])}::jsonb`,
+    ),
+  );
 }
 
 /**
