@@ -2,7 +2,7 @@ import { and, eq, inArray, lt, sql } from 'drizzle-orm';
 import { audioGenerationBatches, audioTracks, books, bookSpreads, webhookDeliveries } from '@soundqueue/shared/db/schema';
 import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
-import { jobId, jobOptions, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
+import { jobId, tuningFrom, webhookJobOptions } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { finaliseBook } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
@@ -133,17 +133,22 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
     // removes it, days later, and is removed first. Queued again under their own job id; one
     // whose job is live (waiting, delayed for its next attempt, running) is left alone. The new
     // job goes on from the attempts the row counts (processors/webhook.ts): queuing again adds
-    // none.
+    // none, and its backoff goes on from there too (webhookJobOptions). The time since the last
+    // attempt is the database's, as updated_at is.
     const pendingDeliveries = await ctx.db
-      .select({ id: webhookDeliveries.id })
+      .select({
+        id: webhookDeliveries.id,
+        attempts: webhookDeliveries.attempts,
+        idleMs: sql<number>`extract(epoch from now() - ${webhookDeliveries.updatedAt}) * 1000`.mapWith(Number),
+      })
       .from(webhookDeliveries)
       .where(and(eq(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.updatedAt, graceCutoff)));
-    await each('webhook', pendingDeliveries, (d) => d.id, async ({ id }) => {
+    await each('webhook', pendingDeliveries, (d) => d.id, async ({ id, attempts, idleMs }) => {
       const deliveryJob = jobId.webhook(id);
       const state = await ctx.queues.webhooks.getJobState(deliveryJob);
       if (state === 'failed') await ctx.queues.webhooks.remove(deliveryJob);
       else if (state !== 'unknown') return;
-      await ctx.queues.webhooks.add('deliver', { deliveryId: id }, { ...jobOptions(QUEUE.webhooks, tuning), jobId: deliveryJob });
+      await ctx.queues.webhooks.add('deliver', { deliveryId: id }, { ...webhookJobOptions(tuning, attempts, idleMs), jobId: deliveryJob });
       report.webhooksRequeued.push(id);
     });
   } finally {

@@ -85,6 +85,9 @@ export function tuningFrom(config: {
   };
 }
 
+/** How far below its doubling a webhook delivery's wait may fall, at random. */
+const WEBHOOK_JITTER = 0.2;
+
 /** Default job options of a queue: attempts, exponential backoff with jitter, retention. */
 export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
   const { removeOnComplete, removeOnFail } = tuning;
@@ -95,7 +98,7 @@ export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
     // Deliveries keep trying for a day: WEBHOOK_ATTEMPTS doublings of WEBHOOK_BACKOFF_MS.
     return {
       attempts: tuning.webhookAttempts,
-      backoff: { type: 'exponential', delay: tuning.webhookBackoffMs, jitter: 0.2 },
+      backoff: { type: 'exponential', delay: tuning.webhookBackoffMs, jitter: WEBHOOK_JITTER },
       removeOnComplete,
       removeOnFail,
     };
@@ -105,6 +108,34 @@ export function jobOptions(queue: QueueName, tuning: JobTuning): JobsOptions {
     backoff: { type: 'exponential', delay: tuning.backoffMs, jitter: 0.5 },
     removeOnComplete,
     removeOnFail,
+  };
+}
+
+/**
+ * The job options of a delivery queued again after `attemptsMade` attempts (its row's count,
+ * processors/webhook.ts), the last `idleMs` ago: the schedule goes on where it was rather than
+ * starting over. Attempt n + 1 follows attempt n by WEBHOOK_BACKOFF_MS × 2^(n - 1), with jitter.
+ * BullMQ doubles from the job's own attempts, so the job's backoff starts 2^attemptsMade times
+ * higher, and its first attempt (attemptsMade + 1) waits what that attempt would have waited,
+ * less the time already gone by since the last one.
+ */
+export function webhookJobOptions(tuning: JobTuning, attemptsMade: number, idleMs: number): JobsOptions {
+  const options = jobOptions(QUEUE.webhooks, tuning);
+  // None made: the first attempt is due at once. None left: the job sends nothing, it only
+  // fails the delivery (processors/webhook.ts), so it has nothing to wait for.
+  if (attemptsMade <= 0 || attemptsMade >= tuning.webhookAttempts) return options;
+  const wait = tuning.webhookBackoffMs * 2 ** (attemptsMade - 1);
+  // The same jitter as BullMQ's between attempts: deliveries queued again together (Redis
+  // restarted empty) do not all go out at one moment.
+  const jittered = Math.floor(wait * (1 - WEBHOOK_JITTER * Math.random()));
+  return {
+    ...options,
+    // The attempts it has left: a job whose attempts the database refused to count fails for
+    // good sooner, and the reconciler queues it again from the row's count, rather than its
+    // backoff doubling on past the schedule's longest wait.
+    attempts: tuning.webhookAttempts - attemptsMade,
+    delay: Math.max(0, jittered - idleMs),
+    backoff: { type: 'exponential', delay: tuning.webhookBackoffMs * 2 ** attemptsMade, jitter: WEBHOOK_JITTER },
   };
 }
 
