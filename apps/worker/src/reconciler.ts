@@ -7,6 +7,7 @@ import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { finaliseBook } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
 import type { WorkerContext } from './context';
+import { findLostChild, removeStrandedRoot } from './lost-children';
 
 export interface ReconcileReport {
   batchesRequeued: string[];
@@ -18,7 +19,11 @@ export interface ReconcileReport {
   errors: { kind: 'batch' | 'book' | 'webhook'; id: string; message: string }[];
 }
 
-/** Whether Redis still holds a live root job for this run (not missing, not failed for good). */
+/**
+ * Whether Redis still holds a live root job for this run: not missing, not failed for good,
+ * and not waiting for a job Redis lost. A root of that last kind is removed here, so that it
+ * is missing from then on (this pass and the next) and a new run takes its work over.
+ */
 async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: string): Promise<boolean> {
   // The job's own data first: getJobState only looks for the id in the state lists, and an id
   // listed without its data (the key evicted under a maxmemory policy, or deleted by hand)
@@ -26,14 +31,23 @@ async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: 
   const job = await ctx.queues[queue].getJob(id);
   if (!job) return false;
   const state = await job.getState();
-  return state !== 'unknown' && state !== 'failed' && state !== 'completed';
+  if (state === 'unknown' || state === 'failed' || state === 'completed') return false;
+  if (state !== 'waiting-children') return true;
+  // The same loss one level down or more: a child (or a child's child) it waits for whose
+  // data is gone. Children waiting, delayed or running are there and leave it alive.
+  const lost = await findLostChild(ctx.redis, ctx.queues[queue].toKey(id));
+  if (!lost) return true;
+  await removeStrandedRoot(ctx.redis, Object.values(ctx.queues), ctx.queues[queue], id);
+  ctx.logger.warn({ root: id, lost }, 'a root job waited for a job Redis no longer held; removed it for a new run');
+  return false;
 }
 
 /**
  * PostgreSQL is the source of truth (DESIGN.md invariant 4). Finds batches and books the
  * database calls unfinished whose root job Redis no longer holds (Redis restarted empty,
- * jobs removed, a root failed for good) and re-enqueues exactly their unfinished work as a
- * new run; fails work stuck past STUCK_AFTER_MS with a message saying so.
+ * jobs removed, a root failed for good, a root waiting for a job Redis lost) and re-enqueues
+ * exactly their unfinished work as a new run; fails work stuck past STUCK_AFTER_MS with a
+ * message saying so.
  */
 export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
   const report: ReconcileReport = { batchesRequeued: [], booksRequeued: [], batchesTimedOut: [], booksTimedOut: [], webhooksRequeued: [], errors: [] };
