@@ -7,7 +7,7 @@ import { createWorkerContext, selectQueues, startWorkers } from '@soundqueue/wor
 
 // `npm start`: the API and every worker in one process, for local use.
 const config = loadConfig();
-const logger = createLogger('soundqueue', config.LOG_LEVEL);
+const logger = createLogger('soundqueue', config);
 await runMigrations(config.DATABASE_URL);
 const api = await createApiContext(config, logger.child({ service: 'api' }));
 const workerCtx = await createWorkerContext(config, { logger: logger.child({ service: 'worker' }) });

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, type Config } from '@soundqueue/shared/config';
+import { ConfigError, LOG_LEVELS, loadConfig, type Config } from '@soundqueue/shared/config';
+import { createLogger } from '@soundqueue/shared/logger';
 
 // Every variable the schema reads, from its source, so a setting added later is held to the
 // same rules without a test to remember.
@@ -171,6 +173,22 @@ describe('config', () => {
         expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be true or false (or yes/no, 1/0; any case), not "${bad}"`);
       }
     }
+  });
+
+  it("reads LOG_LEVEL with the rest: pino's levels or silent, a bad one named; a logger takes its level from the config", () => {
+    // A bad level was refused with zod's own words ("LOG_LEVEL: Invalid option: expected one
+    // of …"), and createLogger read process.env.LOG_LEVEL unless given a level.
+    expect([...LOG_LEVELS].sort()).toEqual([...Object.keys(pino.levels.values), 'silent'].sort());
+    for (const level of LOG_LEVELS) expect(loadConfig({ LOG_LEVEL: level }).LOG_LEVEL).toBe(level);
+    expect(loadConfig({}).LOG_LEVEL).toBe('info');
+    for (const bad of ['verbose', 'INFO', 'warning', '30']) {
+      expect(problemsOf({ LOG_LEVEL: bad }), bad).toBe(`LOG_LEVEL must be fatal, error, warn, info, debug, trace or silent, not "${bad}"`);
+    }
+    expect(problemsOf({ LOG_LEVEL: 'verbose', PORT: 'eighty' })).toContain('PORT must be a whole number in decimal digits, not "eighty"');
+    // vitest runs with LOG_LEVEL=error in process.env: the config's level is the one used.
+    expect(process.env.LOG_LEVEL).toBe('error');
+    expect(createLogger('config-test', loadConfig({ LOG_LEVEL: 'debug' })).level).toBe('debug');
+    expect(createLogger('config-test', loadConfig({})).level).toBe('info');
   });
 
   it('refuses an ADMIN_USER that HTTP basic auth cannot carry', () => {

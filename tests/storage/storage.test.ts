@@ -440,7 +440,7 @@ describe('API serving an S3-stored file', () => {
     app.get('/missing', async (req, res) => {
       await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope'), 'nope.mp3', sendOptions);
     });
-    app.use(errorHandler(createLogger('storage-test', 'silent')));
+    app.use(errorHandler(createLogger('storage-test', { LOG_LEVEL: 'silent' })));
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -522,7 +522,7 @@ describe.each(drivers)('serving stored audio, edge cases: $name driver', (driver
     const app = express();
     app.get('/audio', async (req, res) => sendStoredAudio(req, res, made.storage, key, 'track-1.mp3', sendOptions));
     app.get('/vanishing', async (req, res) => sendStoredAudio(req, res, vanishing, gone, 'gone.mp3', sendOptions));
-    app.use(errorHandler(createLogger('storage-test', 'silent')));
+    app.use(errorHandler(createLogger('storage-test', { LOG_LEVEL: 'silent' })));
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -598,7 +598,7 @@ describe('S3 connections: paused players and a store that does not answer', () =
       if (key === big) res.on('close', () => !res.writableFinished && cutOff++);
       await sendStoredAudio(req, res, storage, key, `${req.params.name}.mp3`, { idleTimeoutMs });
     });
-    app.use(errorHandler(createLogger('storage-test', 'silent')));
+    app.use(errorHandler(createLogger('storage-test', { LOG_LEVEL: 'silent' })));
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

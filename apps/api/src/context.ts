@@ -37,7 +37,7 @@ export interface ApiContext {
   close(): Promise<void>;
 }
 
-export async function createApiContext(config: Config, logger = createLogger('api', config.LOG_LEVEL)): Promise<ApiContext> {
+export async function createApiContext(config: Config, logger = createLogger('api', config)): Promise<ApiContext> {
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const auth = await createAuth(config, { sharedKey: () => sharedSigningKey(dbHandle.db) }).catch(async (error: unknown) => {
     await dbHandle.close();

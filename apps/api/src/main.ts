@@ -6,7 +6,7 @@ import { serve } from './serve';
 
 // The API process: migrate, listen, print the dev token when auth is not configured.
 const config = loadConfig();
-const logger = createLogger('api', config.LOG_LEVEL);
+const logger = createLogger('api', config);
 await runMigrations(config.DATABASE_URL);
 const ctx = await createApiContext(config, logger);
 const server = await serve(createApp(ctx), config.PORT, { streams: ctx.streams });

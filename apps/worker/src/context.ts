@@ -38,7 +38,7 @@ export async function createWorkerContext(
   config: Config,
   options: { providers?: Providers; mixer?: Mixer; logger?: Logger; resolveHost?: ResolveHost } = {},
 ): Promise<WorkerContext> {
-  const logger = options.logger ?? createLogger('worker', config.LOG_LEVEL);
+  const logger = options.logger ?? createLogger('worker', config);
   const dbHandle = createDb(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createWorkerConnection(config.REDIS_URL);
   logConnectionState(redis, logger, 'worker');

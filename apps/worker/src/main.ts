@@ -8,7 +8,7 @@ import { selectQueues, startWorkers, type RunningWorkers } from './workers';
 
 // The worker process: runs the processors of WORKER_QUEUES (default: all), no HTTP routes.
 const config = loadConfig();
-const logger = createLogger('worker', config.LOG_LEVEL);
+const logger = createLogger('worker', config);
 const queues = selectQueues(config.WORKER_QUEUES);
 
 // Set as the start gets there. The signal handlers come first: a start can wait for Redis

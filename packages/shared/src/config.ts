@@ -113,9 +113,14 @@ const rateLimit = (name: string) =>
     })
     .transform((v) => (v === undefined ? undefined : parseRateLimit(v)!));
 
+// pino's levels (pino.levels.values) and 'silent' for no logs, in lower case as pino names them.
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'NODE_ENV must be development, production or test' }).default('development'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: z
+    .enum(LOG_LEVELS, { error: (issue) => `LOG_LEVEL must be fatal, error, warn, info, debug, trace or silent, not "${String(issue.input)}"` })
+    .default('info'),
   PORT: port('PORT').default(3000),
   PUBLIC_URL: optionalUrl('PUBLIC_URL'),
   DATABASE_URL: url('DATABASE_URL', ['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/soundqueue'),

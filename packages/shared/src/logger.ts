@@ -1,7 +1,9 @@
 import { pino } from 'pino';
+import type { Config } from './config';
 
 export type Logger = pino.Logger;
 
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({ name, level });
+/** A logger at the config's LOG_LEVEL: the level is a setting like any other, read by loadConfig. */
+export function createLogger(name: string, config: Pick<Config, 'LOG_LEVEL'>): Logger {
+  return pino({ name, level: config.LOG_LEVEL });
 }
