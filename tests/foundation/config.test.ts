@@ -116,6 +116,8 @@ describe('config', () => {
     // check without its own.
     for (const name of ['PORT', 'WORKER_METRICS_PORT']) {
       for (const bad of ['99999', '65536', '-1']) expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be 0-65535`);
+      // -0 is Number's negative zero, which `>= 0` takes for 0: PORT=-0 was a random port.
+      for (const bad of ['-0', '-000']) expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be a whole number in decimal digits, not "${bad}"`);
       expect(problemsOf({ [name]: '1.5' }), `${name}=1.5`).toBe(`${name} must be a whole number in decimal digits, not "1.5"`);
       expect(problemsOf({ [name]: 'eighty' }), `${name}=eighty`).toBe(`${name} must be a whole number in decimal digits, not "eighty"`);
       expect(loadConfig({ [name]: '9100' })[name as 'PORT']).toBe(9100);
@@ -134,6 +136,8 @@ describe('config', () => {
     expect(problems).toContain('PORT must be a whole number in decimal digits, not "eighty"');
     expect(problems).toContain('PRICE_OPENAI_TTS_PER_1K_CHARS must be a number in decimal digits (such as 0.012), not "twelve"');
     expect(problems).toContain('PRICE_GEMINI_PER_1K_TOKENS must be 0 or more');
+    // -0 was taken for 0, as for a port.
+    expect(problemsOf({ PRICE_REPLICATE_PER_SECOND: '-0' })).toBe('PRICE_REPLICATE_PER_SECOND must be a number in decimal digits (such as 0.012), not "-0"');
   });
 
   it('reads numbers in decimal digits only, naming the setting and the value it refuses', () => {
@@ -143,14 +147,14 @@ describe('config', () => {
     const integers = [...schemaVariables.filter((name) => Number.isInteger(defaults[name as keyof Config])), 'WORKER_METRICS_PORT'];
     expect(integers).toEqual(expect.arrayContaining(['PORT', 'JOB_ATTEMPTS', 'SSE_HEARTBEAT_MS', 'BOOK_MAX_PAGES']));
     for (const name of integers) {
-      for (const bad of ['0x10', '1e3', '0b11', '0o17', '1_000', '+5', '10.0', '1.5', 'Infinity', '12abc', 'eighty']) {
+      for (const bad of ['0x10', '1e3', '0b11', '0o17', '1_000', '+5', '+0', '-0', '-00', '10.0', '1.5', 'Infinity', '12abc', 'eighty']) {
         expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be a whole number in decimal digits, not "${bad}"`);
       }
       expect(loadConfig({ [name]: ' 0042 ' })[name as keyof Config], name).toBe(42);
     }
     const decimals = ['PRICE_OPENAI_TTS_PER_1K_CHARS', 'PRICE_GEMINI_PER_1K_TOKENS', 'PRICE_REPLICATE_PER_SECOND', 'USER_MONTHLY_BUDGET_USD'];
     for (const name of decimals) {
-      for (const bad of ['0x10', '1e3', '1e-3', 'Infinity', '0.5.1', '$5', '+1', '1,5', '12.']) {
+      for (const bad of ['0x10', '1e3', '1e-3', 'Infinity', '0.5.1', '$5', '+1', '1,5', '12.', '-0', '-0.0', '-.0', '-00.000']) {
         expect(problemsOf({ [name]: bad }), `${name}=${bad}`).toBe(`${name} must be a number in decimal digits (such as 0.012), not "${bad}"`);
       }
       for (const [good, value] of [['0.25', 0.25], ['.5', 0.5], ['12', 12], [' 1.50 ', 1.5]] as const) {

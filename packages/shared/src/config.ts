@@ -28,10 +28,12 @@ const optionalUrl = (name: string) =>
 
 // Numbers are written in decimal digits, nothing else. Number() (and z.coerce) also reads
 // 0x10, 0b11, 0o17 and 1e3: JOB_ATTEMPTS=0x10 was 16 attempts and WEBHOOK_TIMEOUT_MS=1e3 one
-// second, a value that reads as one thing and means another. A leading minus passes this
-// check so that the range checks below can say what is wrong with it.
-const DECIMAL_INTEGER = /^-?\d+$/;
-const DECIMAL_NUMBER = /^-?\d*\.?\d+$/;
+// second, a value that reads as one thing and means another. A leading minus before a number
+// other than zero passes this check so that the range checks below can say what is wrong with
+// it; on a zero (-0, -0.0) it is refused here, as a plus sign is: Number('-0') is -0, which
+// every range check (`>= 0`) takes for 0, so PORT=-0 was a random port.
+const DECIMAL_INTEGER = /^(?:-(?=\d*[1-9]))?\d+$/;
+const DECIMAL_NUMBER = /^(?:-(?=[\d.]*[1-9]))?\d*\.?\d+$/;
 
 const integerText = (name: string) =>
   z
