@@ -203,6 +203,9 @@ export async function retryFailedTracks(ctx: ApiContext, userId: string, batchId
         // the batch's creation (a retry of yesterday's batch is not stuck).
         startedAt: sql`now()`,
         completedAt: null,
+        // A cancel was of the run before (it ended that run): none is pending for this one,
+        // and the view must not say so while it runs. Tracks it cancelled stay cancelled.
+        cancelRequestedAt: null,
         updatedAt: sql`now()`,
       })
       .where(eq(audioGenerationBatches.id, batchId))
