@@ -24,6 +24,9 @@ export async function openSse(url: string, headers: Record<string, string> = {})
   const comments: string[] = [];
   const retries: number[] = [];
   const waiters = new Set<() => void>();
+  // How the stream ended, once it has: set before the waiters are told, so a pending waitFor
+  // fails at once with it rather than waiting out its timeout.
+  let endedHow: string | undefined;
   const ended = (async () => {
     const decoder = new TextDecoder();
     let buffer = '';
@@ -47,19 +50,21 @@ export async function openSse(url: string, headers: Record<string, string> = {})
           for (const w of waiters) w();
         }
       }
+      endedHow = 'the server ended it';
     } catch (error) {
-      if (!controller.signal.aborted) throw error;
+      if (controller.signal.aborted) endedHow = 'closed by the test';
+      else {
+        endedHow = `cut: ${error instanceof Error ? error.message : String(error)}`;
+        throw error;
+      }
     } finally {
       for (const w of waiters) w();
     }
   })();
-  let done = false;
-  // Both ways: a stream the server cuts (a reset connection) rejects `ended` for whoever awaits it,
-  // and must not become an unhandled rejection here.
-  ended.then(
-    () => (done = true),
-    () => (done = true),
-  );
+  // A stream the server cuts (a reset connection) rejects `ended` for whoever awaits it, and
+  // must not become an unhandled rejection here.
+  ended.catch(() => {});
+  const received = () => `received ${events.length} event(s): ${events.map((e) => e.event).join(',') || 'none'}`;
   return {
     events,
     comments,
@@ -72,14 +77,14 @@ export async function openSse(url: string, headers: Record<string, string> = {})
           if (predicate(events)) {
             cleanup();
             resolve(events);
-          } else if (done) {
+          } else if (endedHow !== undefined) {
             cleanup();
-            reject(new Error(`stream ended before the condition; got ${events.map((e) => e.event).join(',')}`));
+            reject(new Error(`stream ended (${endedHow}) before the condition; ${received()}`));
           }
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`timed out; got ${events.map((e) => e.event).join(',')}`));
+          reject(new Error(`timed out after ${timeoutMs} ms, the stream still open; ${received()}`));
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);
