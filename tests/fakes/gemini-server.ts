@@ -17,7 +17,11 @@ export type GeminiBehaviour =
   | 'not-json' // 200 whose model text is prose, not JSON
   | 'missing-fields' // 200 whose model text is JSON without most fields
   | { kind: 'ok'; answer: unknown }
+  // The delay in the body's RetryInfo detail, and in Retry-After unless `header` is false.
   | { kind: 'rate-limited'; retryAfterSeconds: number; header?: boolean }
+  // The Retry-After header as written (an HTTP-date, a blank or a broken value), and a RetryInfo
+  // detail only when `retryInfoSeconds` is given.
+  | { kind: 'rate-limited'; retryAfter: string; retryInfoSeconds?: number }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; message: string };
 
@@ -66,12 +70,13 @@ export async function startGeminiServer(options: FakeServerOptions & { answer?: 
     const behaviour = behaviours.next() ?? 'ok';
     const kind = typeof behaviour === 'string' ? behaviour : behaviour.kind;
     if (kind === 'rate-limited') {
-      const b = typeof behaviour === 'object' && behaviour.kind === 'rate-limited' ? behaviour : { retryAfterSeconds: 13, header: true };
+      const { retryAfter, retryInfoSeconds } = rateLimitOf(behaviour);
       // Google puts the delay in a RetryInfo detail; some front ends also send Retry-After.
-      const body = googleError(429, 'Resource has been exhausted (e.g. check quota).', 'RESOURCE_EXHAUSTED', [
-        { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${b.retryAfterSeconds}s` },
-      ]);
-      return sendJson(res, 429, body, b.header === false ? {} : { 'retry-after': String(b.retryAfterSeconds) });
+      const body = googleError(
+        429, 'Resource has been exhausted (e.g. check quota).', 'RESOURCE_EXHAUSTED',
+        retryInfoSeconds === undefined ? undefined : [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryInfoSeconds}s` }],
+      );
+      return sendJson(res, 429, body, retryAfter === undefined ? {} : { 'retry-after': retryAfter });
     }
     if (kind === 'server-error') {
       const status = typeof behaviour === 'object' && behaviour.kind === 'server-error' ? behaviour.status : 500;
@@ -114,6 +119,13 @@ export async function startGeminiServer(options: FakeServerOptions & { answer?: 
     script: (list) => behaviours.push(list),
   };
   return fake;
+}
+
+/** A 429's Retry-After header and RetryInfo delay; undefined leaves it out. */
+function rateLimitOf(behaviour: GeminiBehaviour): { retryAfter: string | undefined; retryInfoSeconds: number | undefined } {
+  if (typeof behaviour !== 'object' || behaviour.kind !== 'rate-limited') return { retryAfter: '13', retryInfoSeconds: 13 };
+  if ('retryAfter' in behaviour) return { retryAfter: behaviour.retryAfter, retryInfoSeconds: behaviour.retryInfoSeconds };
+  return { retryAfter: behaviour.header === false ? undefined : String(behaviour.retryAfterSeconds), retryInfoSeconds: behaviour.retryAfterSeconds };
 }
 
 /** The text parts of the request's contents (not the system instruction), joined. */

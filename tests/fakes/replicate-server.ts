@@ -26,6 +26,8 @@ export type ReplicateBehaviour =
   | 'truncated' // on a create or a file download: the file is cut off mid-transfer
   | 'garbage' // on a create or a file download: the file's bytes are not audio
   | { kind: 'rate-limited'; retryAfterSeconds: number }
+  // The Retry-After header as written: an HTTP-date, a blank or a broken value.
+  | { kind: 'rate-limited'; retryAfter: string }
   | { kind: 'server-error'; status: number }
   | { kind: 'bad-request'; status?: number; detail: string }
   | { kind: 'prediction-failed'; error: string };
@@ -70,6 +72,9 @@ export async function startReplicateServer(options: ReplicateServerOptions = {})
     const kind = typeof behaviour === 'string' ? behaviour : behaviour.kind;
     if (kind === 'hang') return hang(gone);
     if (kind === 'rate-limited') {
+      if (typeof behaviour === 'object' && 'retryAfter' in behaviour) {
+        return sendJson(res, 429, { detail: 'Request was throttled.', status: 429 }, { 'retry-after': behaviour.retryAfter });
+      }
       const seconds = typeof behaviour === 'object' && 'retryAfterSeconds' in behaviour ? behaviour.retryAfterSeconds : 5;
       return sendJson(res, 429, { detail: `Request was throttled. Expected available in ${seconds} seconds.`, status: 429 }, { 'retry-after': String(seconds) });
     }

@@ -89,6 +89,25 @@ describe('Gemini analysis provider', () => {
     expect(error.retryAfterSeconds).toBe(21);
   });
 
+  it('reads an HTTP-date Retry-After as the seconds until then, the pause its queue takes, before the RetryInfo delay', async () => {
+    fake.script([{ kind: 'rate-limited', retryAfter: new Date(Date.now() + 40_000).toUTCString(), retryInfoSeconds: 5 }]);
+    const { error, requests } = await failure(() => provider().analyze(request));
+    expect(requests).toBe(1);
+    expect(error).toMatchObject({ retryable: true, status: 429 });
+    // Whole seconds: the date is rounded down to its second, so 40 s ahead is 39 or 40 s away.
+    expect(error.retryAfterSeconds).toBeGreaterThanOrEqual(38);
+    expect(error.retryAfterSeconds).toBeLessThanOrEqual(40);
+  });
+
+  it('takes a blank or unparseable Retry-After for none: the RetryInfo delay when the body has one, else no delay', async () => {
+    for (const retryAfter of [' ', 'soon', 'x 1', '-5', '1.5', '0x10', 'Sun, 31 Feb 2099 08:49:37 GMT']) {
+      fake.script([{ kind: 'rate-limited', retryAfter, retryInfoSeconds: 21 }, { kind: 'rate-limited', retryAfter }]);
+      expect((await failure(() => provider().analyze(request))).error.retryAfterSeconds, retryAfter).toBe(21);
+      const { error } = await failure(() => provider().analyze(request));
+      expect(error, retryAfter).toMatchObject({ retryable: true, status: 429, retryAfterSeconds: undefined });
+    }
+  });
+
   it('turns a 500 into a retryable error, after exactly one request', async () => {
     fake.script(['server-error']);
     const { error, requests } = await failure(() => provider().analyze(request));

@@ -77,6 +77,25 @@ describe('Replicate soundscape provider', () => {
     expect(error.message).toBe('Replicate API answered 429: Request was throttled. Expected available in 9 seconds.');
   });
 
+  it('reads an HTTP-date Retry-After as the seconds until then, the pause its queue takes', async () => {
+    fake.script([{ kind: 'rate-limited', retryAfter: new Date(Date.now() + 40_000).toUTCString() }]);
+    const { error, paths } = await failure(() => provider().generate(request));
+    expect(paths).toEqual(['POST /v1/models/meta/musicgen/predictions']);
+    expect(error).toMatchObject({ retryable: true, status: 429 });
+    // Whole seconds: the date is rounded down to its second, so 40 s ahead is 39 or 40 s away.
+    expect(error.retryAfterSeconds).toBeGreaterThanOrEqual(38);
+    expect(error.retryAfterSeconds).toBeLessThanOrEqual(40);
+  });
+
+  it('takes a blank or unparseable Retry-After for none, not for "retry at once"', async () => {
+    for (const retryAfter of [' ', 'soon', 'x 1', '-5', '1.5', '0x10', 'Sun, 31 Feb 2099 08:49:37 GMT']) {
+      fake.script([{ kind: 'rate-limited', retryAfter }]);
+      const { error, paths } = await failure(() => provider().generate(request));
+      expect(paths, retryAfter).toHaveLength(1);
+      expect(error, retryAfter).toMatchObject({ retryable: true, status: 429, retryAfterSeconds: undefined });
+    }
+  });
+
   it('turns a 500 while polling into a retryable error, after exactly one poll (no SDK retry)', async () => {
     fake.script(['ok', 'server-error']);
     const { error, paths } = await failure(() => provider().generate(request));
