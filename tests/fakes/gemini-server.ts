@@ -17,6 +17,7 @@ export type GeminiBehaviour =
   | 'not-json' // 200 whose model text is prose, not JSON
   | 'missing-fields' // 200 whose model text is JSON without most fields
   | { kind: 'ok'; answer: unknown }
+  | { kind: 'held'; until: Promise<void> } // answers as 'ok' once `until` resolves (a call the test holds)
   // The delay in the body's RetryInfo detail, and in Retry-After unless `header` is false.
   | { kind: 'rate-limited'; retryAfterSeconds: number; header?: boolean }
   // The Retry-After header as written (an HTTP-date, a blank or a broken value), and a RetryInfo
@@ -89,6 +90,10 @@ export async function startGeminiServer(options: FakeServerOptions & { answer?: 
       return sendJson(res, 400, googleError(400, message, 'INVALID_ARGUMENT'));
     }
     if (kind === 'hang') return hang(gone);
+    if (typeof behaviour === 'object' && behaviour.kind === 'held') {
+      await Promise.race([behaviour.until, hang(gone)]);
+      if (gone.aborted) return;
+    }
 
     const release = await cap.acquire(gone);
     if (!release) return;

@@ -16,6 +16,8 @@ export interface RecordedRequest {
   headers: IncomingHttpHeaders;
   /** The body parsed as JSON; the raw text when it is not JSON; undefined when empty. */
   body: unknown;
+  /** Aborts when the client goes away before the answer was sent (it gave up on the call). */
+  gone: AbortSignal;
 }
 
 export interface FakeServerOptions {
@@ -60,6 +62,7 @@ export async function startHttpServer(
         path: req.url ?? '/',
         headers: req.headers,
         body: parseBody(raw),
+        gone: gone.signal,
       };
       requests.push(recorded);
       await handle({ req, res, recorded, gone: gone.signal });

@@ -30,8 +30,46 @@ export async function waitForClaim<Answer>(
   }
 }
 
-/** Renews the claim every third of the lease until the returned function is called. */
-export function keepClaim(leaseMs: number, renew: () => Promise<void>): () => void {
-  const timer = setInterval(() => void renew().catch(() => {}), Math.max(100, Math.floor(leaseMs / 3)));
-  return () => clearInterval(timer);
+/** A claim kept while the job works: `lost` aborts once it is no longer the job's; `stop` ends the renewals. */
+export interface KeptClaim {
+  lost: AbortSignal;
+  stop(): void;
+}
+
+/**
+ * Renews the claim every third of the lease until `stop`. `renew` answers whether the claim is
+ * still this job's. Once a renewal finds it gone (the job's run was stopped, or another job
+ * took over the lapsed claim), `lost` aborts: the provider call in flight, which takes it,
+ * stops there, rather than be waited for and paid for with a result nothing would record. A
+ * renewal that fails (the database unreachable for a moment) says nothing about the claim:
+ * the job works on, and the next renewal tries again. One renewal at a time, so that a slow
+ * database does not pile them up.
+ */
+export function keepClaim(leaseMs: number, renew: () => Promise<boolean>): KeptClaim {
+  const lost = new AbortController();
+  let stopped = false;
+  let renewing = false;
+  const timer = setInterval(() => {
+    if (renewing) return;
+    renewing = true;
+    renew()
+      .then((held) => {
+        // After `stop`, the job's own result or release may be what ended the claim.
+        if (!held && !stopped) {
+          clearInterval(timer);
+          lost.abort();
+        }
+      })
+      .catch(() => {})
+      .finally(() => {
+        renewing = false;
+      });
+  }, Math.max(100, Math.floor(leaseMs / 3)));
+  return {
+    lost: lost.signal,
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
 }

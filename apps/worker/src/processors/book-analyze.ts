@@ -38,12 +38,13 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       : [];
   const provider = ctx.providers.analysis;
   const started = Date.now();
-  const stopRenewing = keepClaim(leaseMs, () => renewSpreadClaim(ctx.db, bookId, spreadIndex, claim));
+  // Renewed while the job works; a claim found gone stops the provider call (keepClaim).
+  const kept = keepClaim(leaseMs, () => renewSpreadClaim(ctx.db, bookId, spreadIndex, claim));
   try {
     const result = await recordedCall(
       ctx.db,
       { userId: book.userId, bookId, provider: provider.name, kind: 'analysis', unitType: 'tokens' },
-      () => provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null }),
+      () => provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null }, kept.lost),
       (r) => ({ units: r.usage.tokens, costUsd: r.costUsd }),
     );
     // Spread 0 opens scene 0 whatever the model says.
@@ -53,7 +54,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
     await ctx.publish(events);
     return { sceneChanged: analysis.sceneChanged };
   } catch (error) {
-    stopRenewing();
+    kept.stop();
     if (!(await holdsSpreadClaim(ctx.db, bookId, spreadIndex, claim))) return lostClaim();
     try {
       return await handleJobFailure(run, error, async (final) => {
@@ -73,6 +74,6 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       await releaseSpreadClaim(ctx.db, bookId, spreadIndex, claim);
     }
   } finally {
-    stopRenewing();
+    kept.stop();
   }
 }

@@ -36,7 +36,8 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (claimed === 'superseded') return { skipped: `job of run ${jobRun}, which the book is no longer processing` };
   if (typeof claimed === 'string') return { skipped: claimed === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claimed}` };
   const { claim } = claimed;
-  const stopRenewing = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId, claim));
+  // Renewed while the job works; a claim found gone stops the provider call (keepClaim).
+  const kept = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId, claim));
   const provider = ctx.providers.soundscape;
   const tmp = join(ctx.scratchDir, `${soundscapeId}.${randomUUID()}`);
   // The scratch file of the provider's audio until storage takes it over.
@@ -45,7 +46,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     const result = await recordedCall(
       ctx.db,
       { userId: soundscape.userId, bookId, provider: provider.name, kind: 'soundscape', unitType: 'seconds' },
-      () => provider.generate({ prompt: scene.prompt, ambience: scene.ambience, mood: scene.mood, durationSeconds: ctx.config.SOUNDSCAPE_SECONDS }),
+      () => provider.generate({ prompt: scene.prompt, ambience: scene.ambience, mood: scene.mood, durationSeconds: ctx.config.SOUNDSCAPE_SECONDS }, kept.lost),
       (r) => ({ units: r.usage.seconds, costUsd: r.costUsd }),
     );
     const answered = `${tmp}.${result.format}`;
@@ -69,7 +70,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     await ctx.publish(events);
     return { durationMs: probe.durationMs };
   } catch (error) {
-    stopRenewing();
+    kept.stop();
     if (!(await holdsSoundscapeClaim(ctx.db, soundscapeId, claim))) return lostClaim(ctx, { bookId, soundscapeId, run: jobRun });
     try {
       return await handleJobFailure(run, error, async (final) => {
@@ -89,7 +90,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       await releaseSoundscapeClaim(ctx.db, soundscapeId, claim);
     }
   } finally {
-    stopRenewing();
+    kept.stop();
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
 }

@@ -124,8 +124,10 @@ export async function holdsSpreadClaim(db: Db, bookId: string, index: number, cl
   return row !== undefined;
 }
 
-export async function renewSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<void> {
-  await db.update(bookSpreads).set({ updatedAt: sql`now()` }).where(heldSpread(bookId, index, claim));
+/** Keeps this job's claim alive while the provider works; false once the claim is no longer this job's. */
+export async function renewSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<boolean> {
+  const renewed = await db.update(bookSpreads).set({ updatedAt: sql`now()` }).where(heldSpread(bookId, index, claim)).returning({ id: bookSpreads.id });
+  return renewed.length > 0;
 }
 
 export async function releaseSpreadClaim(db: Db, bookId: string, index: number, claim: string): Promise<void> {
@@ -246,9 +248,10 @@ export async function holdsSoundscapeClaim(db: Db, soundscapeId: string, claim: 
   return row !== undefined;
 }
 
-/** Keeps this job's claim alive while the provider works. */
-export async function renewSoundscapeClaim(db: Db, soundscapeId: string, claim: string): Promise<void> {
-  await db.update(soundscapes).set({ updatedAt: sql`now()` }).where(heldSoundscape(soundscapeId, claim));
+/** Keeps this job's claim alive while the provider works; false once the claim is no longer this job's. */
+export async function renewSoundscapeClaim(db: Db, soundscapeId: string, claim: string): Promise<boolean> {
+  const renewed = await db.update(soundscapes).set({ updatedAt: sql`now()` }).where(heldSoundscape(soundscapeId, claim)).returning({ id: soundscapes.id });
+  return renewed.length > 0;
 }
 
 /** Gives the claim back after an attempt that will be retried (the retry, or another job, claims it again). */
