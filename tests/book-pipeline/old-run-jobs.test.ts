@@ -100,12 +100,11 @@ async function restart(bookId: string): Promise<void> {
   expect(res.status).toBe(202);
 }
 
-/** The job once it has ended (BullMQ's state). */
+/** The job once it has ended (BullMQ's state), read after its end: one read before holds no result yet. */
 async function endOf(queue: 'book-analyze' | 'soundscape', id: string) {
   return waitFor(async () => {
-    const found = await worker.ctx.queues[queue].getJob(id);
-    const state = await found?.getState();
-    return state === 'completed' || state === 'failed' ? found : null;
+    const state = await worker.ctx.queues[queue].getJobState(id);
+    return state === 'completed' || state === 'failed' ? worker.ctx.queues[queue].getJob(id) : null;
   }, { what: `job ${id} to end` });
 }
 
