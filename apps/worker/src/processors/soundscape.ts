@@ -6,6 +6,8 @@ import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/err
 import { parsePayload } from '@soundqueue/shared/queues';
 import { claimSoundscape, completeSoundscape, failSoundscape, holdsSoundscapeClaim, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
+import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
+import type { ProgressEvent } from '@soundqueue/shared/events';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { recordedCall } from '../provider-calls';
@@ -65,7 +67,13 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     const key = storageKeys.soundscape(bookId, soundscapeId, claim);
     const stored = await ctx.storage.moveFile(key, path, 'audio/mpeg');
     scratchFile = undefined;
-    const events = await completeSoundscape(ctx.db, soundscapeId, claim, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
+    let events: ProgressEvent[] | null;
+    try {
+      events = await completeSoundscape(ctx.db, soundscapeId, claim, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
+    } catch (error) {
+      await dropRefused(ctx, { bookId, soundscapeId, run: jobRun }, key, error);
+      throw error;
+    }
     if (events === null) return await dropUnrecorded(ctx, { bookId, soundscapeId, run: jobRun }, key);
     await ctx.publish(events);
     return { durationMs: probe.durationMs };
@@ -134,4 +142,25 @@ async function dropUnrecorded(ctx: WorkerContext, job: SoundscapeJob, key: strin
   await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey: key }, 'could not remove the file of a soundscape this job could not record'));
   const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(eq(soundscapes.id, job.soundscapeId));
   return row ? lostClaim(ctx, job) : { skipped: 'soundscape replaced while it was generated' };
+}
+
+/**
+ * After a completion the database refused, or that could not reach it: the file just stored
+ * is recorded by no row, and its key (this claim's) is written by no later job, so it would
+ * stay in storage for ever; it is removed (the retry stores its own, under its own claim).
+ * Unless the completion went through all the same (its connection lost once its COMMIT was
+ * sent): the row then names the file, which stays. When the row cannot be read either, the
+ * error decides: the file goes only if the completion surely changed nothing.
+ */
+async function dropRefused(ctx: WorkerContext, job: SoundscapeJob, key: string, error: unknown): Promise<void> {
+  const recorded = await ctx.db
+    .select({ fileKey: soundscapes.fileKey })
+    .from(soundscapes)
+    .where(eq(soundscapes.id, job.soundscapeId))
+    .then(([row]) => row?.fileKey === key, () => !surelyNotCommitted(error));
+  if (recorded) {
+    ctx.logger.warn({ ...job, fileKey: key, err: error }, 'a soundscape completion failed but may have been recorded; its file is kept');
+    return;
+  }
+  await ctx.storage.delete(key).catch((cause: unknown) => ctx.logger.warn({ err: cause, fileKey: key }, 'could not remove the file of a soundscape the database did not record'));
 }
