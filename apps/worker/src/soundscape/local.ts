@@ -209,23 +209,33 @@ const layerLoudness = new Map<string, Promise<number>>();
  * A layer's loudness at unity gain, so the table's levels stay relative whatever the raw
  * generators put out. Measured once per process and length (rates are snapped to the loop's
  * length, so an intermittent layer such as birdsong measures differently at 20 s and 60 s).
+ * The measurement is shared by every job that needs it at that moment, so it runs without any
+ * one job's signal (a job whose claim was lost would otherwise kill it under the others, each
+ * losing an attempt); a caller's signal ends only that caller's wait.
  */
 function measureLayer(name: LayerName, seconds: number, signal?: AbortSignal): Promise<number> {
   const key = `${name}/${seconds}`;
   let cached = layerLoudness.get(key);
   if (!cached) {
-    cached = runFfmpeg(
-      [
-        '-nostats', '-filter_complex',
-        `${loopGraph(entry(name).sound, 'm', { loopSeconds: seconds, channels: 2 })};[m]ebur128=framelog=verbose[o]`,
-        '-map', '[o]', '-f', 'null', '-',
-      ],
-      { signal },
-    ).then(({ stderr }) => parseEbur128Summary(stderr).integratedLufs);
+    cached = runFfmpeg([
+      '-nostats', '-filter_complex',
+      `${loopGraph(entry(name).sound, 'm', { loopSeconds: seconds, channels: 2 })};[m]ebur128=framelog=verbose[o]`,
+      '-map', '[o]', '-f', 'null', '-',
+    ]).then(({ stderr }) => parseEbur128Summary(stderr).integratedLufs);
     cached.catch(() => layerLoudness.delete(key));
     layerLoudness.set(key, cached);
   }
-  return cached;
+  return signal ? untilAborted(cached, signal) : cached;
+}
+
+/** `promise`, or its signal's reason as soon as the signal aborts; the work goes on for others. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Soundscapes sit under reading, not over it. */
