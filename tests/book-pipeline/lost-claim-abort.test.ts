@@ -2,9 +2,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobId } from '@soundqueue/shared/queues';
-import { reconcile } from '../../apps/worker/src/reconciler';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
-import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
+import { endedJob, expectBookCountsMatchRows, postBook, restartBook, timeOutBookRun, waitForBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
@@ -47,25 +46,6 @@ afterAll(async () => {
   await replicate?.close();
 });
 
-/** What the reconciler does to a run that has not finished within STUCK_AFTER_MS. */
-async function timeOut(bookId: string): Promise<void> {
-  await queryRows(env.databaseUrl, `update books set started_at = now() - interval '7 hours', updated_at = now() - interval '7 hours' where id = $1`, [bookId]);
-  expect((await reconcile(worker.ctx)).booksTimedOut).toEqual([bookId]);
-}
-
-async function restart(bookId: string): Promise<void> {
-  const res = await api.request(`/v1/books/${bookId}/soundscapes`, { method: 'POST', user: 'reader' });
-  expect(res.status).toBe(202);
-}
-
-/** The job once it has ended (BullMQ's state), read after its end: one read before holds no result yet. */
-async function endOf(queue: 'book-analyze' | 'soundscape', id: string) {
-  return waitFor(async () => {
-    const state = await worker.ctx.queues[queue].getJobState(id);
-    return state === 'completed' || state === 'failed' ? worker.ctx.queues[queue].getJob(id) : null;
-  }, { what: `job ${id} to end` });
-}
-
 /** The book's provider calls of one kind, errors first (an aborted call is recorded once its job ends). */
 function providerCalls(bookId: string, kind: 'analysis' | 'soundscape') {
   return queryRows(env.databaseUrl, 'select outcome, cost_usd::float as cost from provider_calls where book_id = $1 and kind = $2 order by outcome', [bookId, kind]);
@@ -81,11 +61,11 @@ describe('a job whose claim is taken while its provider call is in flight', () =
     const created = await postBook(api, { title: 'Sea', pages: ['the stormy sea', 'waves on the sea'] });
     const bookId = created.body.bookId as string;
     const call = await waitFor(() => gemini.requests[before], { what: 'the analysis call' });
-    await timeOut(bookId);
-    await restart(bookId);
+    await timeOutBookRun(worker, env.databaseUrl, bookId);
+    await restartBook(api, bookId);
 
     await waitFor(() => call.gone.aborted || null, { what: 'the old run\'s analysis call to be aborted', timeoutMs: ABORTED_WITHIN_MS });
-    const oldJob = await endOf('book-analyze', jobId.bookAnalyze(bookId, 0, 1));
+    const oldJob = await endedJob(worker, 'book-analyze', jobId.bookAnalyze(bookId, 0, 1));
     expect(oldJob.failedReason).toBeUndefined();
     expect(oldJob.returnvalue).toMatchObject({ skipped: expect.stringMatching(/run 1 no longer holds the spread/) });
 
@@ -106,12 +86,12 @@ describe('a job whose claim is taken while its provider call is in flight', () =
     const poll = await waitFor(() => replicate.requests.slice(before).find((r) => r.method === 'GET'), { what: 'the prediction polled' });
     const predictionId = poll.path.split('/').pop();
     const [sound] = await queryRows(env.databaseUrl, 'select id from soundscapes where book_id = $1', [bookId]);
-    await timeOut(bookId);
-    await restart(bookId);
+    await timeOutBookRun(worker, env.databaseUrl, bookId);
+    await restartBook(api, bookId);
 
     await waitFor(() => poll.gone.aborted || null, { what: 'the old run\'s poll to be aborted', timeoutMs: ABORTED_WITHIN_MS });
     await waitFor(() => replicate.requests.find((r) => r.method === 'POST' && r.path === `/v1/predictions/${predictionId}/cancel`), { what: 'the prediction cancelled' });
-    const oldJob = await endOf('soundscape', jobId.soundscape(sound.id, 1));
+    const oldJob = await endedJob(worker, 'soundscape', jobId.soundscape(sound.id, 1));
     expect(oldJob.failedReason).toBeUndefined();
     expect(oldJob.returnvalue).toMatchObject({ skipped: expect.stringMatching(/run 1 no longer holds the soundscape/) });
 

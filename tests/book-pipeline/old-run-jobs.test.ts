@@ -6,11 +6,9 @@ import { jobId } from '@soundqueue/shared/queues';
 import { claimSoundscape, claimSpread, releaseSoundscapeClaim, releaseSpreadClaim } from '@soundqueue/shared/rollup/books';
 import { createProviders } from '../../apps/worker/src/providers';
 import { probeAudio } from '../../apps/worker/src/ffmpeg';
-import { reconcile } from '../../apps/worker/src/reconciler';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
-import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
+import { endedJob, expectBookCountsMatchRows, postBook, restartBook, timeOutBookRun, waitForBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
-import { waitFor } from '../helpers/wait';
 
 // A spread-analysis or soundscape job whose provider call outlives its run: the reconciler's
 // timeout ends the run (failing the job's spread or soundscape), the user starts generation
@@ -89,27 +87,8 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-/** What the reconciler does to a run that has not finished within STUCK_AFTER_MS. */
-async function timeOut(bookId: string): Promise<void> {
-  await queryRows(env.databaseUrl, `update books set started_at = now() - interval '7 hours', updated_at = now() - interval '7 hours' where id = $1`, [bookId]);
-  expect((await reconcile(worker.ctx)).booksTimedOut).toEqual([bookId]);
-}
-
-async function restart(bookId: string): Promise<void> {
-  const res = await api.request(`/v1/books/${bookId}/soundscapes`, { method: 'POST', user: 'reader' });
-  expect(res.status).toBe(202);
-}
-
-/** The job once it has ended (BullMQ's state), read after its end: one read before holds no result yet. */
-async function endOf(queue: 'book-analyze' | 'soundscape', id: string) {
-  return waitFor(async () => {
-    const state = await worker.ctx.queues[queue].getJobState(id);
-    return state === 'completed' || state === 'failed' ? worker.ctx.queues[queue].getJob(id) : null;
-  }, { what: `job ${id} to end` });
-}
-
 /** An old run's job ends quietly: completed, as skipped, rather than failed. */
-function expectSkipped(job: Awaited<ReturnType<typeof endOf>>): void {
+function expectSkipped(job: Awaited<ReturnType<typeof endedJob>>): void {
   expect(job.failedReason).toBeUndefined();
   expect(job.returnvalue).toMatchObject({ skipped: expect.stringMatching(/run 1/) });
 }
@@ -122,12 +101,12 @@ describe('a job of a run the reconciler timed out, still running after a restart
     const created = await postBook(api, { title: 'Sea', pages: ['the stormy sea', 'waves on the sea'] });
     const bookId = created.body.bookId as string;
     await old.entered;
-    await timeOut(bookId);
-    await restart(bookId);
+    await timeOutBookRun(worker, env.databaseUrl, bookId);
+    await restartBook(api, bookId);
     await current.entered; // run 2's job holds the spread and is calling the provider
 
     old.release('fail');
-    const oldJob = await endOf('book-analyze', jobId.bookAnalyze(bookId, 0, 1));
+    const oldJob = await endedJob(worker, 'book-analyze', jobId.bookAnalyze(bookId, 0, 1));
     const [mid] = await queryRows(env.databaseUrl, 'select run, failed_spreads, error_count from books where id = $1', [bookId]);
     expect(mid).toEqual({ run: 2, failed_spreads: 0, error_count: 0 });
     expect((await queryRows(env.databaseUrl, 'select status from book_spreads where book_id = $1', [bookId]))[0].status).toBe('analyzing');
@@ -148,12 +127,12 @@ describe('a job of a run the reconciler timed out, still running after a restart
     const bookId = created.body.bookId as string;
     await old.entered;
     const [sound] = await queryRows(env.databaseUrl, 'select id from soundscapes where book_id = $1', [bookId]);
-    await timeOut(bookId);
-    await restart(bookId);
+    await timeOutBookRun(worker, env.databaseUrl, bookId);
+    await restartBook(api, bookId);
     await current.entered;
 
     old.release('fail');
-    const oldJob = await endOf('soundscape', jobId.soundscape(sound.id, 1));
+    const oldJob = await endedJob(worker, 'soundscape', jobId.soundscape(sound.id, 1));
     const [mid] = await queryRows(env.databaseUrl, 'select run, soundscapes_failed, error_count from books where id = $1', [bookId]);
     expect(mid).toEqual({ run: 2, soundscapes_failed: 0, error_count: 0 });
     expect((await queryRows(env.databaseUrl, 'select status from soundscapes where id = $1', [sound.id]))[0].status).toBe('generating');
@@ -173,8 +152,8 @@ describe('a job of a run the reconciler timed out, still running after a restart
     const bookId = created.body.bookId as string;
     await old.entered;
     const [sound] = await queryRows(env.databaseUrl, 'select id from soundscapes where book_id = $1', [bookId]);
-    await timeOut(bookId);
-    await restart(bookId);
+    await timeOutBookRun(worker, env.databaseUrl, bookId);
+    await restartBook(api, bookId);
     // Run 2's own job makes the soundscape and the book ends ready.
     const book = await waitForBook(api, bookId);
     expect(book).toMatchObject({ status: 'ready', stats: { soundscapesGenerated: 1 } });
@@ -182,7 +161,7 @@ describe('a job of a run the reconciler timed out, still running after a restart
     expect(made.status).toBe('completed');
 
     old.release('answer');
-    const oldJob = await endOf('soundscape', jobId.soundscape(sound.id, 1));
+    const oldJob = await endedJob(worker, 'soundscape', jobId.soundscape(sound.id, 1));
     const [after] = await queryRows(env.databaseUrl, 'select status, file_key, file_bytes, duration_ms from soundscapes where id = $1', [sound.id]);
     expect(after).toEqual(made);
     // The stored file is still the one the row describes (the old job's loop is 1 s long)...

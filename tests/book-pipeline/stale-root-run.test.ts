@@ -7,7 +7,7 @@ import { processBook } from '../../apps/worker/src/processors/book';
 import { processSoundscape } from '../../apps/worker/src/processors/soundscape';
 import { reconcile } from '../../apps/worker/src/reconciler';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
-import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
+import { expectBookCountsMatchRows, postBook, restartBook, waitForBook } from '../helpers/books';
 import { analysisRefusing } from '../helpers/providers';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 
@@ -64,11 +64,6 @@ beforeAll(async () => {
 }, 600_000);
 
 /** Starts a ready book again (run 2); nothing processes it. */
-async function restart(bookId: string): Promise<void> {
-  const restarted = await api.request(`/v1/books/${bookId}/soundscapes`, { method: 'POST', user: 'reader' });
-  expect(restarted.status).toBe(202);
-}
-
 /**
  * The root job of `run` with a publish that, the first time it is called, does what the
  * reconciler's timeout and then the user would: end the book, and start it again.
@@ -103,7 +98,7 @@ function rootOf(bookId: string, run: number, step: 'segment' | 'finalize') {
 describe('a book root of an older run', () => {
   it('in its segment step neither fails the new run\'s spreads nor segments for it', async () => {
     const bookId = readyBooks[0]!;
-    await restart(bookId);
+    await restartBook(api, bookId);
     // Run 2's jobs never ran: its unanalysed spread is a leftover of run 2 for this root.
     const root = rootOf(bookId, 2, 'segment');
     expect(await root.run()).toEqual({ status: null });
@@ -129,7 +124,7 @@ describe('a book root of an older run', () => {
 
   it('in its finalize step ends only its own run: a restart after it finds the new run\'s soundscapes untouched', async () => {
     const bookId = readyBooks[1]!;
-    await restart(bookId);
+    await restartBook(api, bookId);
     // The restart gave the failed soundscapes another go: they are run 2's leftovers.
     const before = await queryRows(env.databaseUrl, `select status from soundscapes where book_id = $1`, [bookId]);
     expect(before.length).toBeGreaterThan(0);
@@ -165,7 +160,7 @@ describe('a book root of an older run', () => {
 
   it('timed out by the reconciler: what the stuck run left is failed in one go, and the book ends once', async () => {
     const bookId = readyBooks[2]!;
-    await restart(bookId);
+    await restartBook(api, bookId);
     // Run 2 started seven hours ago and has not moved since (STUCK_AFTER_MS is 6 hours).
     await queryRows(env.databaseUrl, `update books set started_at = now() - interval '7 hours', updated_at = now() - interval '7 hours' where id = $1`, [bookId]);
     const report = await reconcile(worker.ctx);

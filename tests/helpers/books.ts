@@ -1,7 +1,9 @@
 import { expect } from 'vitest';
 import pg from 'pg';
-import type { TestApi } from './app';
+import { reconcile } from '../../apps/worker/src/reconciler';
+import type { TestApi, TestWorker } from './app';
 import { readJson } from './app';
+import { queryRows } from './services';
 import { waitFor } from './wait';
 
 export async function postBook(api: TestApi, body: unknown, user = 'reader') {
@@ -48,4 +50,24 @@ export async function expectBookCountsMatchRows(databaseUrl: string, bookId: str
   } finally {
     await client.end();
   }
+}
+
+/** Generates a book's soundscapes again (POST /v1/books/:id/soundscapes): a new run of the book. */
+export async function restartBook(api: TestApi, bookId: string, user = 'reader'): Promise<void> {
+  const res = await api.request(`/v1/books/${bookId}/soundscapes`, { method: 'POST', user });
+  expect(res.status).toBe(202);
+}
+
+/** What the reconciler does to a book run that has not finished within STUCK_AFTER_MS (6 hours in tests). */
+export async function timeOutBookRun(worker: TestWorker, databaseUrl: string, bookId: string): Promise<void> {
+  await queryRows(databaseUrl, `update books set started_at = now() - interval '7 hours', updated_at = now() - interval '7 hours' where id = $1`, [bookId]);
+  expect((await reconcile(worker.ctx)).booksTimedOut).toEqual([bookId]);
+}
+
+/** A book job once it has ended (BullMQ's state), read after its end: one read before holds no result yet. */
+export async function endedJob(worker: TestWorker, queue: 'book-analyze' | 'soundscape', id: string) {
+  return waitFor(async () => {
+    const state = await worker.ctx.queues[queue].getJobState(id);
+    return state === 'completed' || state === 'failed' ? worker.ctx.queues[queue].getJob(id) : null;
+  }, { what: `job ${id} to end` });
 }
