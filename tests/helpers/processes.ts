@@ -121,6 +121,11 @@ export function spawnApi(env: Record<string, string>, name = 'api'): ServiceProc
   return start(name, 'apps/api/src/main.ts', env, 'api listening');
 }
 
+/** `npm start`'s process (`scripts/start.ts`: the API and every worker in one); give it a PORT from freePort(). */
+export function spawnAllInOne(env: Record<string, string>, name = 'soundqueue'): ServiceProcess {
+  return start(name, 'scripts/start.ts', env, 'soundqueue started');
+}
+
 /** A TCP port nobody listens on right now. */
 export async function freePort(): Promise<number> {
   const server = createServer();
