@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, STATUS_CODES, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { StreamLimit } from './events/stream-limit';
@@ -18,8 +19,33 @@ export interface Listening {
   close(): Promise<void>;
 }
 
+/**
+ * Answers a request Node's HTTP parser refuses before Express sees it (headers over Node's
+ * 16 KiB limit, a byte no header may hold, a request line that is not HTTP, Content-Length
+ * and Transfer-Encoding together) in the API's one error shape. Node's own answer was a bare
+ * 400 or 431 with no body. As Node does, only a connection that has had nothing written to it
+ * gets an answer; on one whose earlier response went out, the client is told by the close.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex & { bytesWritten?: number }): void {
+  if (error.code === 'ECONNRESET' || !socket.writable || (socket.bytesWritten ?? 0) > 0) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'the request headers are larger than the 16 KiB the server accepts']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'the request was not received in time']
+        : [400, 'bad_request', 'the request is not valid HTTP'];
+  const body = JSON.stringify({ error: { code, message, details: null } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
 export async function serve(app: Express, port: number, options: { host?: string; streams: StreamLimit }): Promise<Listening> {
   const server = createServer(app);
+  server.on('clientError', answerClientError);
   let closing = false;
   // Node keeps a connection alive after close() if a response was in progress on it, and
   // serves its next request: while closing, each one is let go as soon as its response is
