@@ -92,9 +92,9 @@ async function settledJob(deliveryId: string) {
 
 const row = async (id: string) =>
   (
-    await queryRows<{ status: string; attempts: number; attempt_log: { attempt: number }[]; last_status_code: number | null; last_error: string | null }>(
+    await queryRows<{ status: string; attempts: number; attempt_log: { attempt: number; status_code: number | null; latency_ms: number }[]; last_status_code: number | null; last_latency_ms: number | null; last_error: string | null }>(
       env.databaseUrl,
-      'select status, attempts, attempt_log, last_status_code, last_error from webhook_deliveries where id = $1',
+      'select status, attempts, attempt_log, last_status_code, last_latency_ms, last_error from webhook_deliveries where id = $1',
       [id],
     )
   )[0]!;
@@ -134,6 +134,30 @@ describe('a webhook delivery run twice at once', () => {
     expect(await row(id)).toMatchObject({ status: 'failed', attempts: 3, last_status_code: 500, attempt_log: [expect.objectContaining({ attempt: 3 })] });
     expect(state).toBe('completed');
     expect(receiver.received).toEqual(['2', '3']);
+  });
+
+  it('keeps the newest attempt in last_* and the log in attempt order when an earlier attempt records after it', async () => {
+    const first = heldAnswer();
+    receiver.answerWith((attempt) => (attempt === '1' ? first.answer : 502));
+    const id = await deliver(0);
+    await waitFor(() => receiver.received.length === 1 || null, { what: 'attempt 1 under way' });
+    await runAgain(id);
+    // Attempt 2 (not the last of 3) answered 502: recorded, the delivery still pending.
+    await waitFor(async () => ((await row(id)).attempt_log.length === 1 ? true : null), { what: 'attempt 2 recorded' });
+    expect(await row(id)).toMatchObject({ status: 'pending', attempts: 2, last_status_code: 502 });
+
+    first.release(500);
+    const { state } = await settledJob(id);
+    expect(state).toBe('delayed'); // attempt 1's 500 is recorded, and its job retries as before
+    const after = await row(id);
+    // Before: last_status_code 500 and last_latency_ms of attempt 1, the log [2, 1].
+    expect(after).toMatchObject({ status: 'pending', attempts: 2, last_status_code: 502, last_error: 'endpoint answered 502' });
+    expect(after.attempt_log.map((a) => [a.attempt, a.status_code])).toEqual([
+      [1, 500],
+      [2, 502],
+    ]);
+    expect(after.last_latency_ms).toBe(after.attempt_log[1]!.latency_ms);
+    expect(receiver.received).toEqual(['1', '2']);
   });
 
   it('records its last attempt when a second run failed it for want of that outcome', async () => {

@@ -18,7 +18,9 @@ import { sendWebhook } from '../webhook-request';
  * made every attempt again. An attempt that cannot be counted is not sent, and the delivery
  * stays pending for the job's next attempt or the reconciler. An attempt's outcome is recorded
  * only on a delivery still pending (takesOutcome): another run of the same delivery may have
- * ended it meanwhile, and then this run changes nothing and ends without a retry.
+ * ended it meanwhile, and then this run changes nothing and ends without a retry. While both
+ * runs leave it pending, their outcomes can come in either order: the log is kept in attempt
+ * order and last_* describe the newest attempt whose outcome is known (newestKnown).
  */
 export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{ status: number } | { skipped: string }> {
   const { deliveryId } = parsePayload('webhooks', run.job.data);
@@ -42,13 +44,14 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
   const record = async (fields: { statusCode: number | null; latencyMs: number; error: string | null; status: 'pending' | 'delivered' | 'failed' }) => {
     const entry: WebhookAttempt = { attempt, at: new Date().toISOString(), status_code: fields.statusCode, latency_ms: fields.latencyMs, error: fields.error };
     // The attempt is counted already (countAttempt): this records its outcome.
+    const newest = newestKnown(attempt);
     const changed = await ctx.db
       .update(webhookDeliveries)
       .set({
-        lastStatusCode: fields.statusCode,
-        lastLatencyMs: fields.latencyMs,
-        lastError: fields.error,
-        attemptLog: sql`${webhookDeliveries.attemptLog} || ${JSON.stringify([entry])}::jsonb`,
+        lastStatusCode: sql`case when ${newest} then ${fields.statusCode}::integer else ${webhookDeliveries.lastStatusCode} end`,
+        lastLatencyMs: sql`case when ${newest} then ${fields.latencyMs}::integer else ${webhookDeliveries.lastLatencyMs} end`,
+        lastError: sql`case when ${newest} then ${fields.error}::text else ${webhookDeliveries.lastError} end`,
+        attemptLog: inAttemptOrder(entry),
         status: fields.status,
         deliveredAt: fields.status === 'delivered' ? sql`now()` : null,
         updatedAt: sql`now()`,
@@ -121,6 +124,21 @@ function takesOutcome(attempt: number) {
       sql`not ${webhookDeliveries.attemptLog} @> ${JSON.stringify([{ attempt }])}::jsonb`,
     ),
   );
+}
+
+/**
+ * Whether attempt `attempt` is the newest whose outcome the row knows, so that the delivery's
+ * last_* fields describe it: no attempt with a higher number is in the log. Two runs of one
+ * delivery (see takesOutcome) can both record while it is pending, and an earlier attempt's
+ * outcome can come after a later one's; it goes into the log but leaves last_* alone.
+ */
+function newestKnown(attempt: number) {
+  return sql`not exists (select 1 from jsonb_array_elements(${webhookDeliveries.attemptLog}) as logged(entry) where (logged.entry->>'attempt')::integer > ${attempt}::integer)`;
+}
+
+/** The attempt log with `entry` added, ordered by attempt number whatever order outcomes came in. */
+function inAttemptOrder(entry: WebhookAttempt) {
+  return sql`(select jsonb_agg(logged.entry order by (logged.entry->>'attempt')::integer, logged.n) from jsonb_array_elements(${webhookDeliveries.attemptLog} || ${JSON.stringify([entry])}::jsonb) with ordinality as logged(entry, n))`;
 }
 
 /**
