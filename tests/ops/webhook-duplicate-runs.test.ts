@@ -160,6 +160,25 @@ describe('a webhook delivery run twice at once', () => {
     expect(receiver.received).toEqual(['1', '2']);
   });
 
+  it('describes a late success in last_* when an earlier attempt delivers it after a later one failed', async () => {
+    const first = heldAnswer();
+    receiver.answerWith((attempt) => (attempt === '1' ? first.answer : 502));
+    const id = await deliver(0);
+    await waitFor(() => receiver.received.length === 1 || null, { what: 'attempt 1 under way' });
+    await runAgain(id);
+    await waitFor(async () => ((await row(id)).attempt_log.length === 1 ? true : null), { what: 'attempt 2 recorded' });
+
+    first.release(200);
+    await rowWith(id, 'delivered');
+    const after = await row(id);
+    // Before: delivered, with last_* still showing attempt 2's 502.
+    expect(after).toMatchObject({ status: 'delivered', last_status_code: 200, last_error: null });
+    expect(after.attempt_log.map((a) => [a.attempt, a.status_code])).toEqual([
+      [1, 200],
+      [2, 502],
+    ]);
+  });
+
   it('records its last attempt when a second run failed it for want of that outcome', async () => {
     const last = heldAnswer();
     receiver.answerWith(() => last.answer);

@@ -44,7 +44,9 @@ export async function processWebhook(ctx: WorkerContext, run: JobRun): Promise<{
   const record = async (fields: { statusCode: number | null; latencyMs: number; error: string | null; status: 'pending' | 'delivered' | 'failed' }) => {
     const entry: WebhookAttempt = { attempt, at: new Date().toISOString(), status_code: fields.statusCode, latency_ms: fields.latencyMs, error: fields.error };
     // The attempt is counted already (countAttempt): this records its outcome.
-    const newest = newestKnown(attempt);
+    // The success that delivers it is what last_* describe, whatever attempt it was: a
+    // delivered delivery never shows a failure as its last answer.
+    const newest = fields.status === 'delivered' ? sql`true` : newestKnown(attempt);
     const changed = await ctx.db
       .update(webhookDeliveries)
       .set({
