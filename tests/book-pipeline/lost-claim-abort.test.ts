@@ -8,6 +8,7 @@ import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 import { readingGeminiAnswer, startGeminiServer, type GeminiFake } from '../fakes/gemini-server';
 import { fakeProviderEnv } from '../fakes/provider-env';
+import { providerCallDuration } from '../../apps/worker/src/metrics';
 import { startReplicateServer, type ReplicateFake } from '../fakes/replicate-server';
 
 // A spread-analysis or soundscape job whose claim is taken from it while its provider call is
@@ -51,6 +52,14 @@ function providerCalls(bookId: string, kind: 'analysis' | 'soundscape') {
   return queryRows(env.databaseUrl, 'select outcome, cost_usd::float as cost from provider_calls where book_id = $1 and kind = $2 order by outcome', [bookId, kind]);
 }
 
+/** How many provider calls of `kind` this process's workers timed with `outcome` (soundqueue_provider_call_duration_seconds). */
+async function timedCalls(kind: 'analysis' | 'soundscape', outcome: string): Promise<number> {
+  const { values } = await providerCallDuration.get();
+  return values
+    .filter((v) => v.metricName === 'soundqueue_provider_call_duration_seconds_count' && v.labels.kind === kind && v.labels.outcome === outcome)
+    .reduce((sum, v) => sum + v.value, 0);
+}
+
 /** A renewal's wait plus room for a loaded machine; the provider's deadline is far later. */
 const ABORTED_WITHIN_MS = 30_000;
 
@@ -69,11 +78,14 @@ describe('a job whose claim is taken while its provider call is in flight', () =
     expect(oldJob.failedReason).toBeUndefined();
     expect(oldJob.returnvalue).toMatchObject({ skipped: expect.stringMatching(/run 1 no longer holds the spread/) });
 
-    // The new run analyses the spread; the aborted call is recorded, as every call is.
+    // The new run analyses the spread; the aborted call is recorded, as every call is, as
+    // aborted: the provider did not fail.
     const book = await waitForBook(api, bookId);
     expect(book).toMatchObject({ status: 'ready', stats: { processedSpreads: 1 } });
     expect(book.errors ?? []).toEqual([]);
-    expect(await providerCalls(bookId, 'analysis')).toEqual([{ outcome: 'error', cost: 0 }, { outcome: 'ok', cost: expect.any(Number) }]);
+    expect(await providerCalls(bookId, 'analysis')).toEqual([{ outcome: 'aborted', cost: 0 }, { outcome: 'ok', cost: expect.any(Number) }]);
+    expect(await timedCalls('analysis', 'aborted')).toBe(1);
+    expect(await timedCalls('analysis', 'error')).toBe(0);
     await expectBookCountsMatchRows(env.databaseUrl, bookId);
   });
 
@@ -98,7 +110,9 @@ describe('a job whose claim is taken while its provider call is in flight', () =
     const book = await waitForBook(api, bookId);
     expect(book).toMatchObject({ status: 'ready', stats: { soundscapesGenerated: 1 } });
     expect(book.warning).toBeUndefined();
-    expect(await providerCalls(bookId, 'soundscape')).toEqual([{ outcome: 'error', cost: 0 }, { outcome: 'ok', cost: expect.any(Number) }]);
+    expect(await providerCalls(bookId, 'soundscape')).toEqual([{ outcome: 'aborted', cost: 0 }, { outcome: 'ok', cost: expect.any(Number) }]);
+    expect(await timedCalls('soundscape', 'aborted')).toBe(1);
+    expect(await timedCalls('soundscape', 'error')).toBe(0);
     // Only the new run's file is stored.
     const [made] = await queryRows(env.databaseUrl, 'select file_key from soundscapes where id = $1', [sound.id]);
     expect(await readdir(join(env.config.STORAGE_DIR, 'soundscapes', bookId))).toEqual([made.file_key.split('/').pop()]);

@@ -23,12 +23,12 @@ const analytics = async (query: string) => {
   return readJson(res);
 };
 
-async function providerCall(provider: string, costUsd: number, createdAt: string) {
+async function providerCall(provider: string, costUsd: number, createdAt: string, outcome = 'ok') {
   await queryRows(
     env.databaseUrl,
     `insert into provider_calls (user_id, provider, kind, units, unit_type, cost_usd, latency_ms, outcome, created_at)
-     values ('u', $1, 'speech', 1000, 'characters', $2, 100, 'ok', $3)`,
-    [provider, costUsd, createdAt],
+     values ('u', $1, 'speech', 1000, 'characters', $2, 100, $4, $3)`,
+    [provider, costUsd, createdAt, outcome],
   );
 }
 
@@ -48,6 +48,21 @@ describe('GET /v1/admin/analytics', () => {
     expect(a.cost_per_day).toEqual([
       { day: '2026-11-01', provider: 'openai', cost_usd: 0.5 },
       { day: '2026-11-02', provider: 'openai', cost_usd: 0.25 },
+    ]);
+  });
+
+  it('counts provider calls per outcome: one we aborted (its job\'s claim taken) apart from a provider\'s failure', async () => {
+    api ??= await startTestApi(env.config);
+    await providerCall('gemini', 0.5, '2027-05-01T10:00:00Z');
+    await providerCall('gemini', 0.25, '2027-05-01T11:00:00Z');
+    await providerCall('gemini', 0, '2027-05-01T12:00:00Z', 'error');
+    await providerCall('gemini', 0, '2027-05-01T13:00:00Z', 'aborted');
+    await providerCall('gemini', 0, '2027-05-01T14:00:00Z', 'aborted');
+    const a = await analytics('since=2027-05-01');
+    expect(a.provider_calls).toEqual([
+      { provider: 'gemini', kind: 'speech', outcome: 'aborted', calls: 2, cost_usd: 0 },
+      { provider: 'gemini', kind: 'speech', outcome: 'error', calls: 1, cost_usd: 0 },
+      { provider: 'gemini', kind: 'speech', outcome: 'ok', calls: 2, cost_usd: 0.75 },
     ]);
   });
 

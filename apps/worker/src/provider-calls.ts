@@ -34,8 +34,18 @@ export async function recordProviderCall(db: Db, call: ProviderCall): Promise<vo
 
 export type CallMeta = Pick<ProviderCall, 'userId' | 'batchId' | 'bookId' | 'provider' | 'kind' | 'unitType'>;
 
-/** Makes one provider call and records it, whether it succeeds or fails. */
-export async function recordedCall<T>(db: Db, meta: CallMeta, call: () => Promise<T>, usage: (result: T) => { units: number; costUsd: number }): Promise<T> {
+/**
+ * Makes one provider call and records it, whether it succeeds or fails. A call that fails
+ * once `lost` has aborted it (the job's claim taken: keepClaim in claims.ts) is recorded as
+ * `aborted`, not `error`: we stopped it, the provider did not fail.
+ */
+export async function recordedCall<T>(
+  db: Db,
+  meta: CallMeta,
+  call: () => Promise<T>,
+  usage: (result: T) => { units: number; costUsd: number },
+  lost?: AbortSignal,
+): Promise<T> {
   const started = Date.now();
   let result: T;
   try {
@@ -43,7 +53,7 @@ export async function recordedCall<T>(db: Db, meta: CallMeta, call: () => Promis
   } catch (error) {
     // A failed call costs nothing unless the provider answered and charged for it.
     const billed = error instanceof SoundqueueError ? error.billed : undefined;
-    await recordProviderCall(db, { ...meta, units: billed?.units ?? 0, costUsd: billed?.costUsd ?? 0, latencyMs: Date.now() - started, outcome: 'error' });
+    await recordProviderCall(db, { ...meta, units: billed?.units ?? 0, costUsd: billed?.costUsd ?? 0, latencyMs: Date.now() - started, outcome: lost?.aborted ? 'aborted' : 'error' });
     throw error;
   }
   await recordProviderCall(db, { ...meta, ...usage(result), latencyMs: Date.now() - started, outcome: 'ok' });

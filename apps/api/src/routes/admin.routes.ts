@@ -71,6 +71,12 @@ export function adminRoutes(ctx: ApiContext): Router {
         select to_char(created_at at time zone 'UTC', 'YYYY-MM-DD') as day, provider, sum(cost_usd)::text as cost
         from provider_calls where created_at >= ${since} group by 1, 2 order by 1, 2`)
     ).rows;
+    // Per outcome, so that calls we aborted (a job's claim taken) are not read as provider failures.
+    const calls = (
+      await ctx.db.execute<{ provider: string; kind: string; outcome: string; calls: number; cost: string }>(sql`
+        select provider, kind, outcome, count(*)::int as calls, sum(cost_usd)::text as cost
+        from provider_calls where created_at >= ${since} group by 1, 2, 3 order by 1, 2, 3`)
+    ).rows;
     const finished = n(batches?.finished);
     const tracksDone = n(batches?.tracks_completed) + n(batches?.tracks_failed);
     res.json({
@@ -93,6 +99,7 @@ export function adminRoutes(ctx: ApiContext): Router {
       top_failures: failures.map((f) => ({ error_type: f.error_type, message: f.error_message, count: f.count })),
       books: { ready: n(bookRow?.ready), failed: n(bookRow?.failed), processing: n(bookRow?.processing) },
       cost_per_day: costPerDay.map((c) => ({ day: c.day, provider: c.provider, cost_usd: Number(c.cost) })),
+      provider_calls: calls.map((c) => ({ provider: c.provider, kind: c.kind, outcome: c.outcome, calls: c.calls, cost_usd: Number(c.cost) })),
     });
   });
 

@@ -46,6 +46,7 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
       { userId: book.userId, bookId, provider: provider.name, kind: 'analysis', unitType: 'tokens' },
       () => provider.analyze({ spreadIndex, text: spread!.text, previousText: previous?.text ?? null }, kept.lost),
       (r) => ({ units: r.usage.tokens, costUsd: r.costUsd }),
+      kept.lost,
     );
     // Spread 0 opens scene 0 whatever the model says.
     const analysis = spreadIndex === 0 ? { ...result.analysis, sceneChanged: true } : result.analysis;

@@ -50,6 +50,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
       { userId: soundscape.userId, bookId, provider: provider.name, kind: 'soundscape', unitType: 'seconds' },
       () => provider.generate({ prompt: scene.prompt, ambience: scene.ambience, mood: scene.mood, durationSeconds: ctx.config.SOUNDSCAPE_SECONDS }, kept.lost),
       (r) => ({ units: r.usage.seconds, costUsd: r.costUsd }),
+      kept.lost,
     );
     const answered = `${tmp}.${result.format}`;
     scratchFile = answered;

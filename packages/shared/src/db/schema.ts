@@ -326,7 +326,8 @@ export const providerCalls = pgTable(
     unitType: text('unit_type', { enum: ['characters', 'tokens', 'seconds'] }).notNull(),
     costUsd: money('cost_usd'),
     latencyMs: integer('latency_ms').notNull(),
-    outcome: text('outcome', { enum: ['ok', 'error'] }).notNull(),
+    // aborted: the call stopped by us (the job's claim was taken), not failed by the provider.
+    outcome: text('outcome', { enum: ['ok', 'error', 'aborted'] }).notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [index('provider_calls_user_created_idx').on(t.userId, t.createdAt), index('provider_calls_created_idx').on(t.createdAt)],
