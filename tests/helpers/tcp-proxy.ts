@@ -18,6 +18,13 @@ export interface TcpProxy {
   release(): void;
   /** Drops every open connection at once; what they had held is thrown away with them. */
   cut(): void;
+  /**
+   * Arms one cut: the first connection that sends a chunk matching `first` and then one
+   * matching `then` passes that one on, but the server's answer to it is thrown away and the
+   * connection dropped as it arrives. For PostgreSQL, a COMMIT the server carried out whose
+   * client never hears so: the connection is lost once the COMMIT was sent. Resolves once cut.
+   */
+  cutAnswerTo(first: (sent: string) => boolean, then: (sent: string) => boolean): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,6 +33,10 @@ interface Pair {
   upstream: Socket;
   holding: boolean;
   held: Buffer[];
+  /** Sent a chunk matching the armed cut's `first`. */
+  marked: boolean;
+  /** Sent the chunk matching its `then`: the server's next answer is thrown away with the connection. */
+  doomed: boolean;
 }
 
 /** A TCP proxy on a spare port in front of `target` (a redis:// URL), for tests that break the network. */
@@ -34,6 +45,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const pairs = new Set<Pair>();
   // What a connection opened now starts as.
   let holdingNew = false;
+  let armed: { first: (sent: string) => boolean; then: (sent: string) => boolean; done: () => void } | undefined;
   const drop = (pair: Pair) => {
     pairs.delete(pair);
     pair.held = [];
@@ -42,13 +54,27 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   };
   const server = createServer((client) => {
     const upstream = connect(Number(port), hostname);
-    const pair: Pair = { client, upstream, holding: holdingNew, held: [] };
+    const pair: Pair = { client, upstream, holding: holdingNew, held: [], marked: false, doomed: false };
     pairs.add(pair);
     client.on('data', (chunk) => {
+      if (armed) {
+        const sent = chunk.toString('latin1');
+        if (pair.marked && armed.then(sent)) pair.doomed = true;
+        else if (armed.first(sent)) pair.marked = true;
+      }
       if (pair.holding) pair.held.push(chunk);
       else upstream.write(chunk);
     });
-    upstream.on('data', (chunk) => client.write(chunk));
+    upstream.on('data', (chunk) => {
+      if (!pair.doomed) {
+        client.write(chunk);
+        return;
+      }
+      const { done } = armed!;
+      armed = undefined;
+      drop(pair);
+      done();
+    });
     // Either side going away takes the other with it, as a real connection would.
     for (const socket of [client, upstream]) {
       socket.on('error', () => drop(pair));
@@ -76,6 +102,12 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     cut() {
       for (const pair of [...pairs]) drop(pair);
+    },
+    cutAnswerTo(first, then) {
+      return new Promise<void>((done) => {
+        for (const pair of pairs) pair.marked = false;
+        armed = { first, then, done };
+      });
     },
     async close() {
       for (const pair of [...pairs]) drop(pair);

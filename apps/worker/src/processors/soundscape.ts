@@ -4,7 +4,7 @@ import { eq } from 'drizzle-orm';
 import { books, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { claimSoundscape, completeSoundscape, failSoundscape, holdsSoundscapeClaim, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
+import { claimSoundscape, completeSoundscape, completedSoundscapeEvents, failSoundscape, holdsSoundscapeClaim, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import type { ProgressEvent } from '@soundqueue/shared/events';
@@ -72,6 +72,14 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
     try {
       events = await completeSoundscape(ctx.db, soundscapeId, claim, { fileKey: key, fileBytes: stored.size, durationMs: probe.durationMs, costUsd: result.costUsd, provider: provider.name });
     } catch (error) {
+      // Committed all the same (its connection lost once the COMMIT was sent): the job is done,
+      // and what the completion would have published is published from the rows.
+      const recorded = await completedSoundscapeEvents(ctx.db, soundscapeId, key).catch(() => null);
+      if (recorded) {
+        ctx.logger.warn({ bookId, soundscapeId, run: jobRun, fileKey: key, err: error }, 'a soundscape completion failed but was recorded; the job completes');
+        await ctx.publish(recorded);
+        return { durationMs: probe.durationMs };
+      }
       await dropRefused(ctx, { bookId, soundscapeId, run: jobRun }, key, error);
       throw error;
     }

@@ -289,6 +289,25 @@ export async function completeSoundscape(
   });
 }
 
+/**
+ * The events of a soundscape's completion, made from its row and its book's as they are now:
+ * null unless the soundscape is completed with `fileKey`, the file of the attempt that stored
+ * it (keys are per claim). For a completion that threw although it was committed (its
+ * connection lost once the COMMIT was sent), whose own events never came back.
+ */
+export async function completedSoundscapeEvents(db: Db, soundscapeId: string, fileKey: string): Promise<ProgressEvent[] | null> {
+  const [row] = await db
+    .select()
+    .from(soundscapes)
+    .where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'completed'), eq(soundscapes.fileKey, fileKey)));
+  if (!row) return null;
+  const [book] = await db.select().from(books).where(eq(books.id, row.bookId));
+  return [
+    { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'completed', durationMs: row.durationMs } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
+}
+
 /** Records the final failure of the job holding `claim`; null (nothing changed) if it no longer holds it. */
 export async function failSoundscape(db: Db, soundscapeId: string, claim: string, scene: SceneSpan, error: FailureReason): Promise<ProgressEvent[] | null> {
   return db.transaction((tx) => failSoundscapeIn(tx, soundscapeId, scene, error, claim));
