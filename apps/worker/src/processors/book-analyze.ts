@@ -2,7 +2,8 @@ import { and, eq } from 'drizzle-orm';
 import { books, bookSpreads } from '@soundqueue/shared/db/schema';
 import { describeError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { claimSpread, completeSpread, failSpread, holdsSpreadClaim, releaseSpreadClaim, renewSpreadClaim } from '@soundqueue/shared/rollup/books';
+import type { ProgressEvent } from '@soundqueue/shared/events';
+import { claimSpread, completeSpread, completedSpreadEvents, failSpread, holdsSpreadClaim, releaseSpreadClaim, renewSpreadClaim } from '@soundqueue/shared/rollup/books';
 import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
 import type { WorkerContext } from '../context';
 import { handleJobFailure, type JobRun } from '../job-failure';
@@ -50,7 +51,18 @@ export async function processBookAnalyze(ctx: WorkerContext, run: JobRun): Promi
     );
     // Spread 0 opens scene 0 whatever the model says.
     const analysis = spreadIndex === 0 ? { ...result.analysis, sceneChanged: true } : result.analysis;
-    const events = await completeSpread(ctx.db, bookId, spreadIndex, claim, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started });
+    let events: ProgressEvent[] | null;
+    try {
+      events = await completeSpread(ctx.db, bookId, spreadIndex, claim, { analysis, costUsd: result.costUsd, durationMs: Date.now() - started });
+    } catch (error) {
+      // Committed all the same (its connection lost once the COMMIT was sent): the job is done,
+      // and what the completion would have published is published from the rows.
+      const recorded = await completedSpreadEvents(ctx.db, bookId, spreadIndex, claim).catch(() => null);
+      if (!recorded) throw error;
+      ctx.logger.warn({ bookId, spreadIndex, run: jobRun, err: error }, 'a spread analysis completion failed but was recorded; the job completes');
+      await ctx.publish(recorded);
+      return { sceneChanged: analysis.sceneChanged };
+    }
     if (events === null) return lostClaim();
     await ctx.publish(events);
     return { sceneChanged: analysis.sceneChanged };

@@ -248,9 +248,11 @@ export const bookSpreads = pgTable(
     // Null until analysed; a failed spread keeps null and continues the previous scene.
     analysis: jsonb('analysis'),
     status: text('status', { enum: spreadStatuses }).notNull().default('pending'),
-    // The claim of the job analysing it (a random id per claim, rollup/books.ts): set exactly
-    // while status is `analyzing`. A job writes its result only while the row still carries
-    // its claim, so a job whose run was timed out and started again changes nothing.
+    // The claim of the job analysing it (a random id per claim, rollup/books.ts): set while
+    // status is `analyzing`, and kept once `analyzed` (the claim that recorded the analysis, by
+    // which a job whose completion threw after its COMMIT knows it went through); null
+    // otherwise. A job writes its result only while the row is `analyzing` under its claim, so
+    // a job whose run was timed out and started again changes nothing.
     claim: uuid('claim'),
     errorMessage: text('error_message'),
     attempts: integer('attempts').notNull().default(0),
@@ -297,7 +299,8 @@ export const soundscapes = pgTable(
       .references(() => books.id, { onDelete: 'cascade' }),
     userId: text('user_id').notNull(),
     status: text('status', { enum: soundscapeStatuses }).notNull().default('pending'),
-    // As book_spreads.claim: the claim of the job generating it, set exactly while `generating`.
+    // The claim of the job generating it, set exactly while `generating` (as book_spreads.claim,
+    // which an analysed spread keeps; a completed soundscape's file key names its claim).
     claim: uuid('claim'),
     provider: text('provider'),
     fileKey: text('file_key'),

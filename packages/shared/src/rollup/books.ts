@@ -145,7 +145,8 @@ export async function completeSpread(
   return db.transaction(async (tx) => {
     const [spread] = await tx
       .update(bookSpreads)
-      .set({ status: 'analyzed', claim: null, analysis: result.analysis, errorMessage: null, costUsd: result.costUsd, durationMs: result.durationMs, updatedAt: sql`now()` })
+      // The claim stays: it tells the job whose completion threw after its COMMIT that it went through (completedSpreadEvents).
+      .set({ status: 'analyzed', claim, analysis: result.analysis, errorMessage: null, costUsd: result.costUsd, durationMs: result.durationMs, updatedAt: sql`now()` })
       .where(heldSpread(bookId, index, claim))
       .returning();
     if (!spread) return null;
@@ -163,6 +164,21 @@ export async function completeSpread(
       ...(book ? [bookCountersEvent(book)] : []),
     ];
   });
+}
+
+/**
+ * The events of a spread's completion, made from its row and its book's as they are now: null
+ * unless the spread was analysed under `claim`. For a completion that threw although it was
+ * committed (its connection lost once the COMMIT was sent), whose own events never came back.
+ */
+export async function completedSpreadEvents(db: Db, bookId: string, index: number, claim: string): Promise<ProgressEvent[] | null> {
+  const [row] = await db.select().from(bookSpreads).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzed'), eq(bookSpreads.claim, claim)));
+  if (!row) return null;
+  const [book] = await db.select().from(books).where(eq(books.id, bookId));
+  return [
+    { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'analyzed', analysis: row.analysis } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
 }
 
 /** What a failed spread or soundscape records: the rest (time, spread, pages) comes from its row. */
