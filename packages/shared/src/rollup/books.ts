@@ -159,11 +159,16 @@ export async function completeSpread(
       })
       .where(eq(books.id, bookId))
       .returning();
-    return [
-      { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'analyzed', analysis: result.analysis } },
-      ...(book ? [bookCountersEvent(book)] : []),
-    ];
+    return spreadAnalyzedEvents(bookId, index, result.analysis, book);
   });
+}
+
+/** What a spread's completion announces: the spread, and its book's counters. */
+function spreadAnalyzedEvents(bookId: string, index: number, analysis: unknown, book: Book | undefined): ProgressEvent[] {
+  return [
+    { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'analyzed', analysis } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
 }
 
 /**
@@ -175,10 +180,7 @@ export async function completedSpreadEvents(db: Db, bookId: string, index: numbe
   const [row] = await db.select().from(bookSpreads).where(and(spread(bookId, index), eq(bookSpreads.status, 'analyzed'), eq(bookSpreads.claim, claim)));
   if (!row) return null;
   const [book] = await db.select().from(books).where(eq(books.id, bookId));
-  return [
-    { subject: { kind: 'book', id: bookId }, type: 'spread.updated', data: { spreadIndex: index, status: 'analyzed', analysis: row.analysis } },
-    ...(book ? [bookCountersEvent(book)] : []),
-  ];
+  return spreadAnalyzedEvents(bookId, index, row.analysis, book);
 }
 
 /** What a failed spread or soundscape records: the rest (time, spread, pages) comes from its row. */
@@ -298,11 +300,16 @@ export async function completeSoundscape(
       })
       .where(eq(books.id, row.bookId))
       .returning();
-    return [
-      { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'completed', durationMs: row.durationMs } },
-      ...(book ? [bookCountersEvent(book)] : []),
-    ];
+    return soundscapeCompletedEvents(row, book);
   });
+}
+
+/** What a soundscape's completion announces: the soundscape, and its book's counters. */
+function soundscapeCompletedEvents(row: typeof soundscapes.$inferSelect, book: Book | undefined): ProgressEvent[] {
+  return [
+    { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId: row.id, sceneId: row.sceneId, status: 'completed', durationMs: row.durationMs } },
+    ...(book ? [bookCountersEvent(book)] : []),
+  ];
 }
 
 /**
@@ -318,10 +325,7 @@ export async function completedSoundscapeEvents(db: Db, soundscapeId: string, fi
     .where(and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'completed'), eq(soundscapes.fileKey, fileKey)));
   if (!row) return null;
   const [book] = await db.select().from(books).where(eq(books.id, row.bookId));
-  return [
-    { subject: { kind: 'book', id: row.bookId }, type: 'soundscape.updated', data: { soundscapeId, sceneId: row.sceneId, status: 'completed', durationMs: row.durationMs } },
-    ...(book ? [bookCountersEvent(book)] : []),
-  ];
+  return soundscapeCompletedEvents(row, book);
 }
 
 /** Records the final failure of the job holding `claim`; null (nothing changed) if it no longer holds it. */
