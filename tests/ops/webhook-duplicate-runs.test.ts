@@ -136,7 +136,8 @@ describe('a webhook delivery run twice at once', () => {
     expect(receiver.received).toEqual(['2', '3']);
   });
 
-  it('keeps the newest attempt in last_* and the log in attempt order when an earlier attempt records after it', async () => {
+  /** Attempt 1 held by the receiver while a second run's attempt 2 answers 502 and is recorded first. */
+  async function laterAttemptRecordedFirst() {
     const first = heldAnswer();
     receiver.answerWith((attempt) => (attempt === '1' ? first.answer : 502));
     const id = await deliver(0);
@@ -145,6 +146,11 @@ describe('a webhook delivery run twice at once', () => {
     // Attempt 2 (not the last of 3) answered 502: recorded, the delivery still pending.
     await waitFor(async () => ((await row(id)).attempt_log.length === 1 ? true : null), { what: 'attempt 2 recorded' });
     expect(await row(id)).toMatchObject({ status: 'pending', attempts: 2, last_status_code: 502 });
+    return { id, first };
+  }
+
+  it('keeps the newest attempt in last_* and the log in attempt order when an earlier attempt records after it', async () => {
+    const { id, first } = await laterAttemptRecordedFirst();
 
     first.release(500);
     const { state } = await settledJob(id);
@@ -161,12 +167,7 @@ describe('a webhook delivery run twice at once', () => {
   });
 
   it('describes a late success in last_* when an earlier attempt delivers it after a later one failed', async () => {
-    const first = heldAnswer();
-    receiver.answerWith((attempt) => (attempt === '1' ? first.answer : 502));
-    const id = await deliver(0);
-    await waitFor(() => receiver.received.length === 1 || null, { what: 'attempt 1 under way' });
-    await runAgain(id);
-    await waitFor(async () => ((await row(id)).attempt_log.length === 1 ? true : null), { what: 'attempt 2 recorded' });
+    const { id, first } = await laterAttemptRecordedFirst();
 
     first.release(200);
     await rowWith(id, 'delivered');
