@@ -1,13 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
-import { createProviders, createWorkerContext, ffmpegMixer, type Mixer, type Providers, type WorkerContext } from '@soundqueue/worker';
+import { createWorkerContext, ffmpegMixer, type Mixer, type Providers, type WorkerContext } from '@soundqueue/worker';
 import { processAudioMix } from '../../apps/worker/src/processors/audio-mix';
 import { processAudioTts } from '../../apps/worker/src/processors/audio-tts';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections, waitForTerminal } from '../helpers/batches';
+import { speechRefusal, speechWith } from '../helpers/providers';
 import { startOwnRedis, type OwnRedis } from '../helpers/redis-server';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy';
@@ -35,21 +35,12 @@ let mixes = 0;
 let speechGate: Promise<(text: string) => boolean> | undefined;
 
 function countingSeams(config: TestEnv['config']): { providers: Providers; mixer: Mixer } {
-  const real = createProviders(config);
   return {
-    providers: {
-      ...real,
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        async synthesize(request, signal) {
-          speechCalls += 1;
-          const fails = await speechGate;
-          if (fails?.(request.text)) throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-          return real.speech.synthesize(request, signal);
-        },
-      },
-    },
+    providers: speechWith(config, async (request) => {
+      speechCalls += 1;
+      const fails = await speechGate;
+      if (fails?.(request.text)) throw speechRefusal();
+    }),
     mixer: {
       ...ffmpegMixer,
       async mixTrack(input) {

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
-import { createProviders } from '../../apps/worker/src/providers';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
+import { speechRefusal, speechWith } from '../helpers/providers';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
@@ -23,20 +22,11 @@ let ending = false;
 beforeAll(async () => {
   env = await createTestEnv({ SPEECH_PROVIDER: 'local', WORKER_CONCURRENCY_AUDIO_TTS: '1' });
   api = await startTestApi(env.config);
-  const real = createProviders(env.config);
   worker = await startTestWorker(env.config, {
-    providers: {
-      ...real,
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        async synthesize(request, signal) {
-          if (!ending) await new Promise<void>((resolve) => held.push(resolve));
-          if (outcome === 'fail') throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-          return real.speech.synthesize(request, signal);
-        },
-      },
-    },
+    providers: speechWith(env.config, async () => {
+      if (!ending) await new Promise<void>((resolve) => held.push(resolve));
+      if (outcome === 'fail') throw speechRefusal();
+    }),
   });
 });
 afterAll(async () => {

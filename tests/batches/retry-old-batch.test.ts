@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcile } from '../../apps/worker/src/reconciler';
-import { createProviders } from '../../apps/worker/src/providers';
-import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { createBatch, getBatch, sampleSections, waitForTerminal } from '../helpers/batches';
+import { speechRefusal, speechWith } from '../helpers/providers';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
@@ -19,20 +18,11 @@ let release: () => void = () => {};
 beforeAll(async () => {
   env = await createTestEnv({ SPEECH_PROVIDER: 'local' });
   api = await startTestApi(env.config);
-  const real = createProviders(env.config);
   worker = await startTestWorker(env.config, {
-    providers: {
-      ...real,
-      speech: {
-        name: real.speech.name,
-        usesInstructions: real.speech.usesInstructions,
-        async synthesize(request, signal) {
-          if (mode === 'fail') throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-          await new Promise<void>((resolve) => { release = resolve; setTimeout(resolve, 20_000); });
-          return real.speech.synthesize(request, signal);
-        },
-      },
-    },
+    providers: speechWith(env.config, async () => {
+      if (mode === 'fail') throw speechRefusal();
+      await new Promise<void>((resolve) => { release = resolve; setTimeout(resolve, 20_000); });
+    }),
   });
 });
 afterAll(async () => {

@@ -1,6 +1,29 @@
 import { ContentAnalysisError, SpeechGenerationError } from '@soundqueue/shared/errors';
 import type { Config } from '@soundqueue/shared/config';
 import { createProviders, type Providers } from '../../apps/worker/src/providers';
+import type { SpeechRequest } from '../../apps/worker/src/speech/types';
+
+/** A speech provider's refusal (a 400): not retried, so the track fails at once. */
+export const speechRefusal = () => new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
+
+/**
+ * The configured providers, with `before` run ahead of every speech request: it may wait (a
+ * call the test holds) or throw (a call that fails); then the real provider speaks.
+ */
+export function speechWith(config: Config, before: (request: SpeechRequest) => Promise<void> | void): Providers {
+  const real = createProviders(config);
+  return {
+    ...real,
+    speech: {
+      name: real.speech.name,
+      usesInstructions: real.speech.usesInstructions,
+      async synthesize(request, signal) {
+        await before(request);
+        return real.speech.synthesize(request, signal);
+      },
+    },
+  };
+}
 
 /**
  * The configured providers, but speech refuses every request as a provider's 400 would (not
@@ -8,17 +31,9 @@ import { createProviders, type Providers } from '../../apps/worker/src/providers
  * to retry.
  */
 export function refusingSpeech(config: Config): Providers {
-  const real = createProviders(config);
-  return {
-    ...real,
-    speech: {
-      name: real.speech.name,
-      usesInstructions: real.speech.usesInstructions,
-      async synthesize() {
-        throw new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
-      },
-    },
-  };
+  return speechWith(config, () => {
+    throw speechRefusal();
+  });
 }
 
 /**
