@@ -131,6 +131,22 @@ describe('upload file names', () => {
   });
 });
 
+describe('upload form fields', () => {
+  it('refuses a form field it does not know with 400, as the JSON form refuses an unknown key, writing nothing', async () => {
+    // A misspelt "titel" was dropped without a word: the book got the file name as its title.
+    const booksBefore = await bookCount();
+    const refused = await uploadBook(api, { name: 'harbour.txt', type: 'text/plain', data: 'The harbour was quiet.' }, { titel: 'The Harbour', author: 'A. Writer' });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: 'validation_failed', message: expect.stringContaining('titel') });
+    expect(refused.body.error.details).toEqual([expect.objectContaining({ path: 'body', message: expect.stringContaining('titel') })]);
+    expect(await bookCount()).toBe(booksBefore);
+    // The same fields spelt right make a book.
+    const created = await uploadBook(api, { name: 'harbour.txt', type: 'text/plain', data: 'The harbour was quiet.' }, { title: 'The Harbour', author: 'A. Writer' });
+    expect(created.status).toBe(202);
+    expect(created.body).toMatchObject({ title: 'The Harbour', author: 'A. Writer' });
+  });
+});
+
 describe('.txt uploads', () => {
   it('splits text without spaces into pages of at most about 1,800 characters', async () => {
     // Japanese has no spaces between words: 21,000 characters were one page.

@@ -120,7 +120,7 @@ export function openApiDocument() {
             required: true,
             content: {
               'application/json': { schema: schema(jsonBookSchema) },
-              'multipart/form-data': { schema: { type: 'object', required: ['file'], properties: { file: { type: 'string', format: 'binary', description: '.txt or .pdf' }, title: { type: 'string' }, author: { type: 'string' } } } },
+              'multipart/form-data': { schema: { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', format: 'binary', description: '.txt or .pdf' }, title: { type: 'string' }, author: { type: 'string' } } } },
             },
           },
           responses: { 202: { description: 'processing' }, ...errors(400, 401, 402, 413, 415, 422, 503) },

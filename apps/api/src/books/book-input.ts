@@ -19,10 +19,13 @@ export const jsonBookSchema = z
   })
   .strict();
 
-const formFields = z.object({
-  title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters').optional(),
-  author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
-});
+// Strict like the JSON form: a misspelt field ("titel") is refused, not dropped unseen.
+const formFields = z
+  .object({
+    title: z.string().trim().min(1, 'must not be empty').max(300, 'must be at most 300 characters').optional(),
+    author: z.string().trim().max(300, 'must be at most 300 characters').optional(),
+  })
+  .strict();
 
 /**
  * Multer reading one file into memory, bounded by the upload limit, its name read as UTF-8. A body busboy cannot
