@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorkerContext, selectQueues, startWorkers, type RunningWorkers, type WorkerContext } from '@soundqueue/worker';
 import { createTestEnv, type TestEnv } from '../helpers/services';
@@ -69,6 +70,24 @@ describe('workers closed while their Redis connections are still connecting', ()
       }
     });
     expect(seen).toEqual([]);
+  });
+
+  it('Redis reachable, workers closed just after they started: no error logged', async () => {
+    // A SIGTERM right after start (tests/ops/stop-while-starting.test.ts met it on a loaded
+    // machine): Worker.close() closes a blocking connection whose start is still under way,
+    // the worker's run fails on it with "Connection is closed.", and every worker logged that
+    // at level error, "worker error", on a clean stop.
+    const errors: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void (JSON.parse(line).level >= 50 && errors.push(line)) });
+    for (let i = 0; i < 24; i++) {
+      const ctx = await createWorkerContext(env.config, { logger });
+      const running = await startWorkers(ctx, selectQueues(undefined));
+      for (let turn = 0; turn < i % 8; turn++) await new Promise((resolve) => setImmediate(resolve));
+      await closeWithin(20_000, running, ctx);
+    }
+    // Late failures surface a few turns after close().
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(errors).toEqual([]);
   });
 
   it('Redis refusing the workers, then accepting but never answering: no unhandled error, close resolves', async () => {

@@ -121,7 +121,14 @@ export async function startWorkers(ctx: WorkerContext, queues: QueueName[]): Pro
       if (job?.processedOn) jobDuration.observe({ queue, outcome: 'failed' }, ((job.finishedOn ?? Date.now()) - job.processedOn) / 1000);
       ctx.logger.warn({ queue, jobId: job?.id, attemptsMade: job?.attemptsMade, err: error.message }, 'job attempt failed');
     });
-    worker.on('error', (error) => ctx.logger.error({ err: error, queue }, 'worker error'));
+    worker.on('error', (error) => {
+      // Closing a worker whose start is still under way (a SIGTERM just after start) fails
+      // that start on the connection close() itself ends: an outcome of the stop, not a fault.
+      if (worker.closing && error.message === 'Connection is closed.') {
+        return ctx.logger.debug({ err: error.message, queue }, 'worker connection closed while it was starting');
+      }
+      ctx.logger.error({ err: error, queue }, 'worker error');
+    });
     return worker;
   });
   return {
