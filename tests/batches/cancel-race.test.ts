@@ -94,3 +94,55 @@ describe('a cancel racing the end of its batch', () => {
     await expectCountersMatchRows(env.databaseUrl, batchId);
   });
 });
+
+// A finaliser of a run the batch has moved on from (run 1's root, late: its flow landed after
+// the API had given up on it and recorded the batch failed; or the reconciler's stuck pass,
+// with the run it read before a retry) locked the batch's unfinished tracks before it took the
+// batch row and saw the run had changed. A cancel skips the pending tracks another transaction
+// holds (SKIP LOCKED, see cancelBatch): a cancel that came in just then cancelled none of the
+// retry's pending tracks, answered 202, and they all ran.
+describe('a cancel racing a finaliser of an older run', () => {
+  it("cancels the retry's pending tracks although run 1's root is finalising", async () => {
+    const created = await createBatch(api, { visionId: 'race', sections: sampleSections(2, 'Stale'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    await queryRows(env.databaseUrl, `update audio_tracks set status = 'failed', mix_status = 'skipped', error_type = 'QueueError', error_message = 'lost', completed_at = now() where batch_id = $1`, [batchId]);
+    await queryRows(env.databaseUrl, `update audio_generation_batches set status = 'failed', tracks_failed = 2, tracks_pending = 0, completed_at = now() where id = $1`, [batchId]);
+
+    // Run 1's root gets past its own run check, then the user retries (run 2: tracks pending).
+    let reached!: () => void;
+    const atCheck = new Promise<void>((resolve) => (reached = resolve));
+    let proceed!: () => void;
+    const gate = new Promise<void>((resolve) => (proceed = resolve));
+    const lateRoot = {
+      job: { data: { batchId, run: 1 }, attemptsMade: 0, getIgnoredChildrenFailures: async () => (reached(), await gate, {}) } as never,
+      token: 't',
+      worker: undefined as never,
+      maxRateLimitRestarts: 0,
+    };
+    const root = processAudioBatch(worker, lateRoot);
+    root.catch(() => undefined);
+    await atCheck;
+    const retry = await api.request(`/v1/audio/batches/${batchId}/retry`, { method: 'POST' });
+    expect(retry.status).toBe(202);
+
+    // The cancel takes the batch row first; the root then reaches its finaliseBatch and queues
+    // up behind it.
+    const { cancel } = await holdingRow(env.databaseUrl, 'audio_generation_batches', batchId, async () => {
+      const cancel = api.request(`/v1/audio/batches/${batchId}/cancel`, { method: 'POST' });
+      cancel.catch(() => undefined);
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) === 1, { what: 'the cancel to wait for the batch' });
+      proceed();
+      await waitFor(async () => (await lockWaits(env.databaseUrl)) === 2, { what: 'the root to wait for the batch' });
+      return { cancel };
+    });
+
+    expect((await root).status).toBeNull();
+    const answer = await cancel;
+    expect(answer.status).toBe(202);
+    expect(await readJson(answer)).toMatchObject({ status: 'cancelled', run: 2, tracks_cancelled: 2, tracks_pending: 0, tracks_failed: 0 });
+    const tracks = await queryRows(env.databaseUrl, 'select status from audio_tracks where batch_id = $1', [batchId]);
+    expect(tracks.map((t) => t.status)).toEqual(['cancelled', 'cancelled']);
+    await expectCountersMatchRows(env.databaseUrl, batchId);
+  });
+});

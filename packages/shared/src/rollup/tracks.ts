@@ -388,12 +388,18 @@ function summariseFailures(rows: { errorType: string | null; errorMessage: strin
  * Locks the batch's unfinished tracks, in id order, for finaliseBatch, which takes the batch
  * row's lock after this (see "Lock order" above). Returns their ids. A track a transition is
  * changing is waited for and then judged by its new status.
+ *
+ * Only while the batch is on `run`: a finaliser of a run the batch has moved on from (a late
+ * root, the reconciler's stuck pass with the run it read before a retry) finds out only once
+ * it holds the batch row, and meanwhile it held the new run's pending tracks, which a cancel
+ * then skipped (SKIP LOCKED, see cancelBatch) and so never cancelled. A retry changes the run
+ * and the tracks in one commit, so this statement's snapshot sees both or neither.
  */
-async function lockOpenTracks(tx: Tx, batchId: string): Promise<string[]> {
+async function lockOpenTracks(tx: Tx, batchId: string, run: number): Promise<string[]> {
   const rows = await tx
     .select({ id: audioTracks.id })
     .from(audioTracks)
-    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL)))
+    .where(and(eq(audioTracks.batchId, batchId), inArray(audioTracks.status, NOT_TERMINAL), ofRun(run)))
     .orderBy(asc(audioTracks.id))
     .for('no key update');
   return rows.map((r) => r.id);
@@ -486,7 +492,7 @@ async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefi
   const events: ProgressEvent[] = [];
   // The leftovers before the batch (see "Lock order" above). None can appear after this:
   // a track leaves a terminal status only by a retry, which needs the batch terminal.
-  const open = leftovers ? await lockOpenTracks(tx, batchId) : [];
+  const open = leftovers ? await lockOpenTracks(tx, batchId, leftovers.run) : [];
   const [locked] = await tx
     .select()
     .from(audioGenerationBatches)
