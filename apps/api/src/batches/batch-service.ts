@@ -11,6 +11,7 @@ import { HttpError } from '../http-errors';
 import { requestHash, type CreateBatchRequest } from './batch-request';
 
 type Batch = typeof audioGenerationBatches.$inferSelect;
+type Track = typeof audioTracks.$inferSelect;
 
 /**
  * A batch's columns for the lists (the user's, the admin's): all of them, but each section
@@ -153,6 +154,27 @@ export async function getOwnedBatch(ctx: ApiContext, userId: string, batchId: st
     .where(and(eq(audioGenerationBatches.id, batchId), eq(audioGenerationBatches.userId, userId)));
   if (!batch) throw new HttpError(404, 'not_found', 'batch not found');
   return batch;
+}
+
+/**
+ * A user's batch with every track, read in one snapshot (a read-only REPEATABLE READ
+ * transaction): the counters then equal the tracks listed (DESIGN.md invariant 1). Read in two
+ * statements, a track that ended between them was listed completed while the counters still
+ * counted it pending. For GET /v1/audio/batches/:id and its event stream's snapshot.
+ */
+export async function getOwnedBatchWithTracks(ctx: ApiContext, userId: string, batchId: string): Promise<{ batch: Batch; tracks: Track[] }> {
+  return ctx.db.transaction(
+    async (tx) => {
+      const [batch] = await tx
+        .select()
+        .from(audioGenerationBatches)
+        .where(and(eq(audioGenerationBatches.id, batchId), eq(audioGenerationBatches.userId, userId)));
+      if (!batch) throw new HttpError(404, 'not_found', 'batch not found');
+      const tracks = await tx.select().from(audioTracks).where(eq(audioTracks.batchId, batchId));
+      return { batch, tracks };
+    },
+    { isolationLevel: 'repeatable read', accessMode: 'read only' },
+  );
 }
 
 const TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];

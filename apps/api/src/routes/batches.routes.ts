@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { audioGenerationBatches, audioSets, audioTracks, batchStatuses } from '@soundqueue/shared/db/schema';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { createBatchSchema } from '../batches/batch-request';
-import { cancelBatch, createBatch, getOwnedBatch, listedBatch, retryFailedTracks } from '../batches/batch-service';
+import { cancelBatch, createBatch, getOwnedBatchWithTracks, listedBatch, retryFailedTracks } from '../batches/batch-service';
 import { batchView, trackView } from '../batches/batch.view';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
@@ -59,8 +59,7 @@ export function batchRoutes(ctx: ApiContext): Router {
   });
 
   router.get('/audio/batches/:id', async (req, res) => {
-    const batch = await getOwnedBatch(ctx, userOf(req), parseId(req.params.id, 'batch'));
-    const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, batch.id));
+    const { batch, tracks } = await getOwnedBatchWithTracks(ctx, userOf(req), parseId(req.params.id, 'batch'));
     res.json(batchView(batch, tracks));
   });
 

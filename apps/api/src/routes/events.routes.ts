@@ -1,7 +1,5 @@
-import { eq } from 'drizzle-orm';
 import { Router, type RequestHandler } from 'express';
-import { audioTracks } from '@soundqueue/shared/db/schema';
-import { getOwnedBatch } from '../batches/batch-service';
+import { getOwnedBatchWithTracks } from '../batches/batch-service';
 import { batchView } from '../batches/batch.view';
 import { getOwnedBook } from '../books/book-service';
 import { bookView } from '../books/book.view';
@@ -54,8 +52,7 @@ export function eventRoutes(ctx: ApiContext): Router {
   router.get(
     '/audio/batches/:id/events',
     stream('batch', async (userId, id) => {
-      const batch = await getOwnedBatch(ctx, userId, id);
-      const tracks = await ctx.db.select().from(audioTracks).where(eq(audioTracks.batchId, id));
+      const { batch, tracks } = await getOwnedBatchWithTracks(ctx, userId, id);
       return { data: batchView(batch, tracks), terminal: BATCH_TERMINAL.includes(batch.status), run: batch.run };
     }),
   );
