@@ -198,7 +198,7 @@ describe('a job of a run the reconciler timed out, still running after a restart
     const spread = await claimSpread(worker.ctx.db, bookId, 0, 3, leaseMs);
     const soundscape = await claimSoundscape(worker.ctx.db, bookId, sound.id, 3, leaseMs);
     expect(spread).toEqual({ claim: expect.any(String) });
-    expect(soundscape).toEqual({ claim: expect.any(String) });
+    expect(soundscape).toEqual({ claim: expect.any(String), voidedFiles: [] });
     await releaseSpreadClaim(worker.ctx.db, bookId, 0, (spread as { claim: string }).claim);
     await releaseSoundscapeClaim(worker.ctx.db, sound.id, (soundscape as { claim: string }).claim);
     await queryRows(env.databaseUrl, `update books set status = 'ready' where id = $1`, [bookId]);

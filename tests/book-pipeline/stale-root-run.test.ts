@@ -145,7 +145,7 @@ describe('a book root of an older run', () => {
     // it (the window between its first read and its transaction) changes nothing: the run is
     // checked under the lock.
     const lost = { stack: null, attempt: 1, message: 'lost' };
-    expect(await finaliseBook(worker.ctx.db, bookId, {}, { run: 2, soundscapes: { ...lost, errorType: 'SoundscapeGenerationError' } })).toEqual({ status: null, events: [] });
+    expect(await finaliseBook(worker.ctx.db, bookId, {}, { run: 2, soundscapes: { ...lost, errorType: 'SoundscapeGenerationError' } })).toEqual({ status: null, events: [], voidedFiles: [] });
     expect(await failBookLeftovers(worker.ctx.db, bookId, { run: 2, spreads: { ...lost, errorType: 'ContentAnalysisError' } })).toBeNull();
     const [still] = await queryRows(env.databaseUrl, 'select status, run, failed_spreads, soundscapes_failed, error_count from books where id = $1', [bookId]);
     expect(still).toMatchObject({ status: 'processing', run: 3, failed_spreads: 0, soundscapes_failed: 0, error_count: 0 });

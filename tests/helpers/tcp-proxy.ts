@@ -19,12 +19,21 @@ export interface TcpProxy {
   /** Drops every open connection at once; what they had held is thrown away with them. */
   cut(): void;
   /**
+   * Drops every open connection and refuses new ones (each is closed as it is accepted) until
+   * `accept`: for PostgreSQL, a server that has gone away, so nothing can be read back.
+   */
+  refuse(): void;
+  /** Takes new connections again after `refuse`. */
+  accept(): void;
+  /**
    * Arms one cut: the first connection that sends a chunk matching `first` and then one
    * matching `then` passes that one on, but the server's answer to it is thrown away and the
    * connection dropped as it arrives. For PostgreSQL, a COMMIT the server carried out whose
-   * client never hears so: the connection is lost once the COMMIT was sent. Resolves once cut.
+   * client never hears so: the connection is lost once the COMMIT was sent. With `refuse`, the
+   * proxy refuses (as `refuse()`) from that same moment, before the client can reconnect.
+   * Resolves once cut.
    */
-  cutAnswerTo(first: (sent: string) => boolean, then: (sent: string) => boolean): Promise<void>;
+  cutAnswerTo(first: (sent: string) => boolean, then: (sent: string) => boolean, options?: { refuse?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -45,14 +54,23 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const pairs = new Set<Pair>();
   // What a connection opened now starts as.
   let holdingNew = false;
-  let armed: { first: (sent: string) => boolean; then: (sent: string) => boolean; done: () => void } | undefined;
+  let refusing = false;
+  let armed: { first: (sent: string) => boolean; then: (sent: string) => boolean; refuse: boolean; done: () => void } | undefined;
   const drop = (pair: Pair) => {
     pairs.delete(pair);
     pair.held = [];
     pair.client.destroy();
     pair.upstream.destroy();
   };
+  const refuseAll = () => {
+    refusing = true;
+    for (const pair of [...pairs]) drop(pair);
+  };
   const server = createServer((client) => {
+    if (refusing) {
+      client.destroy();
+      return;
+    }
     const upstream = connect(Number(port), hostname);
     const pair: Pair = { client, upstream, holding: holdingNew, held: [], marked: false, doomed: false };
     pairs.add(pair);
@@ -70,9 +88,10 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
         client.write(chunk);
         return;
       }
-      const { done } = armed!;
+      const { done, refuse } = armed!;
       armed = undefined;
       drop(pair);
+      if (refuse) refuseAll();
       done();
     });
     // Either side going away takes the other with it, as a real connection would.
@@ -103,10 +122,14 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     cut() {
       for (const pair of [...pairs]) drop(pair);
     },
-    cutAnswerTo(first, then) {
+    refuse: refuseAll,
+    accept() {
+      refusing = false;
+    },
+    cutAnswerTo(first, then, options = {}) {
       return new Promise<void>((done) => {
         for (const pair of pairs) pair.marked = false;
-        armed = { first, then, done };
+        armed = { first, then, refuse: options.refuse ?? false, done };
       });
     },
     async close() {

@@ -4,7 +4,7 @@ import { buildAudioBatchFlow } from '@soundqueue/shared/flows/audio-batch';
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { jobId, tuningFrom, webhookJobOptions } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
-import { finaliseBook } from '@soundqueue/shared/rollup/books';
+import { finaliseBook, removeVoidedFiles } from '@soundqueue/shared/rollup/books';
 import { FlowProducer } from 'bullmq';
 import type { WorkerContext } from './context';
 import { findLostChild, removeStrandedRoot } from './lost-children';
@@ -121,6 +121,7 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
           spreads: { ...reason, errorType: 'ContentAnalysisError' },
           soundscapes: { ...reason, errorType: 'SoundscapeGenerationError' },
         });
+        await removeVoidedFiles(ctx.storage, ctx.logger, result.voidedFiles);
         await ctx.publish(result.events);
         if (result.status) report.booksTimedOut.push(book.id);
         return;

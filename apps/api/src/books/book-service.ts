@@ -3,7 +3,7 @@ import { books, bookSpreads, soundscapes, type ProcessingError } from '@soundque
 import { buildBookFlow } from '@soundqueue/shared/flows/book';
 import { toSpreads } from '@soundqueue/shared/pages';
 import { tuningFrom } from '@soundqueue/shared/queues';
-import { bookCountersEvent, finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
+import { bookCountersEvent, finaliseBook, lockBookChildren, lockBookRun, removeVoidedFiles } from '@soundqueue/shared/rollup/books';
 import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
@@ -49,7 +49,8 @@ async function enqueueRun(ctx: ApiContext, book: Book, spreadIndexes: number[]):
     });
     // Soundscapes a restart gave another go cannot be made either: they fail with the reason.
     const unmade = { errorType: 'QueueError' as const, message, stack: null, attempt: 1 };
-    const { events } = await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade });
+    const { events, voidedFiles } = await finaliseBook(ctx.db, book.id, {}, { run: book.run, soundscapes: unmade });
+    await removeVoidedFiles(ctx.storage, ctx.logger, voidedFiles);
     // Not awaited, as for a batch (batch-service.ts): the 503 does not wait on a stalled Redis.
     ctx.background.run(() => ctx.publish(events));
     // Repeating the POST would make another book: this one is started again by its own route.

@@ -3,7 +3,7 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { spreadAnalysisSchema } from '@soundqueue/shared/analysis';
 import { books, bookSpreads, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { jobId, jobOptions, parsePayload, QUEUE, tuningFrom } from '@soundqueue/shared/queues';
-import { bookCountersEvent, failBookLeftovers, finaliseBook, lockBookChildren, lockBookRun } from '@soundqueue/shared/rollup/books';
+import { bookCountersEvent, failBookLeftovers, finaliseBook, lockBookChildren, lockBookRun, removeVoidedFiles, voidedClaimFile } from '@soundqueue/shared/rollup/books';
 import { segmentScenes } from '@soundqueue/shared/scenes';
 import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
@@ -59,6 +59,7 @@ export async function processBook(ctx: WorkerContext, run: JobRun): Promise<{ st
     run: data.run,
     soundscapes: { errorType: 'SoundscapeGenerationError', message: lost('soundscape'), stack: null, attempt },
   });
+  await removeVoidedFiles(ctx.storage, ctx.logger, result.voidedFiles);
   await ctx.publish(result.events);
   return { status: result.status };
 }
@@ -97,8 +98,9 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
     // unlocked, it could record its file between this read and the delete, and the file would
     // be nobody's. Those without a file yet are locked too: those are the ones such a job may
     // be about to complete.
-    const replaced = stale.length === 0 ? [] : await tx.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(inArray(soundscapes.sceneId, stale));
-    const orphaned = replaced.filter((s) => s.fileKey !== null);
+    // A claim the delete voids may have stored a file too (voidedClaimFile).
+    const replaced = stale.length === 0 ? [] : await tx.select({ id: soundscapes.id, fileKey: soundscapes.fileKey, claim: soundscapes.claim }).from(soundscapes).where(inArray(soundscapes.sceneId, stale));
+    const orphaned = replaced.flatMap((s) => [...(s.fileKey === null ? [] : [s.fileKey]), ...voidedClaimFile(bookId, s.id, s.claim)]);
     if (stale.length > 0) await tx.delete(scenes).where(inArray(scenes.id, stale));
     // Renumber kept scenes out of the way first: (book_id, index) is unique.
     for (const [index, id] of keep) await tx.update(scenes).set({ index: -1 - index }).where(eq(scenes.id, id));
@@ -142,8 +144,8 @@ async function segment(ctx: WorkerContext, bookId: string, run: number, timing: 
   if (!result) return null;
   // A replaced scene's audio is no longer served (its row is gone): its file would only fill
   // storage. A file that cannot be removed now is logged; nothing depends on it.
-  for (const { fileKey } of result.orphaned) {
-    await ctx.storage.delete(fileKey!).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey }, 'could not remove a replaced scene\'s soundscape file'));
+  for (const fileKey of result.orphaned) {
+    await ctx.storage.delete(fileKey).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey }, 'could not remove a replaced scene\'s soundscape file'));
   }
   await ctx.publish([bookCountersEvent(result.book)]);
   return result.pending;

@@ -4,7 +4,16 @@ import { eq } from 'drizzle-orm';
 import { books, scenes, soundscapes } from '@soundqueue/shared/db/schema';
 import { describeError, SoundscapeGenerationError } from '@soundqueue/shared/errors';
 import { parsePayload } from '@soundqueue/shared/queues';
-import { claimSoundscape, completeSoundscape, completedSoundscapeEvents, failSoundscape, holdsSoundscapeClaim, releaseSoundscapeClaim, renewSoundscapeClaim } from '@soundqueue/shared/rollup/books';
+import {
+  claimSoundscape,
+  completeSoundscape,
+  completedSoundscapeEvents,
+  failSoundscape,
+  holdsSoundscapeClaim,
+  releaseSoundscapeClaim,
+  removeVoidedFiles,
+  renewSoundscapeClaim,
+} from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import type { ProgressEvent } from '@soundqueue/shared/events';
@@ -38,6 +47,9 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (claimed === 'superseded') return { skipped: `job of run ${jobRun}, which the book is no longer processing` };
   if (typeof claimed === 'string') return { skipped: claimed === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claimed}` };
   const { claim } = claimed;
+  // A claim taken over from a lapsed one: what that one stored is nobody's (its holder died
+  // after storing it, or could not tell whether its completion went through: dropRefused).
+  await removeVoidedFiles(ctx.storage, ctx.logger, claimed.voidedFiles);
   // Renewed while the job works; a claim found gone stops the provider call (keepClaim).
   const kept = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId, claim));
   const provider = ctx.providers.soundscape;
@@ -159,7 +171,10 @@ async function dropUnrecorded(ctx: WorkerContext, job: SoundscapeJob, key: strin
  * stay in storage for ever; it is removed (the retry stores its own, under its own claim).
  * Unless the completion went through all the same (its connection lost once its COMMIT was
  * sent): the row then names the file, which stays. When the row cannot be read either, the
- * error decides: the file goes only if the completion surely changed nothing.
+ * error decides: the file goes only if the completion surely changed nothing. One kept while
+ * it is not known is removed later if the completion did not go through: the claim it was
+ * stored under is then still on the row, and whatever voids that claim (a retry taking it
+ * over once it lapses, the run's end) removes its file (voidedClaimFile in rollup/books.ts).
  */
 async function dropRefused(ctx: WorkerContext, job: SoundscapeJob, key: string, error: unknown): Promise<void> {
   const recorded = await ctx.db
@@ -168,7 +183,7 @@ async function dropRefused(ctx: WorkerContext, job: SoundscapeJob, key: string, 
     .where(eq(soundscapes.id, job.soundscapeId))
     .then(([row]) => row?.fileKey === key, () => !surelyNotCommitted(error));
   if (recorded) {
-    ctx.logger.warn({ ...job, fileKey: key, err: error }, 'a soundscape completion failed but may have been recorded; its file is kept');
+    ctx.logger.warn({ ...job, fileKey: key, err: error }, 'a soundscape completion failed but may have been recorded; its file is kept until its claim is voided');
     return;
   }
   await ctx.storage.delete(key).catch((cause: unknown) => ctx.logger.warn({ err: cause, fileKey: key }, 'could not remove the file of a soundscape the database did not record'));

@@ -4,6 +4,8 @@ import type { Db, Tx } from '../db/client';
 import { books, bookSpreads, scenes, soundscapes, type ProcessingError, type spreadStatuses, type soundscapeStatuses } from '../db/schema';
 import type { ProgressEvent } from '../events';
 import { outcomes } from '../metrics';
+import type { Logger } from '../logger';
+import { storageKeys, type Storage } from '../storage/types';
 import { recordWebhooksIn } from '../webhooks';
 import type { SpreadAnalysis } from '../analysis';
 
@@ -62,7 +64,7 @@ const spread = (bookId: string, index: number) => and(eq(bookSpreads.bookId, boo
 const heldSpread = (bookId: string, index: number, claim: string) => and(spread(bookId, index), eq(bookSpreads.status, 'analyzing'), eq(bookSpreads.claim, claim));
 
 /** What a claim attempt answers: this job's claim, 'busy' (another's live claim), the work's status, or 'superseded'. */
-export type ClaimAnswer<Settled extends string> = { claim: string } | 'busy' | 'gone' | 'superseded' | Settled;
+export type ClaimAnswer<Settled extends string, Taken = { claim: string }> = Taken | 'busy' | 'gone' | 'superseded' | Settled;
 
 /** Thrown inside a claim's transaction to undo it: the book is no longer processing the job's run. */
 class Superseded extends Error {}
@@ -232,12 +234,34 @@ async function failSpreadIn(tx: Tx, bookId: string, index: number, error: Failur
 const heldSoundscape = (soundscapeId: string, claim: string) => and(eq(soundscapes.id, soundscapeId), eq(soundscapes.status, 'generating'), eq(soundscapes.claim, claim));
 
 /**
- * Claims the soundscape for this job of `run`; otherwise says why not: 'busy' (a live
- * claim), its status, or 'superseded' (the book is no longer processing `run`).
+ * The file a voided soundscape claim may have stored (keys are per claim) and no row names: a
+ * claim is voided only while its soundscape is not completed with it. Its holder may have
+ * stored the file and then died, or not known whether its completion went through (its
+ * connection lost mid-transaction, and the row unreadable then): nothing else would ever
+ * remove it. Removing it is safe whenever it happens: a holder still alive records nothing
+ * once its claim is gone, and removes what it stores after that itself.
  */
-export async function claimSoundscape(db: Db, bookId: string, soundscapeId: string, run: number, leaseMs: number): Promise<ClaimAnswer<'completed' | 'failed'>> {
+export const voidedClaimFile = (bookId: string, soundscapeId: string, claim: string | null): string[] =>
+  claim === null ? [] : [storageKeys.soundscape(bookId, soundscapeId, claim)];
+
+/**
+ * Claims the soundscape for this job of `run`; otherwise says why not: 'busy' (a live
+ * claim), its status, or 'superseded' (the book is no longer processing `run`). A claim taken
+ * over from a lapsed one comes with that one's file (`voidedFiles`), for the caller to remove
+ * once this has committed.
+ */
+export async function claimSoundscape(
+  db: Db,
+  bookId: string,
+  soundscapeId: string,
+  run: number,
+  leaseMs: number,
+): Promise<ClaimAnswer<'completed' | 'failed', { claim: string; voidedFiles: string[] }>> {
   const claim = randomUUID();
+  let voidedFiles: string[] = [];
   const taken = await claimForRun(db, bookId, run, async (tx) => {
+    // The claim being replaced, read under the row's lock: UPDATE … RETURNING gives the new one.
+    const [before] = await tx.select({ claim: soundscapes.claim }).from(soundscapes).where(eq(soundscapes.id, soundscapeId)).for('update');
     const [row] = await tx
       .update(soundscapes)
       .set({ status: 'generating', claim, attempts: sql`${soundscapes.attempts} + 1`, updatedAt: sql`now()` })
@@ -251,9 +275,10 @@ export async function claimSoundscape(db: Db, bookId: string, soundscapeId: stri
         ),
       )
       .returning({ id: soundscapes.id });
+    voidedFiles = voidedClaimFile(bookId, soundscapeId, before?.claim ?? null);
     return row !== undefined;
   });
-  if (taken === true) return { claim };
+  if (taken === true) return { claim, voidedFiles };
   if (taken === 'superseded') return 'superseded';
   const [current] = await db.select({ status: soundscapes.status }).from(soundscapes).where(eq(soundscapes.id, soundscapeId));
   if (!current) return 'gone';
@@ -428,10 +453,13 @@ function lockLeftovers(tx: Tx, bookId: string, leftovers: BookLeftovers): Promis
 /**
  * Under the book's lock, taken after lockLeftovers. Read again here rather than taken from
  * that lock: the reconciler's timeout can meet the root's segmentation, whose new soundscapes
- * then exist only once the book's lock is free, and they must be failed too.
+ * then exist only once the book's lock is free, and they must be failed too. The files of the
+ * soundscape claims this voids come back with the events (voidedClaimFile), to be removed once
+ * this has committed.
  */
-async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[]> {
+async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers): Promise<{ events: ProgressEvent[]; voidedFiles: string[] }> {
   const events: ProgressEvent[] = [];
+  const voidedFiles: string[] = [];
   if (leftovers.spreads) {
     const open = await tx
       .select({ index: bookSpreads.index })
@@ -441,20 +469,29 @@ async function failLeftoversIn(tx: Tx, bookId: string, leftovers: BookLeftovers)
   }
   if (leftovers.soundscapes) {
     const open = await tx
-      .select({ id: soundscapes.id, scene: scenes })
+      .select({ id: soundscapes.id, claim: soundscapes.claim, scene: scenes })
       .from(soundscapes)
       .innerJoin(scenes, eq(scenes.id, soundscapes.sceneId))
       .where(and(eq(soundscapes.bookId, bookId), inArray(soundscapes.status, ['pending', 'generating'])));
-    for (const { id, scene } of open) events.push(...((await failSoundscapeIn(tx, id, scene, leftovers.soundscapes)) ?? []));
+    for (const { id, claim, scene } of open) {
+      const failed = await failSoundscapeIn(tx, id, scene, leftovers.soundscapes);
+      if (!failed) continue;
+      events.push(...failed);
+      voidedFiles.push(...voidedClaimFile(bookId, id, claim));
+    }
   }
-  return events;
+  return { events, voidedFiles };
 }
 
-/** Fails a run's leftovers under the book row's lock; null if the book is no longer processing that run. */
-export async function failBookLeftovers(db: Db, bookId: string, leftovers: BookLeftovers): Promise<ProgressEvent[] | null> {
+/**
+ * Fails a run's leftover spreads under the book row's lock; null if the book is no longer
+ * processing that run. (Spreads only: a run's soundscapes are failed as it ends, by
+ * finaliseBook, which also gives back the files of the claims that voids.)
+ */
+export async function failBookLeftovers(db: Db, bookId: string, leftovers: Omit<BookLeftovers, 'soundscapes'>): Promise<ProgressEvent[] | null> {
   return db.transaction(async (tx) => {
     await lockLeftovers(tx, bookId, leftovers);
-    return (await lockBookRun(tx, bookId, leftovers.run)) ? failLeftoversIn(tx, bookId, leftovers) : null;
+    return (await lockBookRun(tx, bookId, leftovers.run)) ? (await failLeftoversIn(tx, bookId, leftovers)).events : null;
   });
 }
 
@@ -462,18 +499,20 @@ export async function failBookLeftovers(db: Db, bookId: string, leftovers: BookL
  * A book is ready if at least one spread was processed, failed if none (invariant 3). With
  * `leftovers`, the run's unfinished spreads and soundscapes are failed first, and nothing
  * happens if the book has moved on to another run; all of it under the book row's lock.
+ * `voidedFiles`: what the failed soundscapes' claims may have stored, for the caller to
+ * remove (removeVoidedFiles).
  */
 export async function finaliseBook(
   db: Db,
   bookId: string,
   timings: Record<string, number>,
   leftovers?: BookLeftovers,
-): Promise<{ status: string | null; events: ProgressEvent[] }> {
+): Promise<{ status: string | null; events: ProgressEvent[]; voidedFiles: string[] }> {
   return db.transaction(async (tx) => {
     if (leftovers) await lockLeftovers(tx, bookId, leftovers);
     const book = await lockBookRun(tx, bookId, leftovers?.run);
-    if (!book) return { status: null, events: [] };
-    const events = leftovers ? await failLeftoversIn(tx, bookId, leftovers) : [];
+    if (!book) return { status: null, events: [], voidedFiles: [] };
+    const { events, voidedFiles } = leftovers ? await failLeftoversIn(tx, bookId, leftovers) : { events: [], voidedFiles: [] };
     const status = book.processedSpreads > 0 ? 'ready' : 'failed';
     const [done] = await tx
       .update(books)
@@ -486,10 +525,21 @@ export async function finaliseBook(
       })
       .where(eq(books.id, bookId))
       .returning();
-    if (!done) return { status: null, events };
+    if (!done) return { status: null, events, voidedFiles };
     outcomes.inc({ kind: 'book', status });
     const terminal: ProgressEvent = { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true };
     // book.ready / book.failed's webhooks are committed with the status (see recordWebhooksIn).
-    return { status, events: [...events, bookCountersEvent(done), ...(await recordWebhooksIn(tx, [terminal]))] };
+    return { status, events: [...events, bookCountersEvent(done), ...(await recordWebhooksIn(tx, [terminal]))], voidedFiles };
   });
+}
+
+/**
+ * Removes the files of voided soundscape claims (claimSoundscape, finaliseBook, a replaced
+ * scene's), after the change that voided them committed. One that cannot be removed now is
+ * logged with its key: nothing serves or depends on it.
+ */
+export async function removeVoidedFiles(storage: Pick<Storage, 'delete'>, logger: Pick<Logger, 'warn'>, keys: readonly string[]): Promise<void> {
+  for (const fileKey of keys) {
+    await storage.delete(fileKey).catch((error: unknown) => logger.warn({ err: error, fileKey }, 'could not remove the file of a voided soundscape claim'));
+  }
 }
