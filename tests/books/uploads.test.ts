@@ -147,6 +147,24 @@ describe('upload form fields', () => {
   });
 });
 
+describe('author', () => {
+  it('reads an empty or blank author, JSON or form field, as no author (null), not ""', async () => {
+    const json = async (author: string) => {
+      const res = await api.request('/v1/books', { method: 'POST', json: { title: 'Dawn', author, pages: ['The sun rose.'] }, user: 'reader' });
+      return { status: res.status, body: await readJson(res) };
+    };
+    const form = (author: string) => uploadBook(api, { name: 'dawn.txt', type: 'text/plain', data: 'The sun rose.' }, { author });
+    for (const created of [await json(''), await json('   '), await form(''), await form('  ')]) {
+      expect(created.status).toBe(202);
+      expect(created.body.author).toBeNull();
+      const [row] = await queryRows(env.databaseUrl, 'select author from books where id = $1', [created.body.bookId]);
+      expect(row.author).toBeNull();
+    }
+    // A real name is kept, trimmed.
+    expect((await json('  Ann Writer ')).body.author).toBe('Ann Writer');
+  });
+});
+
 describe('.txt uploads', () => {
   it('splits text without spaces into pages of at most about 1,800 characters', async () => {
     // Japanese has no spaces between words: 21,000 characters were one page.

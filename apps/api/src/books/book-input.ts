@@ -82,11 +82,14 @@ function titleFromFileName(name: string): string {
 // empty .txt (422 no_text), not a file that could not be read (400); the message says why.
 const PDF_NO_TEXT = 'the PDF has no text layer (scanned or image-only pages); OCR is not supported, so upload a PDF with text or a .txt';
 
+/** An empty or blank author (a form's empty field) is no author: null, as when it is left out, not "". */
+const authorOf = (author: string | undefined): string | null => author || null;
+
 /** Reads a book from JSON pages, or from an uploaded .txt or .pdf file. */
 export async function readBookInput(req: Request, maxPages: number): Promise<BookInput> {
   if (req.is('application/json')) {
     const body = validate(jsonBookSchema, req.body);
-    return { title: body.title, author: body.author ?? null, pages: checkPages(body.pages, maxPages) };
+    return { title: body.title, author: authorOf(body.author), pages: checkPages(body.pages, maxPages) };
   }
   const fields = validate(formFields, req.body ?? {});
   const file = req.file;
@@ -119,5 +122,5 @@ export async function readBookInput(req: Request, maxPages: number): Promise<Boo
   } else {
     throw new HttpError(415, 'unsupported_media_type', 'upload a .txt or .pdf file');
   }
-  return { title: title || 'Untitled', author: fields.author ?? null, pages: checkPages(pages, maxPages, noTextMessage) };
+  return { title: title || 'Untitled', author: authorOf(fields.author), pages: checkPages(pages, maxPages, noTextMessage) };
 }
