@@ -158,6 +158,8 @@ async function ownerOf(db: Db | Tx, event: ProgressEvent): Promise<string | unde
   return row?.userId;
 }
 
+const isWebhookEvent = (event: ProgressEvent) => (webhookEventTypes as readonly string[]).includes(event.type);
+
 /**
  * Records one delivery per subscribed endpoint for each webhook-worthy event, and returns
  * their ids. The event id is made here once and sent on every attempt, so receivers can
@@ -167,13 +169,19 @@ async function ownerOf(db: Db | Tx, event: ProgressEvent): Promise<string | unde
 export async function recordWebhookDeliveries(db: Db | Tx, events: ProgressEvent[]): Promise<string[]> {
   const ids: string[] = [];
   for (const event of events) {
-    if (!(webhookEventTypes as readonly string[]).includes(event.type)) continue;
+    if (!isWebhookEvent(event)) continue;
     const userId = await ownerOf(db, event);
     if (!userId) continue;
+    // FOR KEY SHARE: an endpoint deleted (DELETE /v1/webhooks/:id) between this read and the
+    // insert below broke the deliveries' foreign key, and the change the events announce (a
+    // cancel, a track's failure, a batch's end) was rolled back with them. Locked, a delete
+    // waits for this transaction and then removes its deliveries with the endpoint; one
+    // committed before the read is not seen.
     const endpoints = await db
       .select({ id: webhookEndpoints.id })
       .from(webhookEndpoints)
-      .where(and(eq(webhookEndpoints.userId, userId), sql`${webhookEndpoints.events} @> ${JSON.stringify([event.type])}::jsonb`));
+      .where(and(eq(webhookEndpoints.userId, userId), sql`${webhookEndpoints.events} @> ${JSON.stringify([event.type])}::jsonb`))
+      .for('key share');
     if (endpoints.length === 0) continue;
     const eventId = `evt_${randomUUID().replace(/-/g, '')}`;
     const payload = {
@@ -228,7 +236,9 @@ export async function dispatchWebhooks(db: Db, queue: Queue, tuning: JobTuning, 
   const ids: string[] = [];
   for (const event of events) {
     // Sequential: one event's deliveries are recorded before the next event's, in order.
-    ids.push(...(event.webhookDeliveries ?? (await recordWebhookDeliveries(db, [event]))));
+    // In a transaction of its own, so that the endpoints' locks last until the insert.
+    const recorded = event.webhookDeliveries ?? (isWebhookEvent(event) ? await db.transaction((tx) => recordWebhookDeliveries(tx, [event])) : []);
+    ids.push(...recorded);
   }
   await queueDeliveries(queue, tuning, ids);
   return ids.length;
