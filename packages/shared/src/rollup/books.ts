@@ -508,7 +508,7 @@ export async function finaliseBook(
   timings: Record<string, number>,
   leftovers?: BookLeftovers,
 ): Promise<{ status: string | null; events: ProgressEvent[]; voidedFiles: string[] }> {
-  return db.transaction(async (tx) => {
+  const result = await db.transaction(async (tx) => {
     if (leftovers) await lockLeftovers(tx, bookId, leftovers);
     const book = await lockBookRun(tx, bookId, leftovers?.run);
     if (!book) return { status: null, events: [], voidedFiles: [] };
@@ -526,11 +526,13 @@ export async function finaliseBook(
       .where(eq(books.id, bookId))
       .returning();
     if (!done) return { status: null, events, voidedFiles };
-    outcomes.inc({ kind: 'book', status });
     const terminal: ProgressEvent = { subject: { kind: 'book', id: bookId }, type: `book.${status}`, data: { ...bookCountersEvent(done).data, processingTimeSeconds: done.processingTimeSeconds }, terminal: true };
     // book.ready / book.failed's webhooks are committed with the status (see recordWebhooksIn).
     return { status, events: [...events, bookCountersEvent(done), ...(await recordWebhooksIn(tx, [terminal]))], voidedFiles };
   });
+  // Counted once the end has committed, as a batch's is (see countEnd in rollup/tracks.ts).
+  if (result.status) outcomes.inc({ kind: 'book', status: result.status });
+  return result;
 }
 
 /**

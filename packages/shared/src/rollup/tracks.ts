@@ -430,12 +430,23 @@ export async function finaliseBatch(
   batchId: string,
   leftovers?: Leftovers,
 ): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
-  return db.transaction(async (tx) => {
+  const result = await db.transaction(async (tx) => {
     const result = await finaliseIn(tx, batchId, leftovers);
     // Committed with the change they announce (the terminal event's, the leftovers'
     // track.failed): see recordWebhooksIn.
     return { ...result, events: await recordWebhooksIn(tx, result.events) };
   });
+  countEnd(result.status);
+  return result;
+}
+
+/**
+ * Counts a batch's end once it has committed: counted inside the transaction, an end rolled
+ * back after it (its webhook deliveries refused, its COMMIT lost) was counted, and counted
+ * again by the retry that did end the batch.
+ */
+function countEnd(status: BatchStatus | null): void {
+  if (status) outcomes.inc({ kind: 'batch', status });
 }
 
 /**
@@ -456,8 +467,8 @@ export async function cancelBatch(
   db: Db,
   batchId: string,
   userId: string,
-): Promise<{ outcome: 'not_found' } | { outcome: 'finished'; status: BatchStatus } | { outcome: 'cancelling'; events: ProgressEvent[] }> {
-  return db.transaction(async (tx) => {
+): Promise<{ outcome: 'not_found' } | { outcome: 'finished'; status: BatchStatus } | { outcome: 'cancelling'; events: ProgressEvent[]; ended: BatchStatus | null }> {
+  const result = await db.transaction(async (tx) => {
     const [batch] = await tx
       .select({ status: audioGenerationBatches.status })
       .from(audioGenerationBatches)
@@ -483,8 +494,10 @@ export async function cancelBatch(
     }
     // With nothing left running the batch is final now; otherwise its root job finalises it.
     const final = await finaliseIn(tx, batchId, undefined);
-    return { outcome: 'cancelling' as const, events: [...events, ...(await recordWebhooksIn(tx, final.events))] };
+    return { outcome: 'cancelling' as const, events: [...events, ...(await recordWebhooksIn(tx, final.events))], ended: final.status };
   });
+  if (result.outcome === 'cancelling') countEnd(result.ended);
+  return result;
 }
 
 /** finaliseBatch's work, in its transaction. */
@@ -526,15 +539,14 @@ async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefi
     .set({ status, errorMessage, completedAt: sql`now()`, updatedAt: sql`now()` })
     .where(eq(audioGenerationBatches.id, batchId))
     .returning();
-  if (done) {
-    outcomes.inc({ kind: 'batch', status });
-    events.push(batchCountersEvent(done));
-    events.push({
-      subject: { kind: 'batch', id: batchId },
-      type: `batch.${status}`,
-      data: { ...batchCountersEvent(done).data, errorMessage, completedAt: done.completedAt },
-      terminal: true,
-    });
-  }
+  if (!done) return { status: null, events };
+  events.push(batchCountersEvent(done));
+  events.push({
+    subject: { kind: 'batch', id: batchId },
+    type: `batch.${status}`,
+    data: { ...batchCountersEvent(done).data, errorMessage, completedAt: done.completedAt },
+    terminal: true,
+  });
+  // Counted by the callers once this has committed (countEnd).
   return { status, events };
 }
