@@ -45,10 +45,12 @@ type Start = { kind: 'replay'; from: string; events: StreamEvent[] } | { kind: '
  */
 async function startOf(options: StreamOptions, resumeFrom: string | undefined): Promise<Start> {
   if (resumeFrom !== undefined && isStreamId(resumeFrom)) {
-    const events = await options.hub.replay(options.subject, resumeFrom);
-    if (events === null) return { kind: 'snapshot' }; // the log no longer reaches back
-    if (events.length === 0 && (await options.hub.newest(options.subject))?.terminal && (await options.snapshot()).terminal) return { kind: 'nothing-left' };
-    return { kind: 'replay', from: resumeFrom, events };
+    // A log Redis cannot give now (Redis away) is one that cannot say what follows: the state
+    // is PostgreSQL's, and a 503 would stop EventSource for good (see NO_LOG_ID).
+    const read = await readLog(options, resumeFrom).catch(() => null);
+    if (read === null) return { kind: 'snapshot' }; // the log no longer reaches back, or cannot be read
+    if (read.events.length === 0 && read.newestTerminal && (await options.snapshot()).terminal) return { kind: 'nothing-left' };
+    return { kind: 'replay', from: resumeFrom, events: read.events };
   }
   const endedRun = resumeFrom === undefined ? null : END_ID.exec(resumeFrom)?.[1];
   if (endedRun) {
@@ -57,6 +59,22 @@ async function startOf(options: StreamOptions, resumeFrom: string | undefined): 
   }
   return { kind: 'snapshot' };
 }
+
+/** The log's entries after `resumeFrom` (null: it cannot say) and whether its newest is terminal. */
+async function readLog(options: StreamOptions, resumeFrom: string): Promise<{ events: StreamEvent[]; newestTerminal: boolean } | null> {
+  const events = await options.hub.replay(options.subject, resumeFrom);
+  if (events === null) return null;
+  return { events, newestTerminal: events.length === 0 && (await options.hub.newest(options.subject))?.terminal === true };
+}
+
+/**
+ * The id of a snapshot read while the log could not be (Redis away): no entry, so a client
+ * resuming from it gets a fresh snapshot (replay refuses an id before the log's oldest, or any
+ * id of an empty log), and a catch-up from it, once the events subscriber is back, ends the
+ * stream so that the client does. Serving the snapshot, rather than a 503, keeps EventSource
+ * (for which any status but 200 and 204 is final) following the batch or book.
+ */
+const NO_LOG_ID = '0-0';
 
 /**
  * How much a stream may hold for a client that has stopped reading before it is ended: the
@@ -220,7 +238,7 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   } else {
     // The snapshot's id is the newest logged event, read before the state: any change after
     // it arrives live with a larger id; a change before it is inside the snapshot.
-    const id = await options.hub.latestId(options.subject);
+    const id = await options.hub.latestId(options.subject).catch(() => NO_LOG_ID);
     const snapshot = await options.snapshot();
     if (!open) return;
     lastId = id;
