@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@soundqueue/shared/config';
+import { batchStatuses, bookStatuses } from '@soundqueue/shared/db/schema';
 import { readJson, startTestApi, startTestWorker, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -72,6 +73,17 @@ async function metric(name: string, labels: string): Promise<number> {
 }
 
 describe('metrics, cost and analytics', () => {
+  it('report every batch and book status, 0 where no row has it, so no series disappears', async () => {
+    // A status no row had was left out of the scrape: a series that vanished (and an alert on
+    // "failed batches > 0" that read "no data") instead of going to 0.
+    const text = await (await fetch(`${api.url}/metrics`)).text();
+    const reported = (name: string) => [...text.matchAll(new RegExp(`^${name}\\{status="([a-z_]+)"\\} (\\S+)$`, 'gm'))].map((m) => m[1]);
+    expect(reported('soundqueue_batches').sort()).toEqual([...batchStatuses].sort());
+    expect(reported('soundqueue_books').sort()).toEqual([...bookStatuses].sort());
+    const [{ n }] = await queryRows(env.databaseUrl, `select count(*)::int as n from audio_generation_batches where status = 'cancelled'`);
+    expect(await metric('soundqueue_batches', 'status="cancelled"')).toBe(n);
+  });
+
   it('move after a batch, and cost sums match the provider calls', async () => {
     const before = await metric('soundqueue_batches', 'status="completed"');
     const worker = await startTestWorker(env.config);

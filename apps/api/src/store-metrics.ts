@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import { Gauge } from 'prom-client';
 import { sql } from 'drizzle-orm';
 import type { Db } from '@soundqueue/shared/db/client';
+import { batchStatuses, bookStatuses } from '@soundqueue/shared/db/schema';
 
 // The API's scrape-time gauges: the state of the whole system, read from Redis and PostgreSQL
 // when /metrics is scraped, on prom-client's default registry beside the process metrics
@@ -105,14 +106,22 @@ new Gauge({
   },
 });
 
+/**
+ * Every status, 0 where no row has it: a status left out made its series vanish (and an
+ * alert on it read "no data" rather than 0). A read that failed leaves the whole gauge out.
+ */
+function setByStatus(gauge: Gauge<'status'>, statuses: readonly string[], rows: Array<{ status: string; n: number }> | null): void {
+  gauge.reset();
+  if (rows === null) return;
+  for (const status of statuses) gauge.set({ status }, rows.find((row) => row.status === status)?.n ?? 0);
+}
+
 new Gauge({
   name: 'soundqueue_batches',
   help: 'Audio batches by status (from PostgreSQL)',
   labelNames: ['status'] as const,
   async collect() {
-    const rows = (await snapshot()).batches;
-    this.reset();
-    for (const row of rows ?? []) this.set({ status: row.status }, row.n);
+    setByStatus(this, batchStatuses, (await snapshot()).batches);
   },
 });
 
@@ -121,9 +130,7 @@ new Gauge({
   help: 'Books by status (from PostgreSQL)',
   labelNames: ['status'] as const,
   async collect() {
-    const rows = (await snapshot()).books;
-    this.reset();
-    for (const row of rows ?? []) this.set({ status: row.status }, row.n);
+    setByStatus(this, bookStatuses, (await snapshot()).books);
   },
 });
 
