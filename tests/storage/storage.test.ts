@@ -404,7 +404,7 @@ describe('API serving an S3-stored file', () => {
   let url: string;
   let mp3: Buffer;
   const getRanges: Array<string | undefined> = [];
-  const key = storageKeys.track('batch-e2e', 'track-1');
+  const key = storageKeys.track('batch-e2e', 'track-1', 'mix-1');
 
   beforeAll(async () => {
     env = await createTestEnv({
@@ -438,7 +438,7 @@ describe('API serving an S3-stored file', () => {
       await sendStoredAudio(req, res, storage, key, 'track-1.mp3', sendOptions);
     });
     app.get('/missing', async (req, res) => {
-      await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope'), 'nope.mp3', sendOptions);
+      await sendStoredAudio(req, res, storage, storageKeys.track('batch-e2e', 'nope', 'mix-1'), 'nope.mp3', sendOptions);
     });
     app.use(errorHandler(createLogger('storage-test', { LOG_LEVEL: 'silent' })));
     server = app.listen(0, '127.0.0.1');
@@ -502,8 +502,8 @@ describe.each(drivers)('serving stored audio, edge cases: $name driver', (driver
   let server: ReturnType<ReturnType<typeof express>['listen']>;
   let url: string;
   const data = patterned(5_000);
-  const key = storageKeys.track('batch-edge', 'track-1');
-  const gone = storageKeys.track('batch-edge', 'deleted-after-stat');
+  const key = storageKeys.track('batch-edge', 'track-1', 'mix-1');
+  const gone = storageKeys.track('batch-edge', 'deleted-after-stat', 'mix-1');
 
   beforeAll(async () => {
     made = await driver.make();
@@ -570,8 +570,8 @@ describe('S3 connections: paused players and a store that does not answer', () =
   let idleTimeoutMs: number;
   /** Responses of the long track the server closed before their last byte. */
   let cutOff = 0;
-  const big = storageKeys.track('batch-paused', 'long-track');
-  const small = storageKeys.track('batch-paused', 'short-track');
+  const big = storageKeys.track('batch-paused', 'long-track', 'mix-1');
+  const small = storageKeys.track('batch-paused', 'short-track', 'mix-1');
   const smallData = patterned(20_000);
   // Larger than every buffer between s3rver and a client that stopped reading (socket buffers
   // on both hops, streams' high-water marks), so a paused response keeps its S3 socket busy.

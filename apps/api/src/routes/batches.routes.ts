@@ -2,7 +2,6 @@ import { and, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { audioGenerationBatches, audioSets, audioTracks, batchStatuses } from '@soundqueue/shared/db/schema';
-import { storageKeys } from '@soundqueue/shared/storage/index';
 import { createBatchSchema } from '../batches/batch-request';
 import { cancelBatch, createBatch, getOwnedBatchWithTracks, listedBatch, retryFailedTracks } from '../batches/batch-service';
 import { batchView, trackView } from '../batches/batch.view';
@@ -100,8 +99,10 @@ export function batchRoutes(ctx: ApiContext): Router {
     if (track.status !== 'completed' || !track.mixedFileKey) {
       throw new HttpError(409, 'audio_not_ready', `track is ${track.status}; its audio exists once it is completed`);
     }
-    // The key comes from our own row, never from the URL, so no path can be smuggled in.
-    await sendStoredAudio(req, res, ctx.storage, storageKeys.track(track.batchId, track.id), `${track.sectionKey}-${track.variantId}.mp3`, {
+    // The key comes from our own row, never from the URL, so no path can be smuggled in; and
+    // from the row, not computed from the ids: each mix is stored under a key of its own
+    // (storageKeys.track), and mixes stored before that have keys of another form.
+    await sendStoredAudio(req, res, ctx.storage, track.mixedFileKey, `${track.sectionKey}-${track.variantId}.mp3`, {
       idleTimeoutMs: ctx.config.AUDIO_IDLE_TIMEOUT_MS,
     });
   });

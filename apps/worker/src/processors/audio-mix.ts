@@ -2,7 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { extname, join } from 'node:path';
 import { describeError, MixingError, ValidationError } from '@soundqueue/shared/errors';
 import { parsePayload, type Payload } from '@soundqueue/shared/queues';
-import { detachRendition, finishTrack, markMixing, trackWithRun, whyUnchanged } from '@soundqueue/shared/rollup/tracks';
+import { eq } from 'drizzle-orm';
+import { audioTracks } from '@soundqueue/shared/db/schema';
+import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
+import { detachRendition, finishTrack, markMixing, trackWithRun, unchangedBecause, whyUnchanged } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
@@ -57,7 +60,7 @@ async function mixVoice(
   { batchId, run: batchRun }: Payload<'audio-mix'>,
   { track, rendition }: Mixing,
   { recoverMissingVoice }: { recoverMissingVoice: boolean },
-): Promise<{ durationMs: number } | { voiceMissing: { keyHash: string; rendition: Mixing['rendition'] } }> {
+): Promise<{ durationMs: number } | { skipped: string } | { voiceMissing: { keyHash: string; rendition: Mixing['rendition'] } }> {
   const trackId = track.id;
   const voiceMissing = { voiceMissing: { keyHash: track.renditionKey!, rendition } };
   const scratch = join(ctx.scratchDir, randomUUID());
@@ -81,10 +84,23 @@ async function mixVoice(
     const outPath = `${scratch}-mix.mp3`;
     scratchFiles.add(outPath);
     const mixed = await ctx.mixer.mixTrack({ voicePath, variant, outPath, voiceLoudness: rendition.loudnessLufs ?? undefined, voiceDurationMs: rendition.durationMs ?? undefined });
-    const key = storageKeys.track(batchId, trackId);
+    // A key of this attempt's own: see storageKeys.track.
+    const key = storageKeys.track(batchId, trackId, randomUUID());
     const stored = await ctx.storage.moveFile(key, outPath, 'audio/mpeg');
     scratchFiles.delete(outPath);
-    const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs }, { run: batchRun });
+    const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs }, { run: batchRun }).catch(
+      async (error: unknown) => {
+        await dropRefusedMix(ctx, trackId, key, error);
+        throw error;
+      },
+    );
+    if (!done.changed) {
+      // Refused: the track was finished meanwhile (by a second delivery of this job, or by
+      // the current run's job after this job's run was ended), and its row describes another
+      // file. This one is nobody's.
+      await removeMix(ctx, trackId, key);
+      return { skipped: await unchangedBecause(ctx.db, trackId, batchRun) };
+    }
     await ctx.publish(done.events);
     return { durationMs: mixed.durationMs };
   } catch (error) {
@@ -125,4 +141,30 @@ async function revoiceTrack(
   if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   await ctx.publish(mixing.events);
   return mixing;
+}
+
+/** Removes a mix this job stored but no row records; a failure to is logged, the job goes on. */
+async function removeMix(ctx: WorkerContext, trackId: string, key: string): Promise<void> {
+  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, trackId, fileKey: key }, 'could not remove the file of a mix no track records'));
+}
+
+/**
+ * After a completion that failed (the database refused it, or could not be reached): the file
+ * just stored is under this attempt's own key, which no later job writes, so unless the
+ * completion went through all the same (its connection lost once the statement was sent: the
+ * row then names the file) it would stay in storage for ever; it is removed, and the retry
+ * stores its own. When the row cannot be read either, the error decides: the file goes only if
+ * the completion surely changed nothing; one kept while that is not known is logged with its key.
+ */
+async function dropRefusedMix(ctx: WorkerContext, trackId: string, key: string, error: unknown): Promise<void> {
+  const recorded = await ctx.db
+    .select({ mixedFileKey: audioTracks.mixedFileKey })
+    .from(audioTracks)
+    .where(eq(audioTracks.id, trackId))
+    .then(([row]) => row?.mixedFileKey === key, () => !surelyNotCommitted(error));
+  if (recorded) {
+    ctx.logger.warn({ trackId, fileKey: key, err: error }, 'a track completion failed but was, or may have been, recorded; its file is kept');
+    return;
+  }
+  await removeMix(ctx, trackId, key);
 }

@@ -7,7 +7,7 @@ export interface StoredObject {
   modifiedAt: Date;
 }
 
-/** Where finished audio lives. Keys are relative paths like `tracks/<batch>/<track>.mp3`. */
+/** Where finished audio lives. Keys are relative paths like `tracks/<batch>/<track>.<mix>.mp3`. */
 export interface Storage {
   readonly driver: 'local' | 's3';
   /**
@@ -43,7 +43,13 @@ export function assertSafeKey(key: string): void {
 
 export const storageKeys = {
   rendition: (keyHash: string, format: string) => `renditions/${keyHash.slice(0, 2)}/${keyHash}.${format}`,
-  track: (batchId: string, trackId: string) => `tracks/${batchId}/${trackId}.mp3`,
+  // One file per mix (a random id each mix job attempt draws), not per track: a mix job whose
+  // completion is refused (a job of a run the batch has moved on from, a second delivery of a
+  // stalled job) has stored its file by then, and must not replace the file the row now
+  // describes; it removes its own instead. The row's mixed_file_key says which one is served.
+  // Mixes stored before carry no id (`tracks/<batch>/<track>.mp3`) and are served by the same
+  // column.
+  track: (batchId: string, trackId: string, mixId: string) => `tracks/${batchId}/${trackId}.${mixId}.mp3`,
   // One file per claim (rollup/books.ts), not per soundscape: a job whose claim was taken
   // from it (its run timed out and the book was started again) may still store what its
   // provider answered, and must not replace the file the row now describes. The row's

@@ -1,0 +1,154 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Job } from 'bullmq';
+import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
+import { getVariant } from '@soundqueue/shared/variants';
+import { createWorkerContext, ffmpegMixer, type Mixer, type WorkerContext } from '@soundqueue/worker';
+import { processAudioMix } from '../../apps/worker/src/processors/audio-mix';
+import { processAudioTts } from '../../apps/worker/src/processors/audio-tts';
+import { readJson, startTestApi, type TestApi } from '../helpers/app';
+import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+
+// A job that was past its run check (or its status check) and still working when the track
+// was finished by someone else stores its file before its own completion is refused. The
+// track's mix was stored under one key per track (tracks/<batch>/<track>.mp3): a run-1 mix job
+// still mixing when run 1 was ended (the reconciler's STUCK_AFTER_MS) and the batch retried
+// replaced the file run 2 had completed the track with, and the row's size, duration and the
+// served ETag no longer described the file served.
+let env: TestEnv;
+let api: TestApi;
+let ctx: WorkerContext | undefined;
+/** While set, the next mix waits for it, then mixes the `sleep` variant: a different file. */
+let mixGate: Promise<void> | undefined;
+let heldMixes = 0;
+
+const heldMixer: Mixer = {
+  ...ffmpegMixer,
+  async mixTrack(input) {
+    const gate = mixGate;
+    if (!gate) return ffmpegMixer.mixTrack(input);
+    mixGate = undefined;
+    heldMixes += 1;
+    await gate;
+    return ffmpegMixer.mixTrack({ ...input, variant: getVariant('sleep')! });
+  },
+};
+
+beforeAll(async () => {
+  env = await createTestEnv({ SPEECH_PROVIDER: 'local' });
+  api = await startTestApi(env.config);
+});
+afterEach(async () => {
+  mixGate = undefined;
+  heldMixes = 0;
+  await ctx?.close();
+  ctx = undefined;
+});
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+/** What a processor gets from the worker for a job fetched from its queue. */
+const runOf = (job: Job) => ({ job, token: undefined, worker: undefined as never, maxRateLimitRestarts: 0 });
+
+async function jobOf(queue: 'audio-tts' | 'audio-mix', id: string): Promise<Job> {
+  const job = await ctx!.queues[queue].getJob(id);
+  expect(job, id).toBeDefined();
+  return job!;
+}
+
+/** The track's audio as served, with the row that describes it. */
+async function served(trackId: string) {
+  const res = await api.request(`/v1/audio/tracks/${trackId}/audio`);
+  expect(res.status).toBe(200);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  const [row] = await queryRows(env.databaseUrl, 'select mixed_file_key, mixed_bytes, duration_ms from audio_tracks where id = $1', [trackId]);
+  return { etag: res.headers.get('etag'), bytes, row };
+}
+
+const storedTrackFiles = async (batchId: string) => (await readdir(join(env.storageDir, 'tracks', batchId))).sort();
+
+describe('a mix job whose completion is refused', () => {
+  it("of run 1, still mixing when the batch was retried, leaves run 2's file alone and removes its own", { timeout: 120_000 }, async () => {
+    const created = await createBatch(api, { visionId: 'stale mix', sections: sampleSections(1, 'Stale'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    ctx = await createWorkerContext(env.config, { mixer: heldMixer });
+
+    // Run 1's jobs, as a worker takes them: the voice is made, and the mix is held mid-way,
+    // past its run check.
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
+    let release!: () => void;
+    mixGate = new Promise((resolve) => (release = resolve));
+    const staleMix = processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r1`)));
+    await waitFor(() => heldMixes === 1, { what: "run 1's mix under way" });
+
+    // Run 1 is ended as stuck, the batch retried, and run 2's jobs complete the track.
+    await finaliseBatch(ctx.db, batchId, { run: 1, errorType: 'TimeoutError', reason: () => 'stuck', errorMessage: 'stuck' });
+    const retry = await api.request(`/v1/audio/batches/${batchId}/retry`, { method: 'POST' });
+    expect(retry.status).toBe(202);
+    expect((await readJson(retry)).run).toBe(2);
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r2`)))).toHaveProperty('renditionKey');
+    expect(await processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r2`)))).toHaveProperty('durationMs');
+    const before = await served(track.id);
+    expect(before.bytes.length).toBe(before.row.mixed_bytes);
+
+    // Run 1's mix ends: refused, it changes nothing, not even the stored file.
+    release();
+    const outcome = await staleMix;
+    const after = await served(track.id);
+    expect(after.row).toEqual(before.row);
+    expect(after.bytes.length).toBe(after.row.mixed_bytes);
+    expect(after.etag).toBe(before.etag);
+    expect(after.bytes.equals(before.bytes)).toBe(true);
+    expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+    expect(outcome).toEqual({ skipped: "run 1 is no longer the batch's run (2)" });
+    await expectCountersMatchRows(env.databaseUrl, batchId);
+  });
+
+  it('of a second delivery of the same job (a stalled job run again), finishing after the first completed the track, leaves its file alone', { timeout: 120_000 }, async () => {
+    const created = await createBatch(api, { visionId: 'twice', sections: sampleSections(1, 'Twice'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    ctx = await createWorkerContext(env.config, { mixer: heldMixer });
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
+
+    let release!: () => void;
+    mixGate = new Promise((resolve) => (release = resolve));
+    const mixJob = await jobOf('audio-mix', `mix.${track.id}.r1`);
+    const slower = processAudioMix(ctx, runOf(mixJob));
+    await waitFor(() => heldMixes === 1, { what: 'the first delivery mixing' });
+    expect(await processAudioMix(ctx, runOf(mixJob))).toHaveProperty('durationMs');
+    const before = await served(track.id);
+
+    release();
+    const outcome = await slower;
+    const after = await served(track.id);
+    expect(after.row).toEqual(before.row);
+    expect(after.bytes.length).toBe(after.row.mixed_bytes);
+    expect(after.etag).toBe(before.etag);
+    expect(after.bytes.equals(before.bytes)).toBe(true);
+    expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+    expect(outcome).toEqual({ skipped: 'track is completed' });
+  });
+
+  // Rows keep the key their mix was stored under, so a mix stored before keys carried a mix id
+  // is served as it was.
+  it('a track mixed before keys carried a mix id is still served from the key its row holds', async () => {
+    const created = await createBatch(api, { visionId: 'older key', sections: sampleSections(1, 'Older'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    const oldKey = `tracks/${batchId}/${track.id}.mp3`;
+    await api.ctx.storage.put(oldKey, Buffer.alloc(1000, 7), 'audio/mpeg');
+    await queryRows(env.databaseUrl, `update audio_tracks set status = 'completed', mix_status = 'completed', mixed_file_key = $2, mixed_bytes = 1000 where id = $1`, [track.id, oldKey]);
+    const { bytes } = await served(track.id);
+    expect(bytes.equals(Buffer.alloc(1000, 7))).toBe(true);
+  });
+});
