@@ -48,16 +48,18 @@ describe('a ready voice rendition whose file is missing', () => {
     expect(batch).toMatchObject({ status: 'completed', tracks_completed: 2, tracks_failed: 0 });
     await expectCountersMatchRows(env.databaseUrl, batch.id);
 
-    // Exactly one new synthesis, stored where the rendition says, under the same cache key.
+    // Exactly one new synthesis, stored where the rendition says (a storage key of its claim's
+    // own: storageKeys.rendition), under the same cache key.
     expect(await speechCalls()).toBe(2);
     const renditions = await queryRows(env.databaseUrl, `select key_hash, status, storage_key, updated_at from voice_renditions`);
     expect(renditions).toHaveLength(1);
-    expect(renditions[0]).toMatchObject({ key_hash: before.key_hash, status: 'ready', storage_key: before.storage_key });
+    expect(renditions[0]).toMatchObject({ key_hash: before.key_hash, status: 'ready', storage_key: expect.stringContaining(before.key_hash) });
+    expect(renditions[0].storage_key).not.toBe(before.storage_key);
     expect(renditions[0].updated_at.getTime()).toBeGreaterThan(before.updated_at.getTime());
     await access(join(env.storageDir, renditions[0].storage_key));
     const tracks = await queryRows(env.databaseUrl, `select id, status, rendition_key, voice_file_key from audio_tracks where batch_id = $1`, [batch.id]);
     for (const track of tracks) {
-      expect(track).toMatchObject({ status: 'completed', rendition_key: before.key_hash, voice_file_key: before.storage_key });
+      expect(track).toMatchObject({ status: 'completed', rendition_key: before.key_hash, voice_file_key: renditions[0].storage_key });
       const audio = await api.request(`/v1/audio/tracks/${track.id}/audio`);
       expect(audio.status).toBe(200);
       expect((await audio.arrayBuffer()).byteLength).toBeGreaterThan(1000);

@@ -1,10 +1,11 @@
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { getVariant } from '@soundqueue/shared/variants';
-import { createWorkerContext, ffmpegMixer, type Mixer, type WorkerContext } from '@soundqueue/worker';
+import { createWorkerContext, ffmpegMixer, type Mixer, type Providers, type WorkerContext } from '@soundqueue/worker';
+import { createProviders } from '../../apps/worker/src/providers';
 import { processAudioMix } from '../../apps/worker/src/processors/audio-mix';
 import { processAudioTts } from '../../apps/worker/src/processors/audio-tts';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
@@ -37,6 +38,29 @@ const heldMixer: Mixer = {
   },
 };
 
+/** While set, the next speech call waits for it, then says more: a different voice file. */
+let speechGate: Promise<void> | undefined;
+let heldSpeech = 0;
+
+function heldSpeechProviders(config: TestEnv['config']): Providers {
+  const real = createProviders(config);
+  return {
+    ...real,
+    speech: {
+      name: real.speech.name,
+      usesInstructions: real.speech.usesInstructions,
+      async synthesize(request, signal) {
+        const gate = speechGate;
+        if (!gate) return real.speech.synthesize(request, signal);
+        speechGate = undefined;
+        heldSpeech += 1;
+        await gate;
+        return real.speech.synthesize({ ...request, text: `${request.text} And a few more words, said more slowly.` }, signal);
+      },
+    },
+  };
+}
+
 beforeAll(async () => {
   env = await createTestEnv({ SPEECH_PROVIDER: 'local' });
   api = await startTestApi(env.config);
@@ -44,6 +68,8 @@ beforeAll(async () => {
 afterEach(async () => {
   mixGate = undefined;
   heldMixes = 0;
+  speechGate = undefined;
+  heldSpeech = 0;
   await ctx?.close();
   ctx = undefined;
 });
@@ -150,5 +176,51 @@ describe('a mix job whose completion is refused', () => {
     await queryRows(env.databaseUrl, `update audio_tracks set status = 'completed', mix_status = 'completed', mixed_file_key = $2, mixed_bytes = 1000 where id = $1`, [track.id, oldKey]);
     const { bytes } = await served(track.id);
     expect(bytes.equals(Buffer.alloc(1000, 7))).toBe(true);
+  });
+});
+
+// The voice file: a rendition is stored under a key of its own hash, by the one job holding its
+// claim. A run-1 speech job stuck in its provider call long enough for run 1 to be ended as
+// stuck has stopped renewing its claim too (its worker starved, the database out of reach), so
+// run 2's job takes the claim over, synthesizes and marks the rendition ready; the run-1 job
+// then stored its own synthesis over it, and the rendition's duration and loudness (which every
+// mix of the voice plans with) described another file.
+describe('a speech job whose rendition claim was taken over', () => {
+  it("of run 1, answered after run 2 made the voice, leaves run 2's voice file alone and removes its own", { timeout: 120_000 }, async () => {
+    const created = await createBatch(api, { visionId: 'stale voice', sections: sampleSections(1, 'Voice'), variants: ['voice_only'], voice: 'alloy' });
+    expect(created.status).toBe(201);
+    const batchId = created.body.id as string;
+    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    // A lease long enough that the held job's renewals do not run during the test.
+    const config = { ...env.config, WORKER_LOCK_DURATION_MS: 600_000 };
+    ctx = await createWorkerContext(config, { providers: heldSpeechProviders(config) });
+
+    let release!: () => void;
+    speechGate = new Promise((resolve) => (release = resolve));
+    const staleSpeech = processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)));
+    await waitFor(() => heldSpeech === 1, { what: "run 1's speech call under way" });
+    // Its claim lapses (not renewed for a lease), run 1 is ended as stuck and retried.
+    await queryRows(env.databaseUrl, `update voice_renditions set claimed_at = now() - interval '1 hour' where status = 'generating'`);
+    await finaliseBatch(ctx.db, batchId, { run: 1, errorType: 'TimeoutError', reason: () => 'stuck', errorMessage: 'stuck' });
+    const retry = await api.request(`/v1/audio/batches/${batchId}/retry`, { method: 'POST' });
+    expect(retry.status).toBe(202);
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r2`)))).toHaveProperty('renditionKey');
+    const [rendition] = await queryRows(env.databaseUrl, `select key_hash, storage_key, duration_ms, status from voice_renditions`);
+    expect(rendition.status).toBe('ready');
+    const voiceBefore = await readFile(join(env.storageDir, rendition.storage_key));
+
+    release();
+    expect(await staleSpeech).toEqual({ skipped: "run 1 is no longer the batch's run (2)" });
+    const [after] = await queryRows(env.databaseUrl, `select key_hash, storage_key, duration_ms, status from voice_renditions`);
+    expect(after).toEqual(rendition);
+    const voiceAfter = await readFile(join(env.storageDir, after.storage_key));
+    expect(voiceAfter.length).toBe(voiceBefore.length);
+    expect(voiceAfter.equals(voiceBefore)).toBe(true);
+    const renditionDir = dirname(join(env.storageDir, after.storage_key));
+    expect(await readdir(renditionDir)).toEqual([basename(after.storage_key)]);
+
+    // Run 2 mixes the voice its rendition describes.
+    expect(await processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r2`)))).toHaveProperty('durationMs');
+    await expectCountersMatchRows(env.databaseUrl, batchId);
   });
 });

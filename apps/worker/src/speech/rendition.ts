@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { and, eq, lt, or, sql } from 'drizzle-orm';
 import { preparedFor } from '@soundqueue/shared/db/prepared';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
+import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
@@ -124,8 +125,8 @@ export async function obtainRendition(
  * Forgets a ready rendition whose stored file is gone (storage drivers switched, a volume
  * lost, a lifecycle rule), so that the next obtainRendition synthesizes it again instead of
  * handing out the missing file for ever. Only the row as the caller read it is deleted: a
- * rendition's storage key comes from its hash, so a re-synthesis another job has finished
- * since (its file in place again) has the same key, and only its updated_at tells it apart.
+ * re-synthesis another job has finished since (its file in place again) is told apart by its
+ * storage key (one per claim) and its updated_at.
  * Returns whether the row was deleted.
  */
 export async function dropMissingRendition(ctx: WorkerContext, rendition: Rendition): Promise<boolean> {
@@ -180,20 +181,28 @@ async function synthesize(
       if (!(error instanceof InvalidAudioError)) throw error;
       throw new SpeechGenerationError(`The speech provider returned audio that cannot be decoded: ${error.message}`, { cause: error });
     });
-    const storageKey = storageKeys.rendition(keyHash, result.format);
+    // A key of this claim's own: see storageKeys.rendition.
+    const storageKey = storageKeys.rendition(keyHash, token, result.format);
     await ctx.storage.moveFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
     scratchFile = undefined;
-    const [ready] = await readyStatement(ctx).execute({
-      keyHash,
-      token,
-      storageKey,
-      format: result.format,
-      durationMs: measured.durationMs,
-      loudnessLufs: measured.loudnessLufs,
-      costUsd: result.costUsd,
-    });
+    const [ready] = await readyStatement(ctx)
+      .execute({
+        keyHash,
+        token,
+        storageKey,
+        format: result.format,
+        durationMs: measured.durationMs,
+        loudnessLufs: measured.loudnessLufs,
+        costUsd: result.costUsd,
+      })
+      .catch(async (error: unknown) => {
+        await dropRefusedVoice(ctx, keyHash, storageKey, error);
+        throw error;
+      });
     if (ready) return ready;
-    // Our claim was taken over (we were slower than the lease); use whatever is there.
+    // Our claim was taken over (we were slower than the lease): the file just stored is
+    // nobody's; use whatever is there.
+    await removeVoice(ctx, storageKey);
     const [current] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash));
     if (current?.status === 'ready') return current;
     throw new SpeechGenerationError('lost the claim on this voice rendition to another worker; will retry');
@@ -208,4 +217,28 @@ async function synthesize(
     clearInterval(renew);
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
+}
+
+/** Removes a voice file this job stored but no rendition records; a failure to is logged. */
+async function removeVoice(ctx: WorkerContext, storageKey: string): Promise<void> {
+  await ctx.storage.delete(storageKey).catch((error: unknown) => ctx.logger.warn({ err: error, storageKey }, 'could not remove the file of a voice no rendition records'));
+}
+
+/**
+ * After a ready update that failed: the file just stored is under this claim's own key, which
+ * no later job writes, so unless the update went through all the same (its connection lost once
+ * the statement was sent: the row then names the file) it would stay in storage for ever. When
+ * the row cannot be read either, the file goes only if the update surely changed nothing.
+ */
+async function dropRefusedVoice(ctx: WorkerContext, keyHash: string, storageKey: string, error: unknown): Promise<void> {
+  const recorded = await ctx.db
+    .select({ storageKey: voiceRenditions.storageKey })
+    .from(voiceRenditions)
+    .where(eq(voiceRenditions.keyHash, keyHash))
+    .then(([row]) => row?.storageKey === storageKey, () => !surelyNotCommitted(error));
+  if (recorded) {
+    ctx.logger.warn({ keyHash, storageKey, err: error }, 'a voice rendition update failed but was, or may have been, recorded; its file is kept');
+    return;
+  }
+  await removeVoice(ctx, storageKey);
 }

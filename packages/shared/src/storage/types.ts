@@ -42,7 +42,13 @@ export function assertSafeKey(key: string): void {
 }
 
 export const storageKeys = {
-  rendition: (keyHash: string, format: string) => `renditions/${keyHash.slice(0, 2)}/${keyHash}.${format}`,
+  // One file per claim (apps/worker/src/speech/rendition.ts), not per rendition: a job whose
+  // lapsed claim another job took over and made ready still stores what its provider answered,
+  // and must not replace the file the row now describes (and whose duration and loudness it
+  // records); it removes its own instead. The row's storage_key says which one is used.
+  // Renditions stored before carry no claim (`renditions/<hh>/<hash>.<format>`) and are read by
+  // the same column.
+  rendition: (keyHash: string, claim: string, format: string) => `renditions/${keyHash.slice(0, 2)}/${keyHash}.${claim}.${format}`,
   // One file per mix (a random id each mix job attempt draws), not per track: a mix job whose
   // completion is refused (a job of a run the batch has moved on from, a second delivery of a
   // stalled job) has stored its file by then, and must not replace the file the row now
