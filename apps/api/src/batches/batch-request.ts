@@ -58,14 +58,35 @@ export const createBatchSchema = z
 
 export type CreateBatchRequest = z.infer<typeof createBatchSchema>;
 
-/** A stable hash of the request, to tell an idempotent repeat from a different body. */
-export function requestHash(body: CreateBatchRequest, model: string): string {
-  const canonical = JSON.stringify({
+/**
+ * A stable hash of the request as the client sent it, to tell an idempotent repeat from a
+ * different body under the same Idempotency-Key. A `model` the body leaves out stays out (null),
+ * not the server's default filled in: the default is configuration (OPENAI_TTS_MODEL), and a
+ * repeat of the same body must match after an operator changes it. The `v` field keeps these
+ * hashes apart from the ones requestHashBefore describes, which stored rows may hold.
+ */
+export function requestHash(body: CreateBatchRequest): string {
+  return sha256({ v: 2, ...canonical(body), model: body.model ?? null });
+}
+
+/**
+ * The hash batches created before requestHash left the default out hold: the body with the
+ * model the batch was given (the client's, or the default then). A repeat of their request
+ * still matches it with that model, which the batch row records, whatever the default is now.
+ * It cannot tell a body without `model` from one naming the model the batch got: both match
+ * such a batch, as they did when it was created.
+ */
+export function requestHashBefore(body: CreateBatchRequest, batchModel: string): string {
+  return sha256({ ...canonical(body), model: body.model ?? batchModel });
+}
+
+function canonical(body: CreateBatchRequest) {
+  return {
     visionId: body.visionId,
     sections: body.sections.map((s) => ({ key: s.key, title: s.title ?? null, text: s.text })),
     variants: body.variants,
     voice: body.voice,
-    model,
-  });
-  return createHash('sha256').update(canonical).digest('hex');
+  };
 }
+
+const sha256 = (value: unknown) => createHash('sha256').update(JSON.stringify(value)).digest('hex');

@@ -8,7 +8,7 @@ import type { ApiContext } from '../context';
 import { addFlowWithin } from '../enqueue';
 import { checkBudget } from '../budget';
 import { HttpError } from '../http-errors';
-import { requestHash, type CreateBatchRequest } from './batch-request';
+import { requestHash, requestHashBefore, type CreateBatchRequest } from './batch-request';
 
 type Batch = typeof audioGenerationBatches.$inferSelect;
 type Track = typeof audioTracks.$inferSelect;
@@ -76,10 +76,9 @@ export async function createBatch(
   idempotencyKey: string | undefined,
 ): Promise<{ batch: Batch; created: boolean }> {
   const model = body.model ?? ctx.config.OPENAI_TTS_MODEL;
-  const hash = requestHash(body, model);
   if (idempotencyKey) {
     const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
-    if (existing) return sameOrConflict(existing, hash);
+    if (existing) return sameOrConflict(existing, body);
   }
   await checkBudget(ctx.db, ctx.config, userId);
   const total = body.sections.length * body.variants.length;
@@ -102,7 +101,7 @@ export async function createBatch(
           tracksPending: total,
           audioSetIds: setIds,
           idempotencyKey: idempotencyKey ?? null,
-          requestHash: hash,
+          requestHash: requestHash(body),
         })
         .returning();
       if (!batch) throw new Error('insert returned no batch');
@@ -130,7 +129,7 @@ export async function createBatch(
     // Two requests with one Idempotency-Key raced: the loser answers with the winner's batch.
     if (idempotencyKey && isUniqueViolation(error)) {
       const existing = await findByIdempotencyKey(ctx, userId, idempotencyKey);
-      if (existing) return sameOrConflict(existing, hash);
+      if (existing) return sameOrConflict(existing, body);
     }
     throw error;
   }
@@ -138,8 +137,11 @@ export async function createBatch(
   return { batch: created.batch, created: true };
 }
 
-function sameOrConflict(existing: Batch, hash: string): { batch: Batch; created: boolean } {
-  if (existing.requestHash !== hash) {
+/** The batch an Idempotency-Key names, if `body` repeats its request; else a 409. */
+function sameOrConflict(existing: Batch, body: CreateBatchRequest): { batch: Batch; created: boolean } {
+  // Either rule: rows created before requestHash left out the default model hold the other.
+  const same = existing.requestHash === requestHash(body) || existing.requestHash === requestHashBefore(body, existing.model);
+  if (!same) {
     throw new HttpError(409, 'idempotency_conflict', 'this Idempotency-Key was already used with a different request body', {
       batchId: existing.id,
     });

@@ -67,7 +67,9 @@ export const audioGenerationBatches = pgTable(
     audioSetIds: jsonb('audio_set_ids').$type<string[]>().notNull().default([]),
     errorMessage: text('error_message'),
     // Unique per user (partial index below): a repeated POST with the same key returns this
-    // batch; request_hash tells a true repeat from a different body under the same key.
+    // batch; request_hash tells a true repeat from a different body under the same key (the
+    // body as sent, without the default model filled in; older rows hash the body with the
+    // batch's model: apps/api/src/batches/batch-request.ts).
     idempotencyKey: text('idempotency_key'),
     requestHash: text('request_hash').notNull(),
     // Each retry of failed tracks is a new run: job ids carry it, so a retry never collides
