@@ -4,11 +4,11 @@ import { describeError, MixingError, ValidationError } from '@soundqueue/shared/
 import { parsePayload, type Payload } from '@soundqueue/shared/queues';
 import { eq } from 'drizzle-orm';
 import { audioTracks } from '@soundqueue/shared/db/schema';
-import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import { detachRendition, finishTrack, markMixing, trackWithRun, unchangedBecause, whyUnchanged } from '@soundqueue/shared/rollup/tracks';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import type { WorkerContext } from '../context';
+import { dropIfUnrecorded, removeUnrecorded } from '../unrecorded-files';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { removeScratchFiles } from '../scratch-files';
 import { dropMissingRendition } from '../speech/rendition';
@@ -88,9 +88,10 @@ async function mixVoice(
     const key = storageKeys.track(batchId, trackId, randomUUID());
     const stored = await ctx.storage.moveFile(key, outPath, 'audio/mpeg');
     scratchFiles.delete(outPath);
+    const file = { key, what: 'mix', context: { batchId, trackId } };
     const done = await finishTrack(ctx.db, trackId, { status: 'completed', mixedFileKey: key, mixedBytes: stored.size, durationMs: mixed.durationMs }, { run: batchRun }).catch(
       async (error: unknown) => {
-        await dropRefusedMix(ctx, trackId, key, error);
+        await dropIfUnrecorded(ctx, file, async () => (await ctx.db.select({ key: audioTracks.mixedFileKey }).from(audioTracks).where(eq(audioTracks.id, trackId)))[0]?.key, error);
         throw error;
       },
     );
@@ -98,7 +99,7 @@ async function mixVoice(
       // Refused: the track was finished meanwhile (by a second delivery of this job, or by
       // the current run's job after this job's run was ended), and its row describes another
       // file. This one is nobody's.
-      await removeMix(ctx, trackId, key);
+      await removeUnrecorded(ctx, file);
       return { skipped: await unchangedBecause(ctx.db, trackId, batchRun) };
     }
     await ctx.publish(done.events);
@@ -141,30 +142,4 @@ async function revoiceTrack(
   if (!mixing) return { skipped: 'track is no longer waiting to be mixed' };
   await ctx.publish(mixing.events);
   return mixing;
-}
-
-/** Removes a mix this job stored but no row records; a failure to is logged, the job goes on. */
-async function removeMix(ctx: WorkerContext, trackId: string, key: string): Promise<void> {
-  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, trackId, fileKey: key }, 'could not remove the file of a mix no track records'));
-}
-
-/**
- * After a completion that failed (the database refused it, or could not be reached): the file
- * just stored is under this attempt's own key, which no later job writes, so unless the
- * completion went through all the same (its connection lost once the statement was sent: the
- * row then names the file) it would stay in storage for ever; it is removed, and the retry
- * stores its own. When the row cannot be read either, the error decides: the file goes only if
- * the completion surely changed nothing; one kept while that is not known is logged with its key.
- */
-async function dropRefusedMix(ctx: WorkerContext, trackId: string, key: string, error: unknown): Promise<void> {
-  const recorded = await ctx.db
-    .select({ mixedFileKey: audioTracks.mixedFileKey })
-    .from(audioTracks)
-    .where(eq(audioTracks.id, trackId))
-    .then(([row]) => row?.mixedFileKey === key, () => !surelyNotCommitted(error));
-  if (recorded) {
-    ctx.logger.warn({ trackId, fileKey: key, err: error }, 'a track completion failed but was, or may have been, recorded; its file is kept');
-    return;
-  }
-  await removeMix(ctx, trackId, key);
 }

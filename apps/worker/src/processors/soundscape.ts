@@ -15,9 +15,9 @@ import {
   renewSoundscapeClaim,
 } from '@soundqueue/shared/rollup/books';
 import { storageKeys } from '@soundqueue/shared/storage/index';
-import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import type { ProgressEvent } from '@soundqueue/shared/events';
 import type { WorkerContext } from '../context';
+import { dropIfUnrecorded, removeUnrecorded } from '../unrecorded-files';
 import { handleJobFailure, type JobRun } from '../job-failure';
 import { recordedCall } from '../provider-calls';
 import { claimLeaseMs, keepClaim, waitForClaim } from '../claims';
@@ -48,7 +48,7 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
   if (typeof claimed === 'string') return { skipped: claimed === 'gone' ? 'soundscape no longer exists' : `soundscape is ${claimed}` };
   const { claim } = claimed;
   // A claim taken over from a lapsed one: what that one stored is nobody's (its holder died
-  // after storing it, or could not tell whether its completion went through: dropRefused).
+  // after storing it, or could not tell whether its completion went through: dropIfUnrecorded).
   await removeVoidedFiles(ctx.storage, ctx.logger, claimed.voidedFiles);
   // Renewed while the job works; a claim found gone stops the provider call (keepClaim).
   const kept = keepClaim(leaseMs, () => renewSoundscapeClaim(ctx.db, soundscapeId, claim));
@@ -92,7 +92,12 @@ export async function processSoundscape(ctx: WorkerContext, run: JobRun): Promis
         await ctx.publish(recorded);
         return { durationMs: probe.durationMs };
       }
-      await dropRefused(ctx, { bookId, soundscapeId, run: jobRun }, key, error);
+      // One kept because the row could not be read is removed later if the completion did not
+      // go through: the claim it was stored under is then still on the row, and whatever voids
+      // that claim (a retry taking it over once it lapses, the run's end) removes its file
+      // (voidedClaimFile in rollup/books.ts).
+      const file = { key, what: 'soundscape', context: { bookId, soundscapeId, run: jobRun } };
+      await dropIfUnrecorded(ctx, file, async () => (await ctx.db.select({ fileKey: soundscapes.fileKey }).from(soundscapes).where(eq(soundscapes.id, soundscapeId)))[0]?.fileKey, error);
       throw error;
     }
     if (events === null) return await dropUnrecorded(ctx, { bookId, soundscapeId, run: jobRun }, key);
@@ -160,31 +165,7 @@ function lostClaim(ctx: WorkerContext, job: SoundscapeJob): { skipped: string } 
  * generated it) or this job's claim is (lostClaim).
  */
 async function dropUnrecorded(ctx: WorkerContext, job: SoundscapeJob, key: string): Promise<{ skipped: string }> {
-  await ctx.storage.delete(key).catch((error: unknown) => ctx.logger.warn({ err: error, fileKey: key }, 'could not remove the file of a soundscape this job could not record'));
+  await removeUnrecorded(ctx, { key, what: 'soundscape', context: job });
   const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(eq(soundscapes.id, job.soundscapeId));
   return row ? lostClaim(ctx, job) : { skipped: 'soundscape replaced while it was generated' };
-}
-
-/**
- * After a completion the database refused, or that could not reach it: the file just stored
- * is recorded by no row, and its key (this claim's) is written by no later job, so it would
- * stay in storage for ever; it is removed (the retry stores its own, under its own claim).
- * Unless the completion went through all the same (its connection lost once its COMMIT was
- * sent): the row then names the file, which stays. When the row cannot be read either, the
- * error decides: the file goes only if the completion surely changed nothing. One kept while
- * it is not known is removed later if the completion did not go through: the claim it was
- * stored under is then still on the row, and whatever voids that claim (a retry taking it
- * over once it lapses, the run's end) removes its file (voidedClaimFile in rollup/books.ts).
- */
-async function dropRefused(ctx: WorkerContext, job: SoundscapeJob, key: string, error: unknown): Promise<void> {
-  const recorded = await ctx.db
-    .select({ fileKey: soundscapes.fileKey })
-    .from(soundscapes)
-    .where(eq(soundscapes.id, job.soundscapeId))
-    .then(([row]) => row?.fileKey === key, () => !surelyNotCommitted(error));
-  if (recorded) {
-    ctx.logger.warn({ ...job, fileKey: key, err: error }, 'a soundscape completion failed but may have been recorded; its file is kept until its claim is voided');
-    return;
-  }
-  await ctx.storage.delete(key).catch((cause: unknown) => ctx.logger.warn({ err: cause, fileKey: key }, 'could not remove the file of a soundscape the database did not record'));
 }

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { and, eq, lt, or, sql } from 'drizzle-orm';
 import { preparedFor } from '@soundqueue/shared/db/prepared';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
-import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
 import { storageKeys } from '@soundqueue/shared/storage/index';
 import type { WorkerContext } from '../context';
+import { dropIfUnrecorded, removeUnrecorded } from '../unrecorded-files';
 import { InvalidAudioError } from '../ffmpeg';
 import { claimLeaseMs } from '../claims';
 import { recordedCall } from '../provider-calls';
@@ -185,6 +185,7 @@ async function synthesize(
     const storageKey = storageKeys.rendition(keyHash, token, result.format);
     await ctx.storage.moveFile(storageKey, path, result.format === 'mp3' ? 'audio/mpeg' : 'audio/wav');
     scratchFile = undefined;
+    const file = { key: storageKey, what: 'voice', context: { keyHash } };
     const [ready] = await readyStatement(ctx)
       .execute({
         keyHash,
@@ -196,13 +197,13 @@ async function synthesize(
         costUsd: result.costUsd,
       })
       .catch(async (error: unknown) => {
-        await dropRefusedVoice(ctx, keyHash, storageKey, error);
+        await dropIfUnrecorded(ctx, file, async () => (await ctx.db.select({ key: voiceRenditions.storageKey }).from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash)))[0]?.key, error);
         throw error;
       });
     if (ready) return ready;
     // Our claim was taken over (we were slower than the lease): the file just stored is
     // nobody's; use whatever is there.
-    await removeVoice(ctx, storageKey);
+    await removeUnrecorded(ctx, file);
     const [current] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash));
     if (current?.status === 'ready') return current;
     throw new SpeechGenerationError('lost the claim on this voice rendition to another worker; will retry');
@@ -217,28 +218,4 @@ async function synthesize(
     clearInterval(renew);
     if (scratchFile) await removeScratchFiles(scratchFile);
   }
-}
-
-/** Removes a voice file this job stored but no rendition records; a failure to is logged. */
-async function removeVoice(ctx: WorkerContext, storageKey: string): Promise<void> {
-  await ctx.storage.delete(storageKey).catch((error: unknown) => ctx.logger.warn({ err: error, storageKey }, 'could not remove the file of a voice no rendition records'));
-}
-
-/**
- * After a ready update that failed: the file just stored is under this claim's own key, which
- * no later job writes, so unless the update went through all the same (its connection lost once
- * the statement was sent: the row then names the file) it would stay in storage for ever. When
- * the row cannot be read either, the file goes only if the update surely changed nothing.
- */
-async function dropRefusedVoice(ctx: WorkerContext, keyHash: string, storageKey: string, error: unknown): Promise<void> {
-  const recorded = await ctx.db
-    .select({ storageKey: voiceRenditions.storageKey })
-    .from(voiceRenditions)
-    .where(eq(voiceRenditions.keyHash, keyHash))
-    .then(([row]) => row?.storageKey === storageKey, () => !surelyNotCommitted(error));
-  if (recorded) {
-    ctx.logger.warn({ keyHash, storageKey, err: error }, 'a voice rendition update failed but was, or may have been, recorded; its file is kept');
-    return;
-  }
-  await removeVoice(ctx, storageKey);
 }
