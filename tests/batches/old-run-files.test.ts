@@ -5,7 +5,7 @@ import type { Job } from 'bullmq';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import { getVariant } from '@soundqueue/shared/variants';
 import { createWorkerContext, ffmpegMixer, type Mixer, type Providers, type WorkerContext } from '@soundqueue/worker';
-import { createProviders } from '../../apps/worker/src/providers';
+import { speechWith } from '../helpers/providers';
 import { processAudioMix } from '../../apps/worker/src/processors/audio-mix';
 import { processAudioTts } from '../../apps/worker/src/processors/audio-tts';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
@@ -43,22 +43,14 @@ let speechGate: Promise<void> | undefined;
 let heldSpeech = 0;
 
 function heldSpeechProviders(config: TestEnv['config']): Providers {
-  const real = createProviders(config);
-  return {
-    ...real,
-    speech: {
-      name: real.speech.name,
-      usesInstructions: real.speech.usesInstructions,
-      async synthesize(request, signal) {
-        const gate = speechGate;
-        if (!gate) return real.speech.synthesize(request, signal);
-        speechGate = undefined;
-        heldSpeech += 1;
-        await gate;
-        return real.speech.synthesize({ ...request, text: `${request.text} And a few more words, said more slowly.` }, signal);
-      },
-    },
-  };
+  return speechWith(config, async (request) => {
+    const gate = speechGate;
+    if (!gate) return;
+    speechGate = undefined;
+    heldSpeech += 1;
+    await gate;
+    return { ...request, text: `${request.text} And a few more words, said more slowly.` };
+  });
 }
 
 beforeAll(async () => {
@@ -96,14 +88,20 @@ async function served(trackId: string) {
   return { etag: res.headers.get('etag'), bytes, row };
 }
 
+/** A batch of one voice_only track, created through the API; no worker runs its jobs. */
+async function oneTrackBatch(visionId: string, title: string): Promise<{ batchId: string; track: { id: string } }> {
+  const created = await createBatch(api, { visionId, sections: sampleSections(1, title), variants: ['voice_only'], voice: 'alloy' });
+  expect(created.status).toBe(201);
+  const batchId = created.body.id as string;
+  const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+  return { batchId, track };
+}
+
 const storedTrackFiles = async (batchId: string) => (await readdir(join(env.storageDir, 'tracks', batchId))).sort();
 
 describe('a mix job whose completion is refused', () => {
   it("of run 1, still mixing when the batch was retried, leaves run 2's file alone and removes its own", { timeout: 120_000 }, async () => {
-    const created = await createBatch(api, { visionId: 'stale mix', sections: sampleSections(1, 'Stale'), variants: ['voice_only'], voice: 'alloy' });
-    expect(created.status).toBe(201);
-    const batchId = created.body.id as string;
-    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    const { batchId, track } = await oneTrackBatch('stale mix', 'Stale');
     ctx = await createWorkerContext(env.config, { mixer: heldMixer });
 
     // Run 1's jobs, as a worker takes them: the voice is made, and the mix is held mid-way,
@@ -138,10 +136,7 @@ describe('a mix job whose completion is refused', () => {
   });
 
   it('of a second delivery of the same job (a stalled job run again), finishing after the first completed the track, leaves its file alone', { timeout: 120_000 }, async () => {
-    const created = await createBatch(api, { visionId: 'twice', sections: sampleSections(1, 'Twice'), variants: ['voice_only'], voice: 'alloy' });
-    expect(created.status).toBe(201);
-    const batchId = created.body.id as string;
-    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    const { batchId, track } = await oneTrackBatch('twice', 'Twice');
     ctx = await createWorkerContext(env.config, { mixer: heldMixer });
     expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
 
@@ -167,10 +162,7 @@ describe('a mix job whose completion is refused', () => {
   // Rows keep the key their mix was stored under, so a mix stored before keys carried a mix id
   // is served as it was.
   it('a track mixed before keys carried a mix id is still served from the key its row holds', async () => {
-    const created = await createBatch(api, { visionId: 'older key', sections: sampleSections(1, 'Older'), variants: ['voice_only'], voice: 'alloy' });
-    expect(created.status).toBe(201);
-    const batchId = created.body.id as string;
-    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    const { batchId, track } = await oneTrackBatch('older key', 'Older');
     const oldKey = `tracks/${batchId}/${track.id}.mp3`;
     await api.ctx.storage.put(oldKey, Buffer.alloc(1000, 7), 'audio/mpeg');
     await queryRows(env.databaseUrl, `update audio_tracks set status = 'completed', mix_status = 'completed', mixed_file_key = $2, mixed_bytes = 1000 where id = $1`, [track.id, oldKey]);
@@ -187,10 +179,7 @@ describe('a mix job whose completion is refused', () => {
 // mix of the voice plans with) described another file.
 describe('a speech job whose rendition claim was taken over', () => {
   it("of run 1, answered after run 2 made the voice, leaves run 2's voice file alone and removes its own", { timeout: 120_000 }, async () => {
-    const created = await createBatch(api, { visionId: 'stale voice', sections: sampleSections(1, 'Voice'), variants: ['voice_only'], voice: 'alloy' });
-    expect(created.status).toBe(201);
-    const batchId = created.body.id as string;
-    const [track] = await queryRows(env.databaseUrl, 'select id from audio_tracks where batch_id = $1', [batchId]);
+    const { batchId, track } = await oneTrackBatch('stale voice', 'Voice');
     // A lease long enough that the held job's renewals do not run during the test.
     const config = { ...env.config, WORKER_LOCK_DURATION_MS: 600_000 };
     ctx = await createWorkerContext(config, { providers: heldSpeechProviders(config) });

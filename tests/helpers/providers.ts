@@ -8,9 +8,10 @@ export const speechRefusal = () => new SpeechGenerationError('provider said 400'
 
 /**
  * The configured providers, with `before` run ahead of every speech request: it may wait (a
- * call the test holds) or throw (a call that fails); then the real provider speaks.
+ * call the test holds), throw (a call that fails) or return another request (a provider that
+ * answers with different audio); then the real provider speaks.
  */
-export function speechWith(config: Config, before: (request: SpeechRequest) => Promise<void> | void): Providers {
+export function speechWith(config: Config, before: (request: SpeechRequest) => Promise<SpeechRequest | void> | SpeechRequest | void): Providers {
   const real = createProviders(config);
   return {
     ...real,
@@ -18,8 +19,7 @@ export function speechWith(config: Config, before: (request: SpeechRequest) => P
       name: real.speech.name,
       usesInstructions: real.speech.usesInstructions,
       async synthesize(request, signal) {
-        await before(request);
-        return real.speech.synthesize(request, signal);
+        return real.speech.synthesize((await before(request)) ?? request, signal);
       },
     },
   };
