@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readJson, startTestApi, type TestApi } from '../helpers/app';
+import { readJson, startTestApi, tokenFor, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections } from '../helpers/batches';
 import { postBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -95,5 +95,23 @@ describe('a listed batch', () => {
     ];
     expect(one.sections_requested).toEqual(expected);
     expect(list.batches.map((b: any) => b.sections_requested)).toEqual([expected]);
+  });
+});
+
+describe('page sizes', () => {
+  it('take a limit written in digits only, as every number setting is; 1e1, 0x10, 5.0 or " 5" answer 400', async () => {
+    // z.coerce.number read "1e1" as 10 and "0x10" as 16, where the configuration refuses such
+    // spellings: one rule for a number a person writes.
+    const lists = ['/v1/audio/batches', '/v1/books', '/v1/admin/batches?status=active'];
+    for (const list of lists) {
+      const at = (limit: string) => `${list}${list.includes('?') ? '&' : '?'}limit=${encodeURIComponent(limit)}`;
+      const as = list.startsWith('/v1/admin') ? { user: null, headers: { Authorization: `Bearer ${await tokenFor('ops', { role: 'admin' })}` } } : { user: 'pager' };
+      expect((await api.request(at('5'), as)).status, list).toBe(200);
+      for (const limit of ['1e1', '0x10', '5.0', ' 5', '+5', '05e0']) {
+        const res = await api.request(at(limit), as);
+        expect(res.status, `${list} limit=${limit}`).toBe(400);
+        expect((await readJson(res)).error).toMatchObject({ code: 'validation_failed', message: expect.stringContaining('limit') });
+      }
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { sql, type SQL } from 'drizzle-orm';
 import type { AnyPgColumn } from 'drizzle-orm/pg-core';
 import { HttpError } from './http-errors';
@@ -57,4 +58,18 @@ export function pageOf<R extends { cursorAt: string }>(rows: R[], limit: number,
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   return { page, nextCursor: rows.length > limit && last ? encodeCursor(last.cursorAt, idOf(last)) : null };
+}
+
+/**
+ * A list's page size from the query string: 1 to `max`, written in digits only, as every number
+ * setting is (config.ts). z.coerce.number took "1e1", "0x10", "5.0" and " 5" for numbers.
+ */
+export function pageLimit(max: number, fallback: number) {
+  return z
+    .string()
+    .regex(/^\d{1,6}$/, `must be a whole number from 1 to ${max}, in digits`)
+    .transform(Number)
+    .pipe(z.number().int().min(1, `must be at least 1`).max(max, `must be at most ${max}`))
+    .default(fallback)
+    .meta({ description: `page size: 1 to ${max}, in digits; ${fallback} when left out` });
 }

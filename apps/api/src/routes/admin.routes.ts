@@ -6,6 +6,7 @@ import { batchView } from '../batches/batch.view';
 import { listedBatch } from '../batches/batch-service';
 import type { ApiContext } from '../context';
 import { HttpError, validate } from '../http-errors';
+import { pageLimit } from '../ids';
 
 const requireAdmin: RequestHandler = (req, _res, next) => {
   if (req.principal?.role !== 'admin') return next(new HttpError(403, 'forbidden', 'admin role required'));
@@ -21,7 +22,7 @@ export const analyticsQuery = z.object({
 
 export const adminBatchesQuery = z.object({
   status: z.enum(['active', ...batchStatuses], { message: `must be one of active, ${batchStatuses.join(', ')}` }).default('active'),
-  limit: z.coerce.number().int().min(1).max(500).default(100),
+  limit: pageLimit(500, 100),
 });
 
 const n = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));

@@ -7,14 +7,14 @@ import { cancelBatch, createBatch, getOwnedBatchWithTracks, listedBatch, retryFa
 import { batchView, trackView } from '../batches/batch.view';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
+import { afterCursor, cursorTime, pageLimit, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 /** GET /audio/batches's query (the OpenAPI document's parameters are made from it). */
 export const batchListQuery = z.object({
   visionId: z.string().min(1).max(200).optional(),
   status: z.enum([...batchStatuses, 'active'], { message: `must be one of ${[...batchStatuses, 'active'].join(', ')}` }).optional(),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
+  limit: pageLimit(100, 20),
   cursor: z.string().max(200).optional(),
 });
 

@@ -7,13 +7,13 @@ import { createBook, getOwnedBook, restartBook } from '../books/book-service';
 import { bookView, sceneView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { HttpError, validate } from '../http-errors';
-import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
+import { afterCursor, cursorTime, pageLimit, pageOf, parseId } from '../ids';
 import { sendStoredAudio } from '../send-audio';
 
 /** GET /books's query (the OpenAPI document's parameters are made from it). */
 export const bookListQuery = z.object({
   status: z.enum(bookStatuses, { message: `must be one of ${bookStatuses.join(', ')}` }).optional(),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
+  limit: pageLimit(100, 20),
   cursor: z.string().max(200).optional(),
 });
 

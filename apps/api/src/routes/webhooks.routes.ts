@@ -6,7 +6,7 @@ import { webhookDeliveries, webhookEndpoints } from '@soundqueue/shared/db/schem
 import { checkWebhookUrl, webhookEventTypes } from '@soundqueue/shared/webhooks';
 import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
-import { afterCursor, cursorTime, pageOf, parseId } from '../ids';
+import { afterCursor, cursorTime, pageLimit, pageOf, parseId } from '../ids';
 
 export const createWebhookSchema = z
   .object({
@@ -20,7 +20,7 @@ export const createWebhookSchema = z
 // Newest first, as the batch and book lists page (100 by default: what the listing showed
 // before it paged).
 export const deliveriesQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(100).default(100),
+  limit: pageLimit(100, 100),
   cursor: z.string().max(200).optional(),
 });
 
