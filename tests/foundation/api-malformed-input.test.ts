@@ -495,7 +495,7 @@ describe('malformed input never answers 5xx, always the error shape, and writes 
     await check(cases);
   });
 
-  it('headers: Authorization, Idempotency-Key, Range, If-None-Match, If-Range and Last-Event-ID', async () => {
+  it('headers: Authorization, Idempotency-Key, Range, If-None-Match, If-Match, If-Range, the date preconditions and Last-Event-ID', async () => {
     const cases: Case[] = [];
     const auths = [
       '',
@@ -537,6 +537,12 @@ describe('malformed input never answers 5xx, always the error shape, and writes 
     }
     for (const tag of ['', '*', ',,,', 'W/', 'W/""', '"x"', `${'"x",'.repeat(1_000)}"y"`, '\u00ff']) {
       cases.push({ name: `If-None-Match ${tag.slice(0, 20)}`, method: 'GET', path: `/v1/audio/tracks/${own.track}/audio`, headers: { 'If-None-Match': tag, Range: 'bytes=0-1' } });
+      cases.push({ name: `If-Match ${tag.slice(0, 20)}`, method: 'GET', path: `/v1/audio/tracks/${own.track}/audio`, headers: { 'If-Match': tag, Range: 'bytes=0-1' } });
+    }
+    for (const date of ['', 'x', '2020', 'Sun, 30 Feb 1994 08:49:37 GMT', 'Sun, 06 Nov 99999 08:49:37 GMT', 'Sunday, 06-Nov-94 99:49:37 GMT', 'Sun Nov 99 08:49:37 1994', '\u00ff']) {
+      for (const field of ['If-Modified-Since', 'If-Unmodified-Since']) {
+        cases.push({ name: `${field} ${date.slice(0, 20)}`, method: 'GET', path: `/v1/audio/tracks/${own.track}/audio`, headers: { [field]: date } });
+      }
     }
     for (const id of ['', 'x', '0', '0-0', '-1', '1-', '$', '+', '-', '18446744073709551616-0', '0-18446744073709551616', `${'9'.repeat(30)}-1`, '1.5-1', '\u00ff', 'a'.repeat(5_000), 'end-1', 'end-x', 'end-99999999999999999999']) {
       for (const path of [`/v1/audio/batches/${own.batch}/events`, `/v1/books/${own.book}/events`]) {

@@ -25,6 +25,7 @@ function describeStatus(code: number): string {
       403: 'admin role required',
       404: 'not found (or not yours)',
       409: 'conflict with the current state',
+      412: 'precondition_failed: If-Match or If-Unmodified-Since does not hold',
       413: 'too large',
       415: 'unsupported content type',
       416: 'range not satisfiable',
@@ -49,11 +50,14 @@ const streamParams = [
   { name: 'access_token', in: 'query', required: false, schema: { type: 'string' }, description: 'from POST /v1/stream-tokens, instead of the Authorization header' },
 ];
 const conditional = [
-  { name: 'Range', in: 'header', schema: { type: 'string' } },
-  { name: 'If-Range', in: 'header', schema: { type: 'string' } },
+  { name: 'Range', in: 'header', schema: { type: 'string' }, description: 'one range (bytes=0-99, bytes=100-, bytes=-500); several, or one that does not parse, get the whole file' },
+  { name: 'If-Range', in: 'header', schema: { type: 'string' }, description: "the file's ETag: Range is served only while it is current (a date, or another tag, gets the whole file)" },
   { name: 'If-None-Match', in: 'header', schema: { type: 'string' } },
+  { name: 'If-Modified-Since', in: 'header', schema: { type: 'string' }, description: 'read only without If-None-Match' },
+  { name: 'If-Match', in: 'header', schema: { type: 'string' } },
+  { name: 'If-Unmodified-Since', in: 'header', schema: { type: 'string' }, description: 'read only without If-Match' },
 ];
-const notModified = { description: 'If-None-Match holds the file\'s ETag' };
+const notModified = { description: "If-None-Match holds the file's ETag (or, without it, If-Modified-Since is not before Last-Modified)" };
 const audio = { description: 'MP3 (HTTP Range supported)', content: { 'audio/mpeg': { schema: { type: 'string', format: 'binary' } } } };
 const events = { description: 'Server-Sent Events: snapshot, then changes, ending after the terminal event', content: { 'text/event-stream': { schema: { type: 'string' } } } };
 /** A reconnect that already has the end: EventSource stops reconnecting on a 204. */
@@ -110,7 +114,7 @@ export function openApiDocument() {
       '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
       '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
       '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
-      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 416) } } },
+      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } } },
       '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
       '/v1/audio/voices': { get: { summary: 'The voice catalog', responses: { 200: { description: 'voices' } } } },
       '/v1/books': {
@@ -131,7 +135,7 @@ export function openApiDocument() {
       '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 402, 404, 409, 503) } } },
       '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
-      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 416) } } },
+      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } } },
       '/v1/playback-urls': {
         post: {
           summary: "A URL an <audio> element can play: the audio_url with a token good for that file only (GET/HEAD, Range) for PLAYBACK_URL_TTL_SECONDS",

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Storage } from '@soundqueue/shared/storage/index';
 import { HttpError } from './http-errors';
+import { evaluatePreconditions, ifRangeHolds } from './preconditions';
 
 /**
  * Parses a single-range `Range: bytes=...` header against a size. Returns null for "no
@@ -11,7 +12,8 @@ import { HttpError } from './http-errors';
  */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
   if (!header) return null;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  // The range unit is case-insensitive (RFC 9110 §14.1).
+  const match = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
   if (!match) return null;
   const [, from, to] = match;
   if (from === '' && to === '') return null;
@@ -27,17 +29,6 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end: to === '' ? size - 1 : Math.min(Number(to), size - 1) };
 }
 
-/**
- * Whether an If-None-Match header matches the ETag: `*`, or any entity tag of its list,
- * compared weakly as RFC 9110 asks for If-None-Match (a proxy may have weakened the tag).
- */
-export function noneMatch(header: string | undefined, etag: string): boolean {
-  if (!header) return false;
-  if (header.trim() === '*') return true;
-  const opaque = (tag: string) => tag.trim().replace(/^W\//, '');
-  return header.split(',').some((tag) => opaque(tag) === opaque(etag));
-}
-
 const isMissing = (error: unknown) => (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
 export interface SendAudioOptions {
@@ -45,7 +36,7 @@ export interface SendAudioOptions {
   idleTimeoutMs: number;
 }
 
-/** Streams a stored audio file with ETag, conditional GET and HTTP Range (206 / 416). */
+/** Streams a stored audio file with ETag, conditional GET (304 / 412) and HTTP Range (206 / 416). */
 export async function sendStoredAudio(
   req: Request,
   res: Response,
@@ -62,14 +53,17 @@ export async function sendStoredAudio(
     res.setHeader('Last-Modified', object.modifiedAt.toUTCString());
     res.setHeader('Cache-Control', 'private, max-age=3600');
   };
-  if (noneMatch(req.headers['if-none-match'], object.etag)) {
+  const precondition = evaluatePreconditions(req.headers, object);
+  if (precondition === 'precondition_failed') {
+    throw new HttpError(412, 'precondition_failed', 'the audio file does not match If-Match or If-Unmodified-Since (it was replaced, or is not the one named)');
+  }
+  if (precondition === 'not_modified') {
     validators();
     res.status(304).end();
     return;
   }
   // A Range with a stale If-Range gets the whole (new) file.
-  const ifRange = req.headers['if-range'];
-  const range = ifRange && ifRange !== object.etag ? null : parseRange(req.headers.range, object.size);
+  const range = ifRangeHolds(req.headers['if-range'], object.etag) ? parseRange(req.headers.range, object.size) : null;
   if (range === 'unsatisfiable') {
     // The error body is JSON: none of the audio's headers (type, cache, file name) go with it.
     res.setHeader('Content-Range', `bytes */${object.size}`);

@@ -1,0 +1,100 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readJson, startTestApi, startTestWorker, type TestApi } from '../helpers/app';
+import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
+import { createTestEnv, type TestEnv } from '../helpers/services';
+
+// An audio file's conditional requests and ranges as RFC 9110 has a server answer them
+// (sections 13 and 14), against one finished track served from local storage.
+
+let env: TestEnv;
+let api: TestApi;
+let url: string;
+let bytes: Buffer;
+let etag: string;
+let lastModified: string;
+
+beforeAll(async () => {
+  env = await createTestEnv();
+  api = await startTestApi(env.config);
+  const worker = await startTestWorker(env.config);
+  try {
+    const created = await createBatch(api, { visionId: 'conditional', sections: sampleSections(1, 'conditional'), variants: ['voice_only'], voice: 'alloy' });
+    const batch = await waitForTerminal(api, created.body.id);
+    expect(batch.status).toBe('completed');
+    url = batch.tracks[0].audio_url;
+  } finally {
+    await worker.close();
+  }
+  const full = await api.request(url);
+  bytes = Buffer.from(await full.arrayBuffer());
+  etag = full.headers.get('etag')!;
+  lastModified = full.headers.get('last-modified')!;
+}, 180_000);
+afterAll(async () => {
+  await api?.close();
+  await env?.cleanup();
+});
+
+const get = (headers: Record<string, string>, method = 'GET') => api.request(url, { method, headers });
+const httpDate = (ms: number) => new Date(ms).toUTCString();
+
+describe('audio preconditions', () => {
+  it('answers 412 when If-Match names another entity tag, and serves the file when it holds', async () => {
+    const failed = await get({ 'If-Match': '"not-this-one"' });
+    expect(failed.status).toBe(412);
+    expect((await readJson(failed)).error.code).toBe('precondition_failed');
+    // If-Match compares strongly: a weak tag never matches.
+    expect((await get({ 'If-Match': `W/${etag}` })).status).toBe(412);
+    for (const holds of [etag, '*', `"other", ${etag}`]) {
+      const res = await get({ 'If-Match': holds });
+      expect(res.status, holds).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
+    }
+    // A range behind a holding If-Match is served as usual.
+    expect((await get({ 'If-Match': etag, Range: 'bytes=0-9' })).status).toBe(206);
+  });
+
+  it('answers 412 when If-Unmodified-Since is before the file was stored (and If-Match, when sent, decides instead)', async () => {
+    const before = httpDate(Date.parse(lastModified) - 60_000);
+    const res = await get({ 'If-Unmodified-Since': before });
+    expect(res.status).toBe(412);
+    expect((await readJson(res)).error.code).toBe('precondition_failed');
+    expect((await get({ 'If-Unmodified-Since': lastModified })).status).toBe(200);
+    expect((await get({ 'If-Match': etag, 'If-Unmodified-Since': before })).status).toBe(200);
+    // Not a date: ignored.
+    expect((await get({ 'If-Unmodified-Since': 'yesterday' })).status).toBe(200);
+  });
+
+  it('answers 304 to If-Modified-Since at or after Last-Modified, unless If-None-Match is sent', async () => {
+    // Last-Modified itself, now, and Last-Modified in the two obsolete forms a server must read.
+    const [, wd, day, month, year, clock] = /^(\w{3}), (\d{2}) (\w{3}) (\d{4}) (\S+) GMT$/.exec(lastModified)!;
+    const weekday = { Mon: 'Monday', Tue: 'Tuesday', Wed: 'Wednesday', Thu: 'Thursday', Fri: 'Friday', Sat: 'Saturday', Sun: 'Sunday' }[wd!];
+    const rfc850 = `${weekday}, ${day}-${month}-${year!.slice(2)} ${clock} GMT`;
+    const asctime = `${wd} ${month} ${day!.replace(/^0/, ' ')} ${clock} ${year}`;
+    for (const since of [lastModified, httpDate(Date.now()), rfc850, asctime]) {
+      const res = await get({ 'If-Modified-Since': since });
+      expect(res.status, since).toBe(304);
+      expect(res.headers.get('etag')).toBe(etag);
+    }
+    expect((await get({ 'If-Modified-Since': httpDate(Date.parse(lastModified) - 60_000) })).status).toBe(200);
+    expect((await get({ 'If-Modified-Since': 'not a date' })).status).toBe(200);
+    // If-None-Match wins: a tag that does not match means the file is sent, whatever the date.
+    expect((await get({ 'If-None-Match': '"old"', 'If-Modified-Since': lastModified })).status).toBe(200);
+  });
+});
+
+describe('audio ranges', () => {
+  it('reads the range unit case-insensitively', async () => {
+    const res = await get({ Range: 'Bytes=0-9' });
+    expect(res.status).toBe(206);
+    expect(res.headers.get('content-range')).toBe(`bytes 0-9/${bytes.length}`);
+    expect(Buffer.from(await res.arrayBuffer()).equals(bytes.subarray(0, 10))).toBe(true);
+  });
+
+  it('honours If-Range with the current strong entity tag only', async () => {
+    expect((await get({ Range: 'bytes=0-9', 'If-Range': etag })).status).toBe(206);
+    const weak = await get({ Range: 'bytes=0-9', 'If-Range': `W/${etag}` });
+    expect(weak.status).toBe(200);
+    expect(Buffer.from(await weak.arrayBuffer()).equals(bytes)).toBe(true);
+  });
+});
