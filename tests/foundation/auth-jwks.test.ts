@@ -111,6 +111,24 @@ describe('playback tokens with a JWKS URL', () => {
   });
 });
 
+describe('?access_token= with a JWKS URL', () => {
+  it("opens an event stream with the API's stream token only, never with the provider's token", async () => {
+    const path = '/audio/batches/0b6b3f4e-6c1e-4c35-9b8e-3f2b7d7c0a11/events';
+    const inUrl = (token: string) =>
+      new Promise<{ principal?: unknown; error?: { status?: number; message?: string } }>((resolve) => {
+        const req = { method: 'GET', headers: {}, query: { access_token: token }, baseUrl: '/v1', path } as any;
+        void auth.middleware(req, {} as any, (error?: unknown) => resolve(error ? { error: error as { status?: number; message?: string } } : { principal: req.principal }));
+      });
+    const ours = await auth.signStream({ userId: 'jwks-user', role: 'user' }, '5m');
+    expect(await inUrl(ours)).toEqual({ principal: { userId: 'jwks-user', role: 'user' } });
+    // A user's token, even one whose OAuth scope happens to be "events", stays out of URLs.
+    for (const scope of [undefined, 'events']) {
+      const theirs = await new SignJWT(scope ? { scope } : {}).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('jwks-user').setExpirationTime('5m').sign(rsa.privateKey);
+      expect((await inUrl(theirs)).error, String(scope)).toMatchObject({ status: 401 });
+    }
+  });
+});
+
 describe('WORKER_QUEUES', () => {
   it('defaults to every queue and refuses unknown names at start', () => {
     expect(selectQueues(undefined)).toContain('audio-mix');

@@ -151,7 +151,8 @@ describe('batch event streams', () => {
     ];
     expect(elsewhere.map((r) => r.status)).toEqual([401, 401, 401, 401]);
     expect(((await elsewhere[0]!.json()) as { error: { message: string } }).error.message).toBe('a stream token is only good on an event stream (GET …/events)');
-    // A user's own token still works on a stream as ?access_token= (and everywhere else).
+    // A user's own token still works everywhere as a bearer token (in the URL, only a stream
+    // token is taken: tests/foundation/query-tokens.test.ts).
     expect((await api.request(`/v1/audio/batches/${created.body.id}`)).status).toBe(200);
   });
 });

@@ -15,6 +15,12 @@ export interface Principal {
 export interface TokenUse {
   /** The request is an event stream (GET …/events), where stream tokens are good. */
   eventStream?: boolean;
+  /**
+   * The token came in the URL (`?access_token=`): only a stream token is good there. A user's
+   * own token or the static service token would sit in access logs, proxies' logs and browser
+   * history, good for everything until it expires (the service token: for ever).
+   */
+  inUrl?: boolean;
 }
 
 export interface Auth {
@@ -44,6 +50,7 @@ declare module 'express-serve-static-core' {
 }
 
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
+const ACCESS_TOKEN_ONLY = '?access_token= takes a stream token from POST /v1/stream-tokens';
 
 // What a key set answers about a token's key itself; anything else it throws means the key
 // set could not be fetched (a network error, a timeout, a non-200 answer, a broken body).
@@ -134,17 +141,22 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       throw unauthorized('a playback token is only good in the playback URL it came with');
     } else if (payload.scope === 'events' && !use.eventStream) {
       throw unauthorized('a stream token is only good on an event stream (GET …/events)');
+    } else if (use.inUrl && payload.scope !== 'events') {
+      throw unauthorized(ACCESS_TOKEN_ONLY);
     }
     return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
   };
 
   const verify = async (token: string, use: TokenUse, playbackPath?: string): Promise<Principal> => {
-    if (serviceToken && playbackPath === undefined) {
-      if (timingSafeEqual(sha256(token), serviceToken)) return { userId: 'service', role: 'admin' };
+    // Tokens in URLs (playback and stream tokens) are ours alone (HS256 with our key), never
+    // an identity provider's, nor the service token.
+    const oursOnly = playbackPath !== undefined || use.inUrl === true;
+    if (serviceToken && timingSafeEqual(sha256(token), serviceToken)) {
+      if (!oursOnly) return { userId: 'service', role: 'admin' };
+      throw unauthorized(playbackPath === undefined ? ACCESS_TOKEN_ONLY : 'playback_token must be a playback token from POST /v1/playback-urls');
     }
     try {
-      // Playback tokens are ours alone (HS256 with our key), never an identity provider's.
-      if (jwks && playbackPath === undefined) {
+      if (jwks && !oursOnly) {
         try {
           return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'], clockTolerance, ...providerClaims })).payload, use, playbackPath);
         } catch (error) {
@@ -179,7 +191,8 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       } else if (eventStream && typeof req.query.access_token === 'string') {
         // Browsers' EventSource cannot send headers: event streams accept a short-lived
         // signed token in the query string instead.
-        token = req.query.access_token;
+        req.principal = await verify(req.query.access_token, { eventStream, inUrl: true });
+        return next();
       } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && parseAudioPath(req.path)) {
         // <audio src> cannot send headers either: audio accepts a playback token signed for
         // exactly this path (POST /v1/playback-urls).

@@ -47,7 +47,7 @@ const playbackToken = { name: 'playback_token', in: 'query', required: false, sc
 const streamParams = [
   { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' }, description: 'resume after this event id' },
   { name: 'lastEventId', in: 'query', required: false, schema: { type: 'string' }, description: 'as Last-Event-ID, for clients that cannot set headers (the header wins)' },
-  { name: 'access_token', in: 'query', required: false, schema: { type: 'string' }, description: 'from POST /v1/stream-tokens, instead of the Authorization header' },
+  { name: 'access_token', in: 'query', required: false, schema: { type: 'string' }, description: 'a stream token from POST /v1/stream-tokens, instead of the Authorization header (no other token is taken here)' },
 ];
 const conditional = [
   { name: 'Range', in: 'header', schema: { type: 'string' }, description: 'one range (bytes=0-99, bytes=100-, bytes=-500); several, or one that does not parse, get the whole file' },
