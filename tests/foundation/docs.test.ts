@@ -81,6 +81,9 @@ describe('API description', () => {
             ? fetch(`${api.url}${target}`, { ...init, method: method.toUpperCase(), headers: { Authorization: `Bearer ${adminToken}`, ...(init.headers as Record<string, string>) } })
             : api.request(target, { user: 'docs-user', ...init, method: method.toUpperCase() });
 
+        // An id that is not percent-encoding is refused before any route reads it.
+        if (path.includes('{id}')) listed((await send(path.replace(/\{id\}/g, '%ZZ'))).status, 'with the id %ZZ');
+
         // Without a token: 401, on every route.
         const anonymous = await send(url, { user: null });
         listed(anonymous.status, 'without a token');
@@ -122,6 +125,15 @@ describe('API description', () => {
           expect(tooLarge.status, what).toBe(413);
         }
       }
+    }
+  });
+
+  it('describes the stream cap as README does: across every API process', async () => {
+    const doc = await readJson(await fetch(`${api.url}/openapi.json`));
+    for (const path of ['/v1/audio/batches/{id}/events', '/v1/books/{id}/events']) {
+      const description = doc.paths[path].get.responses['429'].description as string;
+      expect(description, path).toMatch(/every API process/);
+      expect(description, path).not.toMatch(/in this API process/);
     }
   });
 

@@ -30,7 +30,7 @@ function describeStatus(code: number): string {
       415: 'unsupported content type',
       416: 'range not satisfiable',
       422: 'unprocessable book',
-      429: 'too many event streams open for this user in this API process (Retry-After)',
+      429: "too_many_streams: SSE_MAX_STREAMS_PER_USER of this user's event streams are open, counted across every API process (Retry-After)",
       503: 'queue_unavailable: the queue refused the work, recorded as failed (nothing waits); or a store or the JWKS endpoint is unavailable: retry after Retry-After',
     } as Record<number, string>
   )[code] ?? 'error';
@@ -177,6 +177,8 @@ export function openApiDocument() {
     if (!path.startsWith('/v1/')) continue;
     for (const operation of Object.values(operations) as { responses: Record<string, unknown> }[]) {
       for (const code of V1_ERRORS) operation.responses[code] ??= errors(code)[code];
+      // An id that is not valid percent-encoding (%ZZ) is refused before the route reads it.
+      if (path.includes('{id}')) operation.responses[400] ??= { description: 'bad_request: the path is not valid percent-encoding', ...json(error) };
     }
   }
   return document;
