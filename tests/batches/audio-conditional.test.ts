@@ -1,7 +1,9 @@
+import { truncate } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJson, startTestApi, startTestWorker, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
-import { createTestEnv, type TestEnv } from '../helpers/services';
+import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
 
 // An audio file's conditional requests and ranges as RFC 9110 has a server answer them
 // (sections 13 and 14), against one finished track served from local storage.
@@ -9,6 +11,8 @@ import { createTestEnv, type TestEnv } from '../helpers/services';
 let env: TestEnv;
 let api: TestApi;
 let url: string;
+/** A second track, whose stored file a test empties. */
+let spare: { url: string; id: string };
 let bytes: Buffer;
 let etag: string;
 let lastModified: string;
@@ -18,10 +22,11 @@ beforeAll(async () => {
   api = await startTestApi(env.config);
   const worker = await startTestWorker(env.config);
   try {
-    const created = await createBatch(api, { visionId: 'conditional', sections: sampleSections(1, 'conditional'), variants: ['voice_only'], voice: 'alloy' });
+    const created = await createBatch(api, { visionId: 'conditional', sections: sampleSections(2, 'conditional'), variants: ['voice_only'], voice: 'alloy' });
     const batch = await waitForTerminal(api, created.body.id);
     expect(batch.status).toBe('completed');
     url = batch.tracks[0].audio_url;
+    spare = { url: batch.tracks[1].audio_url, id: batch.tracks[1].id };
   } finally {
     await worker.close();
   }
@@ -96,5 +101,29 @@ describe('audio ranges', () => {
     const weak = await get({ Range: 'bytes=0-9', 'If-Range': `W/${etag}` });
     expect(weak.status).toBe(200);
     expect(Buffer.from(await weak.arrayBuffer()).equals(bytes)).toBe(true);
+  });
+});
+
+describe('audio ranges where RFC 9110 has none', () => {
+  it('ignores Range on a HEAD: range handling is defined for GET only (§14.2)', async () => {
+    const head = await get({ Range: 'bytes=0-9' }, 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-range')).toBeNull();
+    expect(Number(head.headers.get('content-length'))).toBe(bytes.length);
+    expect((await get({ Range: `bytes=${bytes.length}-` }, 'HEAD')).status).toBe(200);
+    // A GET's range is served as ever.
+    expect((await get({ Range: 'bytes=0-9' })).status).toBe(206);
+  });
+
+  it('serves an empty stored file whole for a suffix range, and refuses a first byte it does not have', async () => {
+    const [row] = await queryRows<{ key: string }>(env.databaseUrl, 'select mixed_file_key as key from audio_tracks where id = $1', [spare.id]);
+    await truncate(join(env.storageDir, row!.key), 0);
+    const suffix = await api.request(spare.url, { headers: { Range: 'bytes=-5' } });
+    expect(suffix.status).toBe(200);
+    expect(suffix.headers.get('content-length')).toBe('0');
+    expect((await suffix.arrayBuffer()).byteLength).toBe(0);
+    const first = await api.request(spare.url, { headers: { Range: 'bytes=0-' } });
+    expect(first.status).toBe(416);
+    expect(first.headers.get('content-range')).toBe('bytes */0');
   });
 });

@@ -20,6 +20,9 @@ export function parseRange(header: string | undefined, size: number): { start: n
   if (from === '') {
     const suffix = Number(to);
     if (suffix === 0) return 'unsatisfiable';
+    // An empty file has no byte range to name (Content-Range would say 0--1): RFC 9110 §14.1.1
+    // counts a suffix range satisfiable there, so the (empty) whole file is the answer.
+    if (size === 0) return null;
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(from);
@@ -62,8 +65,9 @@ export async function sendStoredAudio(
     res.status(304).end();
     return;
   }
-  // A Range with a stale If-Range gets the whole (new) file.
-  const range = ifRangeHolds(req.headers['if-range'], object.etag) ? parseRange(req.headers.range, object.size) : null;
+  // A Range with a stale If-Range gets the whole (new) file. Range is defined for GET only: a
+  // HEAD is answered as the whole file's GET would be (RFC 9110 §14.2 has a server ignore it).
+  const range = req.method === 'GET' && ifRangeHolds(req.headers['if-range'], object.etag) ? parseRange(req.headers.range, object.size) : null;
   if (range === 'unsatisfiable') {
     // The error body is JSON: none of the audio's headers (type, cache, file name) go with it.
     res.setHeader('Content-Range', `bytes */${object.size}`);
