@@ -113,6 +113,8 @@ describe('the status page', () => {
     expect(index.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(index.headers.get('cache-control')).toBe('public, max-age=60');
     expect(index.headers.get('content-security-policy')).toContain("script-src 'self'");
+    // Audio streams from playback URLs on this origin: no blob: (or other) media source is allowed.
+    expect(index.headers.get('content-security-policy')).toMatch(/(^|; )media-src 'self'(;|$)/);
     const js = await fetch(`${api.url}/status-page/app.js`);
     expect(js.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
     const css = await fetch(`${api.url}/status-page/styles.css`);

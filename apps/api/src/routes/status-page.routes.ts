@@ -14,15 +14,15 @@ const files = {
 } as const;
 type FileName = keyof typeof files;
 
-// Same-origin only: no CDN, no inline script; audio plays from blob: URLs the page makes
-// from authenticated fetches.
+// Same-origin only: no CDN, no inline script; audio streams from this API's playback URLs
+// (POST /v1/playback-urls), so media needs no blob: source either.
 const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
   "connect-src 'self'",
   "img-src 'self' data:",
-  "media-src 'self' blob:",
+  "media-src 'self'",
   "base-uri 'none'",
   "form-action 'none'",
   "frame-ancestors 'none'",
