@@ -231,6 +231,20 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     await expect(storage.delete(key('doomed.bin'))).resolves.toBeUndefined();
   });
 
+  it('lists every key under a folder, and none for a folder with nothing in it', async () => {
+    // What a batch's end reads to find the mixes no track row names (removeUnnamedTrackFiles).
+    await storage.put(key('listed/a.mp3'), Buffer.from('a'), 'audio/mpeg');
+    await storage.put(key('listed/b.mp3'), Buffer.from('b'), 'audio/mpeg');
+    await storage.put(key('listed/deeper/c.mp3'), Buffer.from('c'), 'audio/mpeg');
+    // A sibling whose name starts like the folder is not in it.
+    await storage.put(key('listed-not/d.mp3'), Buffer.from('d'), 'audio/mpeg');
+    expect((await storage.list(key('listed/'))).sort()).toEqual([key('listed/a.mp3'), key('listed/b.mp3'), key('listed/deeper/c.mp3')]);
+    await storage.delete(key('listed/b.mp3'));
+    expect((await storage.list(key('listed/'))).sort()).toEqual([key('listed/a.mp3'), key('listed/deeper/c.mp3')]);
+    expect(await storage.list(key('nothing-here/'))).toEqual([]);
+    await expect((async () => storage.list('../x/'))()).rejects.toThrow(/unsafe storage key/);
+  });
+
   it.each(['../x', '/abs', 'a/../../b', 'a/./b', '', 'a//b', 'a\\b'])('rejects the unsafe key %j in every operation', async (bad) => {
     const source = join(scratch, `${driver.name}-unsafe.bin`);
     await writeFile(source, 'x');
@@ -292,6 +306,21 @@ describe('local driver specifics', () => {
   });
 });
 
+describe('local driver listing', () => {
+  it('leaves out the temporary file of a write in progress', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'sq-storage-list-'));
+    try {
+      const storage = createLocalStorage(root);
+      await storage.put('tracks/b1/t1.m1.mp3', Buffer.from('stored'), 'audio/mpeg');
+      // A put, or a move across file systems, writes here and then renames it into place.
+      await writeFile(join(root, 'tracks/b1/t2.m2.mp3.0b8a4c1e-6f2d-4a51-9d7e-3c2b1a0f9e8d.tmp'), 'half');
+      expect(await storage.list('tracks/b1/')).toEqual(['tracks/b1/t1.m1.mp3']);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('s3 driver specifics', () => {
   let a: S3Storage;
   let b: S3Storage;
@@ -314,6 +343,49 @@ describe('s3 driver specifics', () => {
     expect((await readAll(await b.read('tracks/b1/t1.mp3'))).toString()).toBe('shared bytes');
     const listed = await a.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'tenant-a/' }));
     expect(listed.Contents?.map((o) => o.Key)).toEqual(['tenant-a/tracks/b1/t1.mp3']);
+  });
+
+  it('lists keys without the prefix; a store with no prefix set shows the deployment folder in them', async () => {
+    await a.put('tracks/b2/t1.m1.mp3', Buffer.from('x'), 'audio/mpeg');
+    await a.put('tracks/b2/t2.m2.mp3', Buffer.from('x'), 'audio/mpeg');
+    expect((await b.list('tracks/b2/')).sort()).toEqual(['tracks/b2/t1.m1.mp3', 'tracks/b2/t2.m2.mp3']);
+    const plain = createS3Storage(s3Options());
+    try {
+      expect(await plain.list('tenant-a/tracks/b1/')).toEqual(['tenant-a/tracks/b1/t1.mp3']);
+    } finally {
+      plain.client.destroy();
+    }
+  });
+
+  // S3 answers at most 1,000 keys a request. s3rver cannot page a V2 listing here (its
+  // continuation token is DES, which OpenSSL 3 no longer offers), so this is a server that
+  // speaks ListObjectsV2's wire format: two pages, the second asked for by the first's token.
+  it('lists every page of a listing that S3 answers in pages', async () => {
+    const asked: Array<Record<string, unknown>> = [];
+    const pageOf = (keys: string[], next?: string) =>
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>${BUCKET}</Name><Prefix>tenant-a/tracks/b3/</Prefix><KeyCount>${keys.length}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>${next ? 'true' : 'false'}</IsTruncated>${keys
+        .map((k) => `<Contents><Key>${k}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"e"</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>`)
+        .join('')}${next ? `<NextContinuationToken>${next}</NextContinuationToken>` : ''}</ListBucketResult>`;
+    const app = express();
+    app.get(`/${BUCKET}`, (req, res) => {
+      asked.push({ ...req.query });
+      res.type('application/xml');
+      if (req.query['continuation-token'] === 'page/2+') res.send(pageOf(['tenant-a/tracks/b3/t3.mp3']));
+      else res.send(pageOf(['tenant-a/tracks/b3/t1.mp3', 'tenant-a/tracks/b3/t2.mp3'], 'page/2+'));
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const paged = createS3Storage(s3Options({ prefix: 'tenant-a', endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+    try {
+      expect(await paged.list('tracks/b3/')).toEqual(['tracks/b3/t1.mp3', 'tracks/b3/t2.mp3', 'tracks/b3/t3.mp3']);
+      expect(asked.map((q) => [q['list-type'], q.prefix, q['continuation-token']])).toEqual([
+        ['2', 'tenant-a/tracks/b3/', undefined],
+        ['2', 'tenant-a/tracks/b3/', 'page/2+'],
+      ]);
+    } finally {
+      paged.client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('refuses an unsafe prefix and half a set of credentials', () => {

@@ -1,10 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { access, copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { assertSafeKey, type Storage, type StoredObject } from './types';
+import { assertSafeFolder, assertSafeKey, type Storage, type StoredObject } from './types';
 
 /** Files under one directory; fine for one machine or a shared volume. */
 export function createLocalStorage(root: string): Storage {
@@ -65,6 +65,25 @@ export function createLocalStorage(root: string): Storage {
     return (await describe(path)) as StoredObject;
   };
 
+  // The temporary name `atomically` writes under: not an object until it is renamed into place.
+  const TEMP_FILE = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
+  const listUnder = async (folder: string): Promise<string[]> => {
+    let entries;
+    try {
+      entries = await readdir(join(base, folder), { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const keys: string[] = [];
+    for (const entry of entries) {
+      const key = `${folder}/${entry.name}`;
+      if (entry.isDirectory()) keys.push(...(await listUnder(key)));
+      else if (entry.isFile() && !TEMP_FILE.test(entry.name)) keys.push(key);
+    }
+    return keys;
+  };
+
   return {
     driver: 'local',
     moveFile: (key, source) => move(key, source),
@@ -86,5 +105,6 @@ export function createLocalStorage(root: string): Storage {
     async delete(key) {
       await rm(pathOf(key), { force: true });
     },
+    list: (prefix) => listUnder(assertSafeFolder(prefix)),
   };
 }

@@ -6,13 +6,14 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { assertSafeKey, type Storage, type StoredObject } from './types';
+import { assertSafeFolder, assertSafeKey, type Storage, type StoredObject } from './types';
 
 export interface S3StorageOptions {
   /** For S3-compatible stores (MinIO, R2, s3rver); unset means AWS. */
@@ -168,6 +169,20 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     async delete(key) {
       // DeleteObject succeeds for a missing key, like the local driver's rm --force.
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey(key) }));
+    },
+    async list(folder) {
+      const listed = `${objectKey(assertSafeFolder(folder))}/`;
+      const keys: string[] = [];
+      // S3 answers at most 1,000 keys a request; the continuation token asks for the next page.
+      let continuationToken: string | undefined;
+      do {
+        const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: listed, ContinuationToken: continuationToken }));
+        for (const object of page.Contents ?? []) {
+          if (object.Key) keys.push(prefix ? object.Key.slice(prefix.length + 1) : object.Key);
+        }
+        continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (continuationToken);
+      return keys;
     },
   };
 }

@@ -30,6 +30,13 @@ export interface Storage {
    */
   localFile(key: string, scratchPath: string): Promise<string>;
   delete(key: string): Promise<void>;
+  /**
+   * Every key under the folder `prefix` (a key's leading path ending in `/`, such as
+   * `tracks/<batch>/`), at any depth, in no particular order; [] when there is none. An object
+   * being written is listed only once it is whole (the local driver leaves out its temporary
+   * file). For finding the files no row names (a batch's end), not for serving.
+   */
+  list(prefix: string): Promise<string[]>;
 }
 
 const SAFE_KEY = /^[a-zA-Z0-9][a-zA-Z0-9._-]*(\/[a-zA-Z0-9][a-zA-Z0-9._-]*)*$/;
@@ -39,6 +46,14 @@ export function assertSafeKey(key: string): void {
   if (!SAFE_KEY.test(key) || key.split('/').some((part) => part === '..' || part === '.')) {
     throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
   }
+}
+
+/** A folder to list: a safe key followed by `/`. Returns it without the slash. */
+export function assertSafeFolder(prefix: string): string {
+  if (!prefix.endsWith('/')) throw new Error(`unsafe storage key: ${JSON.stringify(prefix)} (a folder to list ends with /)`);
+  const folder = prefix.slice(0, -1);
+  assertSafeKey(folder);
+  return folder;
 }
 
 export const storageKeys = {
