@@ -1,13 +1,18 @@
+import { randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
+import { storageKeys } from '@soundqueue/shared/storage/index';
 import { getVariant } from '@soundqueue/shared/variants';
 import { createWorkerContext, ffmpegMixer, type Mixer, type Providers, type WorkerContext } from '@soundqueue/worker';
 import { speechWith } from '../helpers/providers';
+import { processAudioBatch } from '../../apps/worker/src/processors/audio-batch';
 import { processAudioMix } from '../../apps/worker/src/processors/audio-mix';
 import { processAudioTts } from '../../apps/worker/src/processors/audio-tts';
+import { reconcile } from '../../apps/worker/src/reconciler';
+import { removeUnnamedTrackFiles } from '../../apps/worker/src/unrecorded-files';
 import { readJson, startTestApi, type TestApi } from '../helpers/app';
 import { createBatch, expectCountersMatchRows, sampleSections } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -73,7 +78,7 @@ afterAll(async () => {
 /** What a processor gets from the worker for a job fetched from its queue. */
 const runOf = (job: Job) => ({ job, token: undefined, worker: undefined as never, maxRateLimitRestarts: 0 });
 
-async function jobOf(queue: 'audio-tts' | 'audio-mix', id: string): Promise<Job> {
+async function jobOf(queue: 'audio-tts' | 'audio-mix' | 'audio-batch', id: string): Promise<Job> {
   const job = await ctx!.queues[queue].getJob(id);
   expect(job, id).toBeDefined();
   return job!;
@@ -211,5 +216,60 @@ describe('a speech job whose rendition claim was taken over', () => {
     // Run 2 mixes the voice its rendition describes.
     expect(await processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r2`)))).toHaveProperty('durationMs');
     await expectCountersMatchRows(env.databaseUrl, batchId);
+  });
+});
+
+// A worker that dies (killed, out of memory, its host lost) after storing a mix and before
+// recording it leaves the file under its attempt's own key (storageKeys.track), which no later
+// attempt writes: the next attempt stores and records its own. Nothing else names the dead
+// attempt's key, so the batch's end removes every file under tracks/<batch>/ that no track row
+// of the batch names.
+describe("a mix a dead worker stored and never recorded", () => {
+  /** What a dead attempt leaves: a stored mix under a key of its own, no row naming it. */
+  async function deadAttemptMix(batchId: string, trackId: string): Promise<string> {
+    const key = storageKeys.track(batchId, trackId, randomUUID());
+    await api.ctx.storage.put(key, Buffer.alloc(2000, 3), 'audio/mpeg');
+    return key;
+  }
+
+  it("is removed when the batch's root ends it; the track's own file stays", { timeout: 120_000 }, async () => {
+    const { batchId, track } = await oneTrackBatch('dead mix', 'Dead');
+    ctx = await createWorkerContext(env.config);
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
+    const dead = await deadAttemptMix(batchId, track.id);
+    // The job, retried after its worker was lost, mixes and records its own file.
+    expect(await processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r1`)))).toHaveProperty('durationMs');
+    const before = await served(track.id);
+    expect(await storedTrackFiles(batchId)).toHaveLength(2);
+
+    expect(await processAudioBatch(ctx, runOf(await jobOf('audio-batch', `batch.${batchId}.r1`)))).toEqual({ status: 'completed' });
+    expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+    expect(await api.ctx.storage.stat(dead)).toBeNull();
+    const after = await served(track.id);
+    expect(after.bytes.equals(before.bytes)).toBe(true);
+  });
+
+  it('is removed when the reconciler ends the stuck run', { timeout: 120_000 }, async () => {
+    const { batchId, track } = await oneTrackBatch('dead mix stuck', 'Stuck');
+    ctx = await createWorkerContext({ ...env.config, STUCK_AFTER_MS: 1, RECONCILE_GRACE_MS: 0 });
+    expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
+    const dead = await deadAttemptMix(batchId, track.id);
+    await queryRows(env.databaseUrl, `update audio_generation_batches set started_at = now() - interval '1 hour', updated_at = now() - interval '1 hour' where id = $1`, [batchId]);
+
+    expect((await reconcile(ctx)).batchesTimedOut).toContain(batchId);
+    expect(await api.ctx.storage.stat(dead)).toBeNull();
+    await expect(readdir(join(env.storageDir, 'tracks', batchId))).resolves.toEqual([]);
+  });
+
+  it("is left alone by the end of a run the batch has moved on from: the next run's job may be about to record it", { timeout: 120_000 }, async () => {
+    const { batchId, track } = await oneTrackBatch('dead mix moved on', 'Moved');
+    ctx = await createWorkerContext(env.config);
+    await finaliseBatch(ctx.db, batchId, { run: 1, errorType: 'TimeoutError', reason: () => 'stuck', errorMessage: 'stuck' });
+    const retry = await api.request(`/v1/audio/batches/${batchId}/retry`, { method: 'POST' });
+    expect(retry.status).toBe(202);
+    // Run 2's mix stored, its completion not recorded yet; run 1's end is looked at late.
+    const storing = await deadAttemptMix(batchId, track.id);
+    await removeUnnamedTrackFiles(ctx, batchId, 1);
+    expect(await api.ctx.storage.stat(storing)).not.toBeNull();
   });
 });

@@ -8,6 +8,7 @@ import { finaliseBook, removeVoidedFiles } from '@soundqueue/shared/rollup/books
 import { FlowProducer } from 'bullmq';
 import type { WorkerContext } from './context';
 import { findLostChild, removeStrandedRoot } from './lost-children';
+import { removeUnnamedTrackFiles } from './unrecorded-files';
 
 export interface ReconcileReport {
   batchesRequeued: string[];
@@ -87,6 +88,8 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
         // new run, which is not stuck).
         const result = await finaliseBatch(ctx.db, batch.id, { run: batch.run, errorType: 'TimeoutError', reason: () => reason });
         await ctx.publish(result.events);
+        // Its root may never run (lost with Redis); the mixes no track names go now.
+        if (result.status) await removeUnnamedTrackFiles(ctx, batch.id, batch.run);
         if (result.events.length > 0) report.batchesTimedOut.push(batch.id);
         return;
       }

@@ -1,4 +1,5 @@
 import { surelyNotCommitted } from '@soundqueue/shared/db/errors';
+import { namedTrackFiles } from '@soundqueue/shared/rollup/tracks';
 import type { WorkerContext } from './context';
 
 // Files a job stored before recording them: a mix, a voice, a soundscape. Each is stored under
@@ -35,4 +36,42 @@ export async function dropIfUnrecorded(ctx: WorkerContext, file: StoredFile, rec
     return;
   }
   await removeUnrecorded(ctx, file);
+}
+
+/**
+ * Removes the mixes under tracks/<batch>/ that no track row of the batch names, once the
+ * batch has ended `run`: those of attempts whose worker died between storing the file and
+ * recording it (nothing else knows their keys). One listing and one statement per batch end.
+ *
+ * Safe against every job still going: the files are listed first, and the batch read after
+ * that, in the same snapshot as the names. If the batch has ended `run` and is still on it
+ * then, no later run had begun when the listing was made, so every listed file is of a run
+ * that has ended, and no job can record it any more (every track is finished, and a job of an
+ * older run changes nothing; see ofRun). A later run's files are not listed, or the batch is
+ * found on another run and nothing is removed: that run's end does it. A job still mixing
+ * for an ended run whose file lands after the listing removes its own when its completion is
+ * refused.
+ */
+export async function removeUnnamedTrackFiles(ctx: WorkerContext, batchId: string, run: number): Promise<void> {
+  try {
+    const stored = await ctx.storage.list(`tracks/${batchId}/`);
+    if (stored.length === 0) return;
+    const batch = await namedTrackFiles(ctx.db, batchId);
+    if (!batch || batch.run !== run || ['pending', 'processing'].includes(batch.status)) return;
+    const named = new Set(batch.keys);
+    // Every completed track names its file: fewer names than that is a read gone wrong, and
+    // removing on it would take served files.
+    if (named.size < batch.tracksCompleted) {
+      ctx.logger.error({ batchId, named: named.size, tracksCompleted: batch.tracksCompleted }, 'fewer track files named than tracks completed; removing none');
+      return;
+    }
+    for (const key of stored) {
+      if (named.has(key)) continue;
+      ctx.logger.warn({ batchId, fileKey: key }, 'removing a mix no track row names (its worker stopped between storing and recording it)');
+      await removeUnrecorded(ctx, { key, what: 'mix', context: { batchId } });
+    }
+  } catch (error) {
+    // The batch's end stands; the files stay until a later end of this batch looks again.
+    ctx.logger.warn({ batchId, err: error }, 'could not look for mixes no track row names');
+  }
 }

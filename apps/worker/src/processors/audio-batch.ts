@@ -4,6 +4,7 @@ import { parsePayload, QUEUE } from '@soundqueue/shared/queues';
 import { finaliseBatch } from '@soundqueue/shared/rollup/tracks';
 import type { WorkerContext } from '../context';
 import type { JobRun } from '../job-failure';
+import { removeUnnamedTrackFiles } from '../unrecorded-files';
 
 /** Runs once every track of a run has ended; gives the batch its terminal status. */
 export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promise<{ status: string | null }> {
@@ -29,5 +30,9 @@ export async function processAudioBatch(ctx: WorkerContext, run: JobRun): Promis
     reason: (trackId) => `The track's job was lost before it finished (${reasonByTrack.get(trackId) ?? 'no job result'}); retry the batch's failed tracks.`,
   });
   await ctx.publish(result.events);
+  // Whoever ended the run (this root, or a cancel with nothing left running), its end is
+  // when the files no track names can go: a worker that died between storing a mix and
+  // recording it left one. Checked against the batch's run and status after the listing.
+  await removeUnnamedTrackFiles(ctx, batchId, batchRun);
   return { status: result.status };
 }

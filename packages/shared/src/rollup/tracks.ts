@@ -500,6 +500,28 @@ export async function cancelBatch(
   return result;
 }
 
+/**
+ * The batch's status and run, and every file key its track rows name, read in one statement
+ * (one snapshot), for removeUnnamedTrackFiles: null for a batch that is gone.
+ */
+export async function namedTrackFiles(
+  db: Db,
+  batchId: string,
+): Promise<{ status: BatchStatus; run: number; tracksCompleted: number; keys: string[] } | null> {
+  const [row] = await db
+    .select({
+      status: audioGenerationBatches.status,
+      run: audioGenerationBatches.run,
+      tracksCompleted: audioGenerationBatches.tracksCompleted,
+      // By the batch id, not correlated: drizzle writes a one-table select's columns without
+      // their table, so `batch_id = id` would compare two columns of audio_tracks.
+      keys: sql<string[]>`array(select ${audioTracks.mixedFileKey} from ${audioTracks} where ${audioTracks.batchId} = ${batchId} and ${audioTracks.mixedFileKey} is not null)`,
+    })
+    .from(audioGenerationBatches)
+    .where(eq(audioGenerationBatches.id, batchId));
+  return row ?? null;
+}
+
 /** finaliseBatch's work, in its transaction. */
 async function finaliseIn(tx: Tx, batchId: string, leftovers: Leftovers | undefined): Promise<{ status: BatchStatus | null; events: ProgressEvent[] }> {
   const events: ProgressEvent[] = [];
