@@ -219,6 +219,45 @@ describe('a speech job whose rendition claim was taken over', () => {
   });
 });
 
+// A voice is stored under its claim's key (storageKeys.rendition) before the rendition is
+// marked ready. A worker that dies in between leaves the file, and its claim on the row; the
+// claim lapses, and the next job needing the voice (the same job delivered again, or another
+// track's) takes it over and stores its own. Nothing else knows the dead claim's key.
+describe('a voice a dead worker stored under its claim and never recorded', () => {
+  it('is removed when another job takes the lapsed claim over', { timeout: 120_000 }, async () => {
+    const { batchId, track } = await oneTrackBatch('dead voice', 'Dead voice');
+    // A lease long enough that the held job's renewals do not run during the test.
+    const config = { ...env.config, WORKER_LOCK_DURATION_MS: 600_000 };
+    ctx = await createWorkerContext(config, { providers: heldSpeechProviders(config) });
+    const job = await jobOf('audio-tts', `tts.${track.id}.r1`);
+
+    // The first delivery holds the claim; its worker is taken for dead after storing the voice.
+    let release!: () => void;
+    speechGate = new Promise((resolve) => (release = resolve));
+    const dead = processAudioTts(ctx, runOf(job));
+    await waitFor(() => heldSpeech === 1, { what: 'the first delivery synthesizing' });
+    const [claim] = await queryRows(env.databaseUrl, `select key_hash, claim_token from voice_renditions where status = 'generating'`);
+    const deadKey = storageKeys.rendition(claim.key_hash, claim.claim_token, 'wav');
+    await api.ctx.storage.put(deadKey, Buffer.alloc(4000, 1), 'audio/wav');
+    await queryRows(env.databaseUrl, `update voice_renditions set claimed_at = now() - interval '1 hour' where status = 'generating'`);
+
+    // The job delivered again (its worker lost) takes the lapsed claim over and makes the voice.
+    expect(await processAudioTts(ctx, runOf(job))).toHaveProperty('renditionKey');
+    const [ready] = await queryRows(env.databaseUrl, `select storage_key, status from voice_renditions`);
+    expect(ready.status).toBe('ready');
+    expect(await api.ctx.storage.stat(deadKey)).toBeNull();
+    const renditionDir = dirname(join(env.storageDir, ready.storage_key));
+    expect(await readdir(renditionDir)).toEqual([basename(ready.storage_key)]);
+
+    // Were the first delivery alive after all, what it stores is removed by itself.
+    release();
+    await dead;
+    expect(await readdir(renditionDir)).toEqual([basename(ready.storage_key)]);
+    expect(await processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r1`)))).toHaveProperty('durationMs');
+    await expectCountersMatchRows(env.databaseUrl, batchId);
+  });
+});
+
 // A worker that dies (killed, out of memory, its host lost) after storing a mix and before
 // recording it leaves the file under its attempt's own key (storageKeys.track), which no later
 // attempt writes: the next attempt stores and records its own. Nothing else names the dead

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { and, eq, lt, or, sql } from 'drizzle-orm';
+import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
 import { preparedFor } from '@soundqueue/shared/db/prepared';
 import { voiceRenditions } from '@soundqueue/shared/db/schema';
 import { SpeechGenerationError } from '@soundqueue/shared/errors';
@@ -30,9 +30,11 @@ export function renditionKey(provider: { name: string; usesInstructions: boolean
 // again by the time its job is retried (a fixed 3-minute lease held every track needing that
 // voice for 3 minutes after a crash).
 
-// Prepared: one claim per track (see db/prepared.ts).
+// Prepared: one claim per track (see db/prepared.ts). A new claim only: a row that exists
+// (ready, or claimed) is left alone here, and a lapsed claim is taken over by takeOverStatement,
+// which knows the claim it replaces.
 const claimStatement = (ctx: WorkerContext) =>
-  preparedFor(ctx.db, 'sq_claim_rendition', (db) =>
+  preparedFor(ctx.db, 'sq_claim_new_rendition', (db) =>
     db
       .insert(voiceRenditions)
       .values({
@@ -45,18 +47,43 @@ const claimStatement = (ctx: WorkerContext) =>
         model: sql.placeholder('model'),
         characters: sql.placeholder('characters'),
       })
-      .onConflictDoUpdate({
-        target: voiceRenditions.keyHash,
-        set: { claimToken: sql`${sql.placeholder('token')}`, claimedAt: sql`${sql.placeholder('now')}`, updatedAt: sql`now()` },
-        // Take over only a dead claim; a ready row or a live claim is left alone.
-        setWhere: and(
-          eq(voiceRenditions.status, 'generating'),
-          or(lt(voiceRenditions.claimedAt, sql`${sql.placeholder('deadBefore')}`), sql`${voiceRenditions.claimedAt} is null`),
-        ),
-      })
+      .onConflictDoNothing({ target: voiceRenditions.keyHash })
       .returning()
-      .prepare('sq_claim_rendition'),
+      .prepare('sq_claim_new_rendition'),
   );
+
+/**
+ * Takes over a dead claim (not renewed for a whole lease), only if it is still the one read
+ * (`lapsedToken`): so the caller knows exactly which claim it replaced, and whose file (keys
+ * are per claim) no row will ever name. Rare (a worker lost mid-synthesis), so not prepared.
+ */
+async function takeOver(ctx: WorkerContext, keyHash: string, lapsedToken: string | null, token: string, now: Date): Promise<Rendition | undefined> {
+  const [taken] = await ctx.db
+    .update(voiceRenditions)
+    .set({ claimToken: token, claimedAt: now, updatedAt: sql`now()` })
+    .where(
+      and(
+        eq(voiceRenditions.keyHash, keyHash),
+        eq(voiceRenditions.status, 'generating'),
+        lapsedToken === null ? isNull(voiceRenditions.claimToken) : eq(voiceRenditions.claimToken, lapsedToken),
+        or(lt(voiceRenditions.claimedAt, new Date(now.getTime() - claimLeaseMs(ctx))), isNull(voiceRenditions.claimedAt)),
+      ),
+    )
+    .returning();
+  return taken;
+}
+
+/**
+ * The file a lapsed claim's holder may have stored before it died (or stalled: it records
+ * nothing once its claim is taken, and removes what it stores after that itself), in either
+ * format a provider answers in. No row names it: a claim that made its voice ready is no
+ * longer on a generating row.
+ */
+async function removeLapsedClaimFiles(ctx: WorkerContext, keyHash: string, lapsedToken: string): Promise<void> {
+  for (const format of ['mp3', 'wav'] as const) {
+    await removeUnrecorded(ctx, { key: storageKeys.rendition(keyHash, lapsedToken, format), what: 'voice', context: { keyHash } });
+  }
+}
 
 // Prepared, as the claim: one per new voice, so one per track of a first-time batch. Built
 // each time, this update cost about a twentieth of a worker's CPU per track in benchmark 1.
@@ -104,18 +131,27 @@ export async function obtainRendition(
       keyHash,
       token,
       now,
-      deadBefore: new Date(now.getTime() - claimLeaseMs(ctx)),
       provider: provider.name,
       voice: request.voice,
       model: request.model,
       characters: request.text.length,
     });
-    if (claimed && claimed.claimToken === token) {
+    if (claimed) {
       const rendition = await synthesize(ctx, keyHash, token, request, owner, signal);
       return { rendition, paidUsd: rendition.costUsd };
     }
     const [current] = await ctx.db.select().from(voiceRenditions).where(eq(voiceRenditions.keyHash, keyHash));
     if (current?.status === 'ready') return { rendition: current, paidUsd: 0 };
+    const deadBefore = now.getTime() - claimLeaseMs(ctx);
+    if (current?.status === 'generating' && (current.claimedAt === null || current.claimedAt.getTime() < deadBefore)) {
+      if (await takeOver(ctx, keyHash, current.claimToken, token, now)) {
+        // Committed (one statement): the lapsed claim can record nothing any more.
+        if (current.claimToken !== null) await removeLapsedClaimFiles(ctx, keyHash, current.claimToken);
+        const rendition = await synthesize(ctx, keyHash, token, request, owner, signal);
+        return { rendition, paidUsd: rendition.costUsd };
+      }
+      // Another job took it over first, or its holder renewed it: wait as for a live claim.
+    }
     await sleep(waitMs);
     waitMs = Math.min(waitMs * 2, 2_000);
   }

@@ -60,14 +60,17 @@ export const storageKeys = {
   // One file per claim (apps/worker/src/speech/rendition.ts), not per rendition: a job whose
   // lapsed claim another job took over and made ready still stores what its provider answered,
   // and must not replace the file the row now describes (and whose duration and loudness it
-  // records); it removes its own instead. The row's storage_key says which one is used.
+  // records); it removes its own instead. A job taking over a lapsed claim removes that claim's
+  // file (its holder may have died after storing it). The row's storage_key says which one is used.
   // Renditions stored before carry no claim (`renditions/<hh>/<hash>.<format>`) and are read by
   // the same column.
   rendition: (keyHash: string, claim: string, format: string) => `renditions/${keyHash.slice(0, 2)}/${keyHash}.${claim}.${format}`,
   // One file per mix (a random id each mix job attempt draws), not per track: a mix job whose
   // completion is refused (a job of a run the batch has moved on from, a second delivery of a
   // stalled job) has stored its file by then, and must not replace the file the row now
-  // describes; it removes its own instead. The row's mixed_file_key says which one is served.
+  // describes; it removes its own instead. A batch's end removes the files under
+  // tracks/<batch>/ no track names (removeUnnamedTrackFiles): those of attempts whose worker
+  // died between storing and recording. The row's mixed_file_key says which one is served.
   // Mixes stored before carry no id (`tracks/<batch>/<track>.mp3`) and are served by the same
   // column.
   track: (batchId: string, trackId: string, mixId: string) => `tracks/${batchId}/${trackId}.${mixId}.mp3`,
