@@ -102,6 +102,15 @@ async function oneTrackBatch(visionId: string, title: string): Promise<{ batchId
   return { batchId, track };
 }
 
+/** Runs the mix job with its mix held mid-way, once it is under way; `release` lets it finish. */
+async function heldMix(job: Job, what: string) {
+  let release!: () => void;
+  mixGate = new Promise((resolve) => (release = resolve));
+  const mixing = processAudioMix(ctx!, runOf(job));
+  await waitFor(() => heldMixes === 1, { what });
+  return { release, mixing };
+}
+
 const storedTrackFiles = async (batchId: string) => (await readdir(join(env.storageDir, 'tracks', batchId))).sort();
 
 describe('a mix job whose completion is refused', () => {
@@ -112,10 +121,7 @@ describe('a mix job whose completion is refused', () => {
     // Run 1's jobs, as a worker takes them: the voice is made, and the mix is held mid-way,
     // past its run check.
     expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
-    let release!: () => void;
-    mixGate = new Promise((resolve) => (release = resolve));
-    const staleMix = processAudioMix(ctx, runOf(await jobOf('audio-mix', `mix.${track.id}.r1`)));
-    await waitFor(() => heldMixes === 1, { what: "run 1's mix under way" });
+    const { release, mixing: staleMix } = await heldMix(await jobOf('audio-mix', `mix.${track.id}.r1`), "run 1's mix under way");
 
     // Run 1 is ended as stuck, the batch retried, and run 2's jobs complete the track.
     await finaliseBatch(ctx.db, batchId, { run: 1, errorType: 'TimeoutError', reason: () => 'stuck', errorMessage: 'stuck' });
@@ -145,11 +151,8 @@ describe('a mix job whose completion is refused', () => {
     ctx = await createWorkerContext(env.config, { mixer: heldMixer });
     expect(await processAudioTts(ctx, runOf(await jobOf('audio-tts', `tts.${track.id}.r1`)))).toHaveProperty('renditionKey');
 
-    let release!: () => void;
-    mixGate = new Promise((resolve) => (release = resolve));
     const mixJob = await jobOf('audio-mix', `mix.${track.id}.r1`);
-    const slower = processAudioMix(ctx, runOf(mixJob));
-    await waitFor(() => heldMixes === 1, { what: 'the first delivery mixing' });
+    const { release, mixing: slower } = await heldMix(mixJob, 'the first delivery mixing');
     expect(await processAudioMix(ctx, runOf(mixJob))).toHaveProperty('durationMs');
     const before = await served(track.id);
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProviders } from '../../apps/worker/src/providers';
+import { soundscapeWith } from '../helpers/providers';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { postBook, waitForBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -22,19 +22,11 @@ const released = new Promise<void>((resolve) => (release = resolve));
 beforeAll(async () => {
   env = await createTestEnv({ SOUNDSCAPE_SECONDS: '2' });
   api = await startTestApi(env.config);
-  const real = createProviders(env.config);
   worker = await startTestWorker(env.config, {
-    providers: {
-      ...real,
-      soundscape: {
-        name: real.soundscape.name,
-        async generate(request, signal) {
-          entered();
-          await released;
-          return real.soundscape.generate(request, signal);
-        },
-      },
-    },
+    providers: soundscapeWith(env.config, async () => {
+      entered();
+      await released;
+    }),
   });
 });
 afterAll(async () => {

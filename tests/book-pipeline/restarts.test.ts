@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoundscapeGenerationError } from '@soundqueue/shared/errors';
-import { createProviders } from '../../apps/worker/src/providers';
+import { soundscapeWith } from '../helpers/providers';
 import { reconcile } from '../../apps/worker/src/reconciler';
 import { readJson, startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, waitForBook } from '../helpers/books';
@@ -34,18 +34,8 @@ afterAll(async () => {
 });
 
 async function startWorker(): Promise<TestWorker> {
-  const real = createProviders(env.config);
   return startTestWorker(env.config, {
-    providers: {
-      ...real,
-      soundscape: {
-        name: real.soundscape.name,
-        async generate(request, signal) {
-          await soundscapeCall(++soundscapeCalls);
-          return real.soundscape.generate(request, signal);
-        },
-      },
-    },
+    providers: soundscapeWith(env.config, () => soundscapeCall(++soundscapeCalls)),
   });
 }
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobId } from '@soundqueue/shared/queues';
 import { storageKeys } from '@soundqueue/shared/storage/index';
-import { createProviders } from '../../apps/worker/src/providers';
+import { soundscapeWith } from '../helpers/providers';
 import { startTestApi, startTestWorker, type TestApi, type TestWorker } from '../helpers/app';
 import { expectBookCountsMatchRows, postBook, timeOutBookRun, waitForBook } from '../helpers/books';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
@@ -84,18 +84,8 @@ describe('a soundscape completion whose outcome is not known', () => {
     // fails the soundscape. The provider holds the job until the end, which is then its
     // stand-in: the file under its claim's key is there as the holder would have left it.
     let release: () => void = () => {};
-    const real = createProviders(env.config);
     worker = await startTestWorker(env.config, {
-      providers: {
-        ...real,
-        soundscape: {
-          name: real.soundscape.name,
-          async generate(request, signal) {
-            await new Promise<void>((resolve) => (release = resolve));
-            return real.soundscape.generate(request, signal);
-          },
-        },
-      },
+      providers: soundscapeWith(env.config, () => new Promise<void>((resolve) => (release = resolve))),
     });
     try {
       const created = await postBook(api, { title: 'Stopped', pages: ['the stormy sea', 'waves on the sea'] });

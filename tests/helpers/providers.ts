@@ -2,6 +2,7 @@ import { ContentAnalysisError, SpeechGenerationError } from '@soundqueue/shared/
 import type { Config } from '@soundqueue/shared/config';
 import { createProviders, type Providers } from '../../apps/worker/src/providers';
 import type { SpeechRequest } from '../../apps/worker/src/speech/types';
+import type { SoundscapeRequest } from '../../apps/worker/src/soundscape/types';
 
 /** A speech provider's refusal (a 400): not retried, so the track fails at once. */
 export const speechRefusal = () => new SpeechGenerationError('provider said 400', { retryable: false, status: 400 });
@@ -20,6 +21,23 @@ export function speechWith(config: Config, before: (request: SpeechRequest) => P
       usesInstructions: real.speech.usesInstructions,
       async synthesize(request, signal) {
         return real.speech.synthesize((await before(request)) ?? request, signal);
+      },
+    },
+  };
+}
+
+/**
+ * The configured providers, with `before` run ahead of every soundscape request, as speechWith
+ * does for speech: it may wait (a call the test holds), throw, or return another request.
+ */
+export function soundscapeWith(config: Config, before: (request: SoundscapeRequest) => Promise<SoundscapeRequest | void> | SoundscapeRequest | void): Providers {
+  const real = createProviders(config);
+  return {
+    ...real,
+    soundscape: {
+      name: real.soundscape.name,
+      async generate(request, signal) {
+        return real.soundscape.generate((await before(request)) ?? request, signal);
       },
     },
   };
