@@ -113,6 +113,16 @@ async function heldMix(job: Job, what: string) {
 
 const storedTrackFiles = async (batchId: string) => (await readdir(join(env.storageDir, 'tracks', batchId))).sort();
 
+/** The track is served as `before` (row, bytes, ETag), and its file is the batch's only one. */
+async function expectServedAsBefore(batchId: string, trackId: string, before: Awaited<ReturnType<typeof served>>): Promise<void> {
+  const after = await served(trackId);
+  expect(after.row).toEqual(before.row);
+  expect(after.bytes.length).toBe(after.row.mixed_bytes);
+  expect(after.etag).toBe(before.etag);
+  expect(after.bytes.equals(before.bytes)).toBe(true);
+  expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+}
+
 describe('a mix job whose completion is refused', () => {
   it("of run 1, still mixing when the batch was retried, leaves run 2's file alone and removes its own", { timeout: 120_000 }, async () => {
     const { batchId, track } = await oneTrackBatch('stale mix', 'Stale');
@@ -136,12 +146,7 @@ describe('a mix job whose completion is refused', () => {
     // Run 1's mix ends: refused, it changes nothing, not even the stored file.
     release();
     const outcome = await staleMix;
-    const after = await served(track.id);
-    expect(after.row).toEqual(before.row);
-    expect(after.bytes.length).toBe(after.row.mixed_bytes);
-    expect(after.etag).toBe(before.etag);
-    expect(after.bytes.equals(before.bytes)).toBe(true);
-    expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+    await expectServedAsBefore(batchId, track.id, before);
     expect(outcome).toEqual({ skipped: "run 1 is no longer the batch's run (2)" });
     await expectCountersMatchRows(env.databaseUrl, batchId);
   });
@@ -158,12 +163,7 @@ describe('a mix job whose completion is refused', () => {
 
     release();
     const outcome = await slower;
-    const after = await served(track.id);
-    expect(after.row).toEqual(before.row);
-    expect(after.bytes.length).toBe(after.row.mixed_bytes);
-    expect(after.etag).toBe(before.etag);
-    expect(after.bytes.equals(before.bytes)).toBe(true);
-    expect(await storedTrackFiles(batchId)).toEqual([before.row.mixed_file_key.split('/').pop()]);
+    await expectServedAsBefore(batchId, track.id, before);
     expect(outcome).toEqual({ skipped: 'track is completed' });
   });
 
