@@ -26,13 +26,18 @@ import { roundTripCosts } from './lib/round-trips';
 // ffmpeg runs and what is left is the orchestration's own cost.
 
 export const CONCURRENCY: Concurrency = { tts: 8, mix: 4, batch: 4 };
+/**
+ * For the third reference: enough jobs at once that group commit gathers several rows per
+ * statement (at CONCURRENCY it gathers one or two, and is slower than single-row statements).
+ */
+export const HIGH_CONCURRENCY: Concurrency = { tts: 128, mix: 128, batch: 16 };
+
+export function concurrencyConfig(c: Concurrency) {
+  return { WORKER_CONCURRENCY_AUDIO_TTS: c.tts, WORKER_CONCURRENCY_AUDIO_MIX: c.mix, WORKER_CONCURRENCY_AUDIO_BATCH: c.batch };
+}
 
 export function concurrencyEnv(c: Concurrency): Record<string, string> {
-  return {
-    WORKER_CONCURRENCY_AUDIO_TTS: String(c.tts),
-    WORKER_CONCURRENCY_AUDIO_MIX: String(c.mix),
-    WORKER_CONCURRENCY_AUDIO_BATCH: String(c.batch),
-  };
+  return Object.fromEntries(Object.entries(concurrencyConfig(c)).map(([name, value]) => [name, String(value)]));
 }
 
 async function redisCommands(): Promise<number> {
@@ -98,13 +103,16 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   const api = await createApiContext(env.config);
   onCleanup('orchestration api context', () => api.close());
   const mixer = createPassThroughMixer(await measuredClip());
-  const worker = await startTestWorker(env.config, { providers: await instantProviders(), mixer });
+  const providers = await instantProviders();
+  let worker = await startTestWorker(env.config, { providers, mixer });
   onCleanup('orchestration workers', () => worker.close());
 
   // The second baseline's writes go to the benchmark's database through a pool the size of
   // the service's.
   const writes = await createRawWrites(env.databaseUrl, env.config.DATABASE_POOL_SIZE);
   onCleanup('orchestration raw writes pool', () => writes.close());
+  const grouped = await createRawWrites(env.databaseUrl, env.config.DATABASE_POOL_SIZE, { grouped: true });
+  onCleanup('orchestration grouped writes pool', () => grouped.close());
 
   // Warm-up, not measured: connections, JIT, prepared plans, on every side (the quick run's
   // smaller one leaves the minute for the measured runs).
@@ -112,6 +120,7 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   await runRealFlow(api, env.databaseUrl, { tracks: warm, tag: 'warm', timeoutMs: 60_000 });
   await runRawFlow(env.config, { tracks: warm, concurrency: CONCURRENCY, timeoutMs: 60_000 });
   await runRawFlow(env.config, { tracks: warm, concurrency: CONCURRENCY, timeoutMs: 60_000, writes });
+  await runRawFlow(env.config, { tracks: warm, concurrency: HIGH_CONCURRENCY, timeoutMs: 60_000, writes: grouped });
 
   // Each baseline before and after the real run: a baseline is the mean of its two, so a
   // change in the machine's load during the run affects every side alike.
@@ -120,6 +129,18 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   const real = await metered(() => runRealFlow(api, env.databaseUrl, { tracks, tag: 'run', timeoutMs }));
   const writesAfter = await metered(() => runRawFlow(env.config, { tracks, concurrency: CONCURRENCY, timeoutMs, writes }));
   const rawAfter = await metered(() => runRawFlow(env.config, { tracks, concurrency: CONCURRENCY, timeoutMs }));
+
+  // The third reference, at HIGH_CONCURRENCY: the design's writes group-committed, between
+  // two raw runs at that concurrency, and the real flow with workers at that concurrency.
+  const rawHighBefore = await metered(() => runRawFlow(env.config, { tracks, concurrency: HIGH_CONCURRENCY, timeoutMs }));
+  const sent0 = grouped.sent();
+  const groupedHigh = await metered(() => runRawFlow(env.config, { tracks, concurrency: HIGH_CONCURRENCY, timeoutMs, writes: grouped }));
+  const sent1 = grouped.sent();
+  const rawHighAfter = await metered(() => runRawFlow(env.config, { tracks, concurrency: HIGH_CONCURRENCY, timeoutMs }));
+  await worker.close();
+  worker = await startTestWorker({ ...env.config, ...concurrencyConfig(HIGH_CONCURRENCY) }, { providers, mixer });
+  await runRealFlow(api, env.databaseUrl, { tracks: warm, tag: 'warm-high', timeoutMs: 60_000 });
+  const realHigh = await metered(() => runRealFlow(api, env.databaseUrl, { tracks, tag: 'run-high', timeoutMs }));
 
   // After the measured runs, so its own calls fall outside them.
   const trips = await roundTripCosts(TEST_REDIS_URL, env.databaseUrl, options.quick ? 1_000 : 4_000);
@@ -136,6 +157,9 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
   const writesMean = (f: (r: typeof writesBefore) => number) => (f(writesBefore) + f(writesAfter)) / 2;
   const writesTps = writesMean((r) => r.tracksPerSecond);
   const writesCpu = { node: writesMean((r) => r.cpuMsPerTrack.node), postgres: writesMean((r) => r.cpuMsPerTrack.postgres), redis: writesMean((r) => r.cpuMsPerTrack.redis) };
+  const rawHighTps = (rawHighBefore.tracksPerSecond + rawHighAfter.tracksPerSecond) / 2;
+  const high = `${HIGH_CONCURRENCY.tts}/${HIGH_CONCURRENCY.mix}/${HIGH_CONCURRENCY.batch}`;
+  const rowsPerStatement = (sent1.rows - sent0.rows) / Math.max(1, sent1.statements - sent0.statements);
   const coresBusy = (r: typeof real) => (r.cpuSeconds.node + r.cpuSeconds.postgres + r.cpuSeconds.redis) / r.seconds;
   const fmtCpu = (c: { node: number; postgres?: number; redis: number }) =>
     `${round(c.node, 2)} | ${c.postgres === undefined ? '-' : round(c.postgres, 2)} | ${round(c.redis, 2)}`;
@@ -159,6 +183,27 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
         benchmark: '1 orchestration',
         measure: 'CPU ms/track raw + writes: node | pg | redis; statements/track',
         value: `${fmtCpu(writesCpu)}; ${round(writesMean((r) => r.postgresQueriesPerTrack), 1)}`,
+        target: '',
+        met: null,
+      },
+      {
+        benchmark: '1 orchestration',
+        measure: `for reference, all at concurrency ${high}: raw + the design's writes group-committed, tracks/s (to raw there; rows per statement)`,
+        value: `${round(groupedHigh.tracksPerSecond, 1)} (${round(groupedHigh.tracksPerSecond / rawHighTps, 3)}; ${round(rowsPerStatement, 1)})`,
+        target: '',
+        met: null,
+      },
+      {
+        benchmark: '1 orchestration',
+        measure: `at concurrency ${high}: real flow | raw flow, tracks/s (ratio)`,
+        value: `${round(realHigh.tracksPerSecond, 1)} | ${round(rawHighTps, 1)} (${round(realHigh.tracksPerSecond / rawHighTps, 3)})`,
+        target: '',
+        met: null,
+      },
+      {
+        benchmark: '1 orchestration',
+        measure: `CPU ms/track at concurrency ${high}, node | pg | redis: real; raw + grouped writes; raw`,
+        value: `${fmtCpu(realHigh.cpuMsPerTrack)}; ${fmtCpu(groupedHigh.cpuMsPerTrack)}; ${fmtCpu({ node: (rawHighBefore.cpuMsPerTrack.node + rawHighAfter.cpuMsPerTrack.node) / 2, redis: (rawHighBefore.cpuMsPerTrack.redis + rawHighAfter.cpuMsPerTrack.redis) / 2 })}`,
         target: '',
         met: null,
       },
@@ -202,8 +247,8 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
       },
     ],
     notes: [
-      `${tracks} tracks each side, in batches of up to 14 (voice_only, each track its own voice rendition); real ${real.seconds} s (${real.completedTracks} completed, ${real.failedTracks} failed, ${Object.keys(real.childProcesses).length === 0 ? 'no child processes' : `child processes ${JSON.stringify(real.childProcesses)}`}); raw ${rawBefore.seconds} s before and ${rawAfter.seconds} s after; raw + writes ${writesBefore.seconds} s before and ${writesAfter.seconds} s after; concurrency tts ${CONCURRENCY.tts}, mix ${CONCURRENCY.mix}, batch ${CONCURRENCY.batch}; all in this one Node process.`,
-      `The raw + writes baseline (bench/lib/raw-writes.ts) is the raw flow whose processors also make, as prepared single-row statements, the writes DESIGN.md asks of every track (four conditional transitions, the rendition claim and ready, the provider call, the terminal update with the batch counters, the batch's rows and final status); the issue's ratio is against the raw flow alone.`,
+      `${tracks} tracks each side, in batches of up to 14 (voice_only, each track its own voice rendition); real ${real.seconds} s (${real.completedTracks} completed, ${real.failedTracks} failed, ${Object.keys(real.childProcesses).length === 0 ? 'no child processes' : `child processes ${JSON.stringify(real.childProcesses)}`}); raw ${rawBefore.seconds} s before and ${rawAfter.seconds} s after; raw + writes ${writesBefore.seconds} s before and ${writesAfter.seconds} s after; concurrency tts ${CONCURRENCY.tts}, mix ${CONCURRENCY.mix}, batch ${CONCURRENCY.batch}; all in this one Node process. Then, at concurrency ${high}: raw ${rawHighBefore.seconds} s, raw + grouped writes ${groupedHigh.seconds} s, raw ${rawHighAfter.seconds} s, and the real flow (workers restarted at that concurrency) ${realHigh.seconds} s (${realHigh.completedTracks} completed, ${realHigh.failedTracks} failed).`,
+      `The raw + writes baseline (bench/lib/raw-writes.ts) is the raw flow whose processors also make, as prepared single-row statements, the writes DESIGN.md asks of every track (four conditional transitions, the rendition claim and ready, the provider call, the terminal update with the batch counters, the batch's rows and final status); the issue's ratio is against the raw flow alone. With \`grouped\` (the same file) it makes the same writes with group commit: each per-track statement carries the rows of every job waiting to make it, sent as soon as the previous one of its kind returned.`,
       `CPU per track is this process (API service + workers + the benchmark's polling), and the PostgreSQL and Redis servers (any client of theirs, so other load on the machine shows there too).`,
     ],
     data: {
@@ -215,6 +260,17 @@ export async function orchestration(options: BenchOptions): Promise<BenchResult>
       rawTracksPerSecond: round(rawTps, 1),
       ratio: round(ratio, 4),
       rawWithWrites: { before: writesBefore, after: writesAfter, tracksPerSecond: round(writesTps, 1), realRatio: round(real.tracksPerSecond / writesTps, 4) },
+      highConcurrency: {
+        concurrency: HIGH_CONCURRENCY,
+        rawBefore: rawHighBefore,
+        rawAfter: rawHighAfter,
+        rawTracksPerSecond: round(rawHighTps, 1),
+        groupedWrites: groupedHigh,
+        groupedRatio: round(groupedHigh.tracksPerSecond / rawHighTps, 4),
+        rowsPerGroupedStatement: round(rowsPerStatement, 2),
+        real: realHigh,
+        realRatio: round(realHigh.tracksPerSecond / rawHighTps, 4),
+      },
       roundTripCpuUs: trips,
       roundTripsNodeCpuMsPerTrack: { tenAtOnce: round(tripsMs('tenAtOnceUs'), 3), oneAtATime: round(tripsMs('oneAtATimeUs'), 3) },
       target: { min: 0.5, goal: 0.8 },
