@@ -110,7 +110,13 @@ describe('a job whose claim is taken while its provider call is in flight', () =
     const book = await waitForBook(api, bookId);
     expect(book).toMatchObject({ status: 'ready', stats: { soundscapesGenerated: 1 } });
     expect(book.warning).toBeUndefined();
-    expect(await providerCalls(bookId, 'soundscape')).toEqual([{ outcome: 'aborted', cost: 0 }, { outcome: 'ok', cost: expect.any(Number) }]);
+    // The cancelled prediction is recorded at the run time Replicate billed for it.
+    const cancelled = replicate.predictions.find((p) => p.id === predictionId)!;
+    expect(await providerCalls(bookId, 'soundscape')).toEqual([
+      { outcome: 'aborted', cost: expect.closeTo(cancelled.predictTime! * env.config.PRICE_REPLICATE_PER_SECOND, 6) },
+      { outcome: 'ok', cost: expect.any(Number) },
+    ]);
+    expect(cancelled.predictTime).toBeGreaterThan(0);
     expect(await timedCalls('soundscape', 'aborted')).toBe(1);
     expect(await timedCalls('soundscape', 'error')).toBe(0);
     // Only the new run's file is stored.

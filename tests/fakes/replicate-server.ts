@@ -32,7 +32,10 @@ export type ReplicateBehaviour =
   | { kind: 'bad-request'; status?: number; detail: string }
   | { kind: 'prediction-failed'; error: string };
 
-export type ReplicateFake = FakeServer<ReplicateBehaviour>;
+export type ReplicateFake = FakeServer<ReplicateBehaviour> & {
+  /** Every prediction made, oldest first, with the run time it reports once ended (what Replicate bills). */
+  readonly predictions: { id: string; predictTime: number | undefined }[];
+};
 
 type Outcome = { kind: 'ok' | 'truncated' | 'garbage' } | { kind: 'failed'; error: string };
 const STEPS = ['starting', 'processing', 'done'] as const;
@@ -153,7 +156,11 @@ export async function startReplicateServer(options: ReplicateServerOptions = {})
   }
 
   function cancel(prediction: FakePrediction): void {
-    if (prediction.step === 2) return;
+    // An ended prediction stays as it ended, and the answer says how (as Replicate's does).
+    if (prediction.step === 2) {
+      prediction.reported = 2;
+      return;
+    }
     prediction.canceled = true;
     prediction.step = 2;
     prediction.reported = 2;
@@ -181,9 +188,7 @@ export async function startReplicateServer(options: ReplicateServerOptions = {})
       started_at: p.reported >= 1 ? p.startedAt?.toISOString() : undefined,
       completed_at: done ? p.completedAt?.toISOString() : undefined,
       urls: { get: api, cancel: `${api}/cancel`, web: `https://replicate.com/p/${p.id}` },
-      metrics: done && p.startedAt && p.completedAt
-        ? { predict_time: Math.max(0.001, (p.completedAt.getTime() - p.startedAt.getTime()) / 1000) }
-        : undefined,
+      metrics: done && predictTime(p) !== undefined ? { predict_time: predictTime(p) } : undefined,
     };
   }
 
@@ -202,12 +207,20 @@ export async function startReplicateServer(options: ReplicateServerOptions = {})
   return {
     ...server,
     script: (list) => behaviours.push(list),
+    get predictions() {
+      return [...predictions.values()].map((p) => ({ id: p.id, predictTime: predictTime(p) }));
+    },
     close: async () => {
       for (const timer of timers) clearTimeout(timer);
       for (const p of predictions.values()) p.stopWaiting.abort();
       await server.close();
     },
   };
+}
+
+/** Seconds from start to end, once it has both. */
+function predictTime(p: FakePrediction): number | undefined {
+  return p.startedAt && p.completedAt ? Math.max(0.001, (p.completedAt.getTime() - p.startedAt.getTime()) / 1000) : undefined;
 }
 
 function outcomeOf(behaviour: ReplicateBehaviour): Outcome {

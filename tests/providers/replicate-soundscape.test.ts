@@ -118,6 +118,10 @@ describe('Replicate soundscape provider', () => {
     expect(error.retryable).toBe(true);
     expect(error.message).toBe('Replicate did not answer within 300 ms');
     expect(paths.at(-1)).toMatch(/^POST \/v1\/predictions\/\w+\/cancel$/);
+    // Replicate bills a cancelled prediction's run time, which its answer to the cancel reports.
+    const cancelled = fake.predictions.at(-1);
+    expect(error.billed).toEqual({ units: cancelled!.predictTime, costUsd: cancelled!.predictTime! * PRICE_PER_SECOND });
+    expect(error.billed!.units).toBeGreaterThan(0);
   });
 
   it('turns a failed prediction into an error with the prediction\'s error text (retryable)', async () => {
@@ -125,6 +129,9 @@ describe('Replicate soundscape provider', () => {
     const { error } = await failure(() => provider().generate(request));
     expect(error.retryable).toBe(true);
     expect(error.message).toMatch(/^Replicate prediction \w+ failed: CUDA out of memory/);
+    // A failed prediction's run time is billed too.
+    const failed = fake.predictions.at(-1);
+    expect(error.billed).toEqual({ units: failed!.predictTime, costUsd: failed!.predictTime! * PRICE_PER_SECOND });
   });
 
   it('does not retry a prediction that failed on its input', async () => {

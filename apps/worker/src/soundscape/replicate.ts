@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import Replicate, { type Prediction } from 'replicate';
 import { SoundscapeGenerationError, isRetryableStatus, type Billed } from '@soundqueue/shared/errors';
 import { parseRetryAfter } from '@soundqueue/shared/retry-after';
@@ -37,6 +38,7 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
       const replicate = new Replicate({ auth: options.apiToken, baseUrl: options.baseUrl, fetch: fetchOnce, useFileOutput: false });
       const context = { signal, timeoutMs: options.timeoutMs, maxAudioBytes: options.maxAudioBytes };
 
+      const billedFor = (p: Prediction | undefined) => runTimeBilled(p, options.pricePerSecond);
       let prediction: Prediction | undefined;
       try {
         prediction = await replicate.predictions.create({
@@ -44,16 +46,16 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
           input: { prompt: request.prompt, duration: request.durationSeconds, output_format: 'mp3' },
           signal: combined,
         });
-        // stop() ends the polling loop once the deadline or the caller has given up.
-        prediction = await replicate.wait(prediction, { interval: options.pollIntervalMs }, async () => combined.aborted);
+        prediction = await settle(replicate, prediction, options.pollIntervalMs, combined);
       } catch (error) {
-        if (combined.aborted && prediction) await cancelQuietly(options, prediction.id);
-        throw toSoundscapeError(error, { ...context, predictionId: prediction?.id, aborted: combined.aborted });
+        // Abandoned (deadline or caller) while it ran: stopped, and billed for as long as it ran.
+        const cancelled = combined.aborted && prediction ? await cancelQuietly(options, prediction.id) : undefined;
+        throw toSoundscapeError(error, { ...context, predictionId: prediction?.id, aborted: combined.aborted, billed: billedFor(cancelled) });
       }
       if (prediction.status !== 'succeeded') {
         // Abandoned (deadline or caller): stop it so it does not run and bill on.
-        if (combined.aborted) await cancelQuietly(options, prediction.id);
-        throw outcomeError(prediction, { ...context, aborted: combined.aborted });
+        const ended = combined.aborted ? ((await cancelQuietly(options, prediction.id)) ?? prediction) : prediction;
+        throw outcomeError(ended, { ...context, aborted: combined.aborted, billed: billedFor(ended) });
       }
 
       // A prediction that succeeded is paid for, even if its file turns out unusable below.
@@ -74,6 +76,23 @@ export function createReplicateSoundscapeProvider(options: ReplicateSoundscapeOp
       return { audio, format, usage: { seconds }, costUsd: billed.costUsd };
     },
   };
+}
+
+const ENDED = ['succeeded', 'failed', 'canceled'];
+
+/**
+ * Polls a prediction until it has ended, or until `signal` aborts (then it is returned as
+ * last seen). Not the SDK's replicate.wait: that throws a bare Error for a failed prediction,
+ * without the prediction and so without the run time Replicate billed for it.
+ */
+async function settle(replicate: Replicate, prediction: Prediction, intervalMs: number, signal: AbortSignal): Promise<Prediction> {
+  let current = prediction;
+  for (let first = true; !ENDED.includes(current.status) && !signal.aborted; first = false) {
+    if (!first) await sleep(intervalMs, undefined, { signal }).catch(() => undefined);
+    if (signal.aborted) break;
+    current = await replicate.predictions.get(current.id);
+  }
+  return current;
 }
 
 /** The SDK's own split (ModelVersionIdentifier): a version posts to /predictions, a bare model to /models/…/predictions. */
@@ -143,23 +162,36 @@ async function download(
   return audio;
 }
 
+/**
+ * What a prediction that did not succeed was billed: Replicate bills the compute time a
+ * prediction ran, failed or cancelled ones too, and reports it as `metrics.predict_time`
+ * once the prediction has ended. Nothing when it reports none (it never started, or the
+ * cancel's answer did not say).
+ */
+function runTimeBilled(prediction: Prediction | undefined, pricePerSecond: number): Billed | undefined {
+  const seconds = prediction?.metrics?.predict_time;
+  if (typeof seconds !== 'number' || !(seconds > 0)) return undefined;
+  return { units: seconds, costUsd: seconds * pricePerSecond };
+}
+
 /** A failed prediction is retryable unless its error reads as bad input (which won't change). */
 function outcomeError(
   prediction: Prediction,
-  context: { signal: AbortSignal | undefined; timeoutMs: number; aborted: boolean },
+  context: { signal: AbortSignal | undefined; timeoutMs: number; aborted: boolean; billed: Billed | undefined },
 ): SoundscapeGenerationError {
-  if (context.signal?.aborted) return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} was cancelled by us`);
+  const { billed } = context;
+  if (context.signal?.aborted) return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} was cancelled by us`, { billed });
   if (context.aborted) {
-    return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} did not finish within ${context.timeoutMs} ms (last status ${prediction.status}); cancelled it`);
+    return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} did not finish within ${context.timeoutMs} ms (last status ${prediction.status}); cancelled it`, { billed });
   }
-  if (prediction.status === 'failed') return failedPrediction(prediction.id, String(prediction.error ?? 'no error text'));
-  return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} ended ${prediction.status}`);
+  if (prediction.status === 'failed') return failedPrediction(prediction.id, String(prediction.error ?? 'no error text'), billed);
+  return new SoundscapeGenerationError(`Replicate prediction ${prediction.id} ended ${prediction.status}`, { billed });
 }
 
 const INVALID_INPUT = /\b(invalid|validation|must be|not supported|unsupported)\b/i;
 
-function failedPrediction(id: string | undefined, text: string): SoundscapeGenerationError {
-  return new SoundscapeGenerationError(`Replicate prediction ${id ?? '(unknown)'} failed: ${text}`, { retryable: !INVALID_INPUT.test(text) });
+function failedPrediction(id: string | undefined, text: string, billed?: Billed): SoundscapeGenerationError {
+  return new SoundscapeGenerationError(`Replicate prediction ${id ?? '(unknown)'} failed: ${text}`, { retryable: !INVALID_INPUT.test(text), billed });
 }
 
 function toSoundscapeError(
@@ -172,9 +204,6 @@ function toSoundscapeError(
   if (context.signal?.aborted) return new SoundscapeGenerationError(`Replicate soundscape request was cancelled${where}`, { cause: error, billed });
   if (context.aborted) return new SoundscapeGenerationError(`Replicate did not answer within ${context.timeoutMs} ms${where}`, { cause: error, billed });
   const message = error instanceof Error ? error.message : String(error);
-  // replicate.wait throws a plain Error for a prediction that ends "failed".
-  const failed = /^Prediction failed: ([\s\S]*)$/.exec(message);
-  if (failed) return failedPrediction(context.predictionId, failed[1] ?? '');
   const response = (error as { response?: unknown }).response;
   if (error instanceof Error && error.name === 'ApiError' && response instanceof Response) {
     return new SoundscapeGenerationError(`Replicate API answered ${response.status}: ${apiErrorDetail(message)}`, {
@@ -201,8 +230,11 @@ function apiErrorDetail(message: string): string {
   return message;
 }
 
-/** Stops a timed-out prediction so it does not run (and bill) on; best effort, briefly. */
-async function cancelQuietly(options: ReplicateSoundscapeOptions, id: string): Promise<void> {
+/**
+ * Stops a timed-out prediction so it does not run (and bill) on; best effort, briefly.
+ * Returns the cancelled prediction as Replicate answered it (its run time is billed).
+ */
+async function cancelQuietly(options: ReplicateSoundscapeOptions, id: string): Promise<Prediction | undefined> {
   const replicate = new Replicate({ auth: options.apiToken, baseUrl: options.baseUrl, fetch: singleShotFetch(AbortSignal.timeout(2000)) });
-  await replicate.predictions.cancel(id).catch(() => undefined);
+  return await replicate.predictions.cancel(id).catch(() => undefined);
 }
