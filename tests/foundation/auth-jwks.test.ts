@@ -97,6 +97,12 @@ describe('playback tokens with a JWKS URL', () => {
   it("accepts an identity provider's token that carries an OAuth scope", async () => {
     const scoped = await new SignJWT({ scope: 'openid profile' }).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('scoped-user').setExpirationTime('5m').sign(rsa.privateKey);
     expect(await auth.verify(scoped)).toEqual({ userId: 'scoped-user', role: 'user' });
+    // Even a scope that reads like one of ours: "events" and "playback" mean something only in
+    // the tokens the API signs itself.
+    for (const scope of ['events', 'playback']) {
+      const lookalike = await new SignJWT({ scope }).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setSubject('scoped-user').setExpirationTime('5m').sign(rsa.privateKey);
+      expect(await auth.verify(lookalike), scope).toEqual({ userId: 'scoped-user', role: 'user' });
+    }
   });
 
   it('opens the one audio path with a playback token the API signed, and refuses one the provider signed', async () => {

@@ -42,3 +42,33 @@ describe('?access_token= on an event stream', () => {
     expect((await fetch(`${api.url}/v1/admin/batches`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } })).status).toBe(200);
   });
 });
+
+describe('tokens the API mints', () => {
+  const expOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).exp as number;
+
+  it('never outlive the token they were minted with, and say so in expires_in', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const short = await tokenFor('user-short', { expiresIn: now + 20 });
+    const asShort = { Authorization: `Bearer ${short}` };
+
+    const streamAnswer = await readJson(await api.request('/v1/stream-tokens', { method: 'POST', user: null, headers: asShort }));
+    expect(expOf(streamAnswer.token)).toBeLessThanOrEqual(now + 20);
+    expect(streamAnswer.expires_in).toBeGreaterThan(0);
+    expect(streamAnswer.expires_in).toBeLessThanOrEqual(20);
+
+    const batch = await readJson(
+      await api.request('/v1/audio/batches', { method: 'POST', user: null, headers: asShort, json: { visionId: 'short-token', sections: [{ key: 'a', text: 'Hello.' }], variants: ['voice_only'], voice: 'alloy' } }),
+    );
+    const track = (await readJson(await api.request(`/v1/audio/batches/${batch.id}`, { user: null, headers: asShort }))).tracks[0];
+    const playback = await readJson(await api.request('/v1/playback-urls', { method: 'POST', user: null, headers: asShort, json: { audio_url: `/v1/audio/tracks/${track.id}/audio` } }));
+    expect(expOf(new URL(playback.url, api.url).searchParams.get('playback_token')!)).toBeLessThanOrEqual(now + 20);
+    expect(playback.expires_in).toBeLessThanOrEqual(20);
+
+    // A token that lives longer than the settings' lifetimes gets the settings' lifetimes.
+    const long = await readJson(await api.request('/v1/stream-tokens', { method: 'POST' }));
+    expect(long.expires_in).toBe(env.config.STREAM_TOKEN_TTL_SECONDS);
+    // The service token has no expiry of its own: the setting's lifetime too.
+    const service = await readJson(await api.request('/v1/stream-tokens', { method: 'POST', user: null, headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } }));
+    expect(service.expires_in).toBe(env.config.STREAM_TOKEN_TTL_SECONDS);
+  });
+});

@@ -46,7 +46,26 @@ export interface Auth {
 declare module 'express-serve-static-core' {
   interface Request {
     principal?: Principal;
+    /** When the token the request came with expires (seconds since the epoch); unset for the service token. */
+    tokenExpiresAt?: number;
   }
+}
+
+/**
+ * The lifetime, in seconds, of a token minted for this request: `maxSeconds`, but never past
+ * the expiry of the token the request came with, so a short-lived session cannot mint a
+ * stream or playback token that outlives it (at least 1 s: a provider's token is accepted up
+ * to the clock tolerance past its exp).
+ */
+export function mintedLifetime(tokenExpiresAt: number | undefined, maxSeconds: number): number {
+  if (tokenExpiresAt === undefined) return maxSeconds;
+  return Math.max(1, Math.min(maxSeconds, tokenExpiresAt - Math.floor(Date.now() / 1000)));
+}
+
+/** A verified token: who it is, and until when (seconds since the epoch; none for the service token). */
+interface Verified {
+  principal: Principal;
+  expiresAt?: number;
 }
 
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
@@ -126,14 +145,18 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
   // `playbackPath` is set when the token came as ?playback_token= on that audio path: only
   // then is a playback token (scope "playback") good, and only for the path it was signed for.
   // A stream token (scope "events") is good only when `use.eventStream` says the request is one.
-  const toPrincipal = (payload: JWTPayload, use: TokenUse, playbackPath?: string): Principal => {
+  // `provider`: an identity provider's token (JWKS). Its OAuth `scope` is its own business:
+  // "events" and "playback" mean something only in the tokens we sign.
+  const toPrincipal = (payload: JWTPayload, use: TokenUse, playbackPath?: string, provider = false): Verified => {
     // The sub is the user id every row is keyed by: PostgreSQL refuses NUL in text (every route
     // would answer 500), other control characters make ids that cannot be told apart in logs,
     // and lone surrogates would be stored as U+FFFD, merging different users into one.
     if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200 || /[\p{Cc}\p{Cs}]/u.test(payload.sub)) {
       throw unauthorized('token has no usable sub claim');
     }
-    if (playbackPath !== undefined) {
+    if (provider) {
+      // Never in a URL: verify() checks such tokens against our own key only.
+    } else if (playbackPath !== undefined) {
       if (payload.scope !== 'playback') throw unauthorized('playback_token must be a playback token from POST /v1/playback-urls');
       if (payload.path !== playbackPath) throw unauthorized('this playback token is for another audio file');
     } else if (payload.scope === 'playback') {
@@ -144,21 +167,21 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
     } else if (use.inUrl && payload.scope !== 'events') {
       throw unauthorized(ACCESS_TOKEN_ONLY);
     }
-    return { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' };
+    return { principal: { userId: payload.sub, role: payload.role === 'admin' ? 'admin' : 'user' }, expiresAt: payload.exp };
   };
 
-  const verify = async (token: string, use: TokenUse, playbackPath?: string): Promise<Principal> => {
+  const verify = async (token: string, use: TokenUse, playbackPath?: string): Promise<Verified> => {
     // Tokens in URLs (playback and stream tokens) are ours alone (HS256 with our key), never
     // an identity provider's, nor the service token.
     const oursOnly = playbackPath !== undefined || use.inUrl === true;
     if (serviceToken && timingSafeEqual(sha256(token), serviceToken)) {
-      if (!oursOnly) return { userId: 'service', role: 'admin' };
+      if (!oursOnly) return { principal: { userId: 'service', role: 'admin' } };
       throw unauthorized(playbackPath === undefined ? ACCESS_TOKEN_ONLY : 'playback_token must be a playback token from POST /v1/playback-urls');
     }
     try {
       if (jwks && !oursOnly) {
         try {
-          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'], clockTolerance, ...providerClaims })).payload, use, playbackPath);
+          return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'], requiredClaims: ['exp'], clockTolerance, ...providerClaims })).payload, use, playbackPath, true);
         } catch (error) {
           // Our own short-lived tokens are HS256 even in JWKS mode.
           if (!(error instanceof joseErrors.JOSEAlgNotAllowed)) throw error;
@@ -191,16 +214,16 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
       } else if (eventStream && typeof req.query.access_token === 'string') {
         // Browsers' EventSource cannot send headers: event streams accept a short-lived
         // signed token in the query string instead.
-        req.principal = await verify(req.query.access_token, { eventStream, inUrl: true });
+        ({ principal: req.principal, expiresAt: req.tokenExpiresAt } = await verify(req.query.access_token, { eventStream, inUrl: true }));
         return next();
       } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.playback_token === 'string' && parseAudioPath(req.path)) {
         // <audio src> cannot send headers either: audio accepts a playback token signed for
         // exactly this path (POST /v1/playback-urls).
-        req.principal = await verify(req.query.playback_token, {}, req.baseUrl + req.path);
+        ({ principal: req.principal, expiresAt: req.tokenExpiresAt } = await verify(req.query.playback_token, {}, req.baseUrl + req.path));
         return next();
       }
       if (!token) throw unauthorized('missing Authorization: Bearer <token>');
-      req.principal = await verify(token, { eventStream });
+      ({ principal: req.principal, expiresAt: req.tokenExpiresAt } = await verify(token, { eventStream }));
       next();
     } catch (error) {
       next(error);
@@ -210,7 +233,7 @@ export async function createAuth(config: Config, options: { sharedKey?: () => Pr
   const signPlayback = (principal: Principal, path: string, expiresIn: string) => sign(principal, expiresIn, { scope: 'playback', path });
 
   return {
-    verify: (token, use = {}) => verify(token, use),
+    verify: async (token, use = {}) => (await verify(token, use)).principal,
     signStream: (principal, expiresIn) => sign(principal, expiresIn, { scope: 'events' }),
     signPlayback,
     middleware,

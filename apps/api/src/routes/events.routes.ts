@@ -6,6 +6,7 @@ import { bookView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { parseId } from '../ids';
 import { setStreamHeaders, streamEvents, type Snapshot } from '../events/sse';
+import { mintedLifetime } from '../auth';
 
 const BATCH_TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
 
@@ -15,7 +16,7 @@ export function eventRoutes(ctx: ApiContext): Router {
   // EventSource cannot send an Authorization header: a page trades its token for a
   // short-lived one it may put in the stream's URL (?access_token=...), good on streams only.
   router.post('/stream-tokens', async (req, res) => {
-    const ttl = ctx.config.STREAM_TOKEN_TTL_SECONDS;
+    const ttl = mintedLifetime(req.tokenExpiresAt, ctx.config.STREAM_TOKEN_TTL_SECONDS);
     const token = await ctx.auth.signStream(req.principal!, `${ttl}s`);
     res.status(201).json({ token, expires_in: ttl });
   });

@@ -6,6 +6,7 @@ import type { ApiContext } from '../context';
 import { HttpError, requireJson, validate } from '../http-errors';
 import { parseAudioPath } from '../audio-paths';
 import { parseId } from '../ids';
+import { mintedLifetime } from '../auth';
 
 // An <audio src> cannot send an Authorization header, and fetching the whole file into a
 // blob: URL loses streaming and seeking. A playback URL is the audio URL with a token signed
@@ -41,7 +42,7 @@ export function playbackRoutes(ctx: ApiContext): Router {
       const [row] = await ctx.db.select({ id: soundscapes.id }).from(soundscapes).where(and(eq(soundscapes.id, id), eq(soundscapes.userId, userId)));
       if (!row) throw new HttpError(404, 'not_found', 'soundscape not found');
     }
-    const ttl = ctx.config.PLAYBACK_URL_TTL_SECONDS;
+    const ttl = mintedLifetime(req.tokenExpiresAt, ctx.config.PLAYBACK_URL_TTL_SECONDS);
     // Ids are compared lower-case by the routes; the token names the path as requested.
     const canonical = path.toLowerCase();
     const token = await ctx.auth.signPlayback(req.principal!, canonical, `${ttl}s`);
