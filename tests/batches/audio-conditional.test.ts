@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJson, startTestApi, startTestWorker, type TestApi } from '../helpers/app';
 import { createBatch, sampleSections, waitForTerminal } from '../helpers/batches';
 import { createTestEnv, queryRows, type TestEnv } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
 
 // An audio file's conditional requests and ranges as RFC 9110 has a server answer them
 // (sections 13 and 14), against one finished track served from local storage.
@@ -101,6 +102,20 @@ describe('audio ranges', () => {
     const weak = await get({ Range: 'bytes=0-9', 'If-Range': `W/${etag}` });
     expect(weak.status).toBe(200);
     expect(Buffer.from(await weak.arrayBuffer()).equals(bytes)).toBe(true);
+  });
+
+  it('honours If-Range with exactly the Last-Modified date, once that second is over (§13.1.5)', async () => {
+    // A date is a strong validator only when the file cannot have changed again within the
+    // second it names: the second must be over.
+    await waitFor(() => Date.now() >= Date.parse(lastModified) + 1_000 || null, { what: "the file's second to be over" });
+    const ranged = await get({ Range: 'bytes=0-9', 'If-Range': lastModified });
+    expect(ranged.status).toBe(206);
+    expect(Buffer.from(await ranged.arrayBuffer()).equals(bytes.subarray(0, 10))).toBe(true);
+    for (const other of [httpDate(Date.parse(lastModified) - 1_000), httpDate(Date.parse(lastModified) + 1_000), 'yesterday']) {
+      const whole = await get({ Range: 'bytes=0-9', 'If-Range': other });
+      expect(whole.status, other).toBe(200);
+      expect(Buffer.from(await whole.arrayBuffer()).equals(bytes)).toBe(true);
+    }
   });
 });
 

@@ -51,7 +51,7 @@ const streamParams = [
 ];
 const conditional = [
   { name: 'Range', in: 'header', schema: { type: 'string' }, description: 'one range (bytes=0-99, bytes=100-, bytes=-500); several, or one that does not parse, get the whole file' },
-  { name: 'If-Range', in: 'header', schema: { type: 'string' }, description: "the file's ETag: Range is served only while it is current (a date, or another tag, gets the whole file)" },
+  { name: 'If-Range', in: 'header', schema: { type: 'string' }, description: "the file's ETag, or exactly its Last-Modified date: Range is served only while it is current (another tag or date gets the whole file; a date holds once the second it names is over)" },
   { name: 'If-None-Match', in: 'header', schema: { type: 'string' } },
   { name: 'If-Modified-Since', in: 'header', schema: { type: 'string' }, description: 'read only without If-None-Match' },
   { name: 'If-Match', in: 'header', schema: { type: 'string' } },

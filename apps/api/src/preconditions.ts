@@ -88,11 +88,17 @@ export function evaluatePreconditions(headers: IncomingHttpHeaders, file: Valida
 }
 
 /**
- * Whether a Range may be served under the request's If-Range (true when there is none). Only
- * the file's current entity tag, compared strongly, holds (RFC 9110 §13.1.5): anything else,
- * a date included, gets the whole file, which is always a correct answer.
+ * Whether a Range may be served under the request's If-Range (true when there is none), as
+ * RFC 9110 §13.1.5 has it: an entity tag holds when it is the file's current one, compared
+ * strongly; an HTTP-date holds when it is exactly the file's Last-Modified and that date is a
+ * strong validator, which §8.8.2.2 allows once the second it names is over (the file cannot
+ * change again within it unseen). Anything else gets the whole file, always a correct answer.
  */
-export function ifRangeHolds(header: string | string[] | undefined, etag: string): boolean {
+export function ifRangeHolds(header: string | string[] | undefined, file: Validators, now = Date.now()): boolean {
   if (header === undefined) return true;
-  return typeof header === 'string' && !isWeak(etag) && header.trim() === etag;
+  if (typeof header !== 'string') return false;
+  const value = header.trim();
+  if (value.startsWith('"') || isWeak(value)) return !isWeak(file.etag) && value === file.etag;
+  const date = parseHttpDate(value);
+  return date !== null && date === seconds(file.modifiedAt) && now >= date + 1_000;
 }

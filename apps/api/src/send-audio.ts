@@ -65,9 +65,9 @@ export async function sendStoredAudio(
     res.status(304).end();
     return;
   }
-  // A Range with a stale If-Range gets the whole (new) file. Range is defined for GET only: a
+  // A Range with a stale If-Range (tag or date) gets the whole (new) file. Range is defined for GET only: a
   // HEAD is answered as the whole file's GET would be (RFC 9110 §14.2 has a server ignore it).
-  const range = req.method === 'GET' && ifRangeHolds(req.headers['if-range'], object.etag) ? parseRange(req.headers.range, object.size) : null;
+  const range = req.method === 'GET' && ifRangeHolds(req.headers['if-range'], object) ? parseRange(req.headers.range, object.size) : null;
   if (range === 'unsatisfiable') {
     // The error body is JSON: none of the audio's headers (type, cache, file name) go with it.
     res.setHeader('Content-Range', `bytes */${object.size}`);
