@@ -108,4 +108,14 @@ describe('GET /v1/admin/analytics', () => {
     expect(body.error.code).toBe('validation_failed');
     expect(body.error.message).toBe('query.since: must be an ISO 8601 date (2026-11-01) or date-time (2026-11-01T00:00:00Z)');
   });
+
+  it('refuses a `since` whose instant falls outside the years 0001–9999, which the answer could not write plainly', async () => {
+    api ??= await startTestApi(env.config);
+    for (const since of ['9999-12-31T23:30:00-01:00', '0000-01-01', '0001-01-01T00:30:00+01:00']) {
+      const res = await fetch(`${api.url}/v1/admin/analytics?since=${encodeURIComponent(since)}`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } });
+      expect(res.status, since).toBe(400);
+      expect((await readJson(res)).error.message).toBe('query.since: must fall within the years 0001 to 9999 (UTC)');
+    }
+    expect((await fetch(`${api.url}/v1/admin/analytics?since=9999-12-31`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } })).status).toBe(200);
+  });
 });

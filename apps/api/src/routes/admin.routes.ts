@@ -17,6 +17,12 @@ export const analyticsQuery = z.object({
   // A union's own message: zod reports a failed union as "Invalid input", not its members' messages.
   since: z
     .union([z.iso.datetime({ offset: true }), z.iso.date()], { error: 'must be an ISO 8601 date (2026-11-01) or date-time (2026-11-01T00:00:00Z)' })
+    // An offset can carry a written year 9999 past the end of it (or 0001 before its start):
+    // the answer's `since` would then need an extended year (+010000-…), which clients misread.
+    .refine((value) => {
+      const year = new Date(value).getUTCFullYear();
+      return year >= 1 && year <= 9999;
+    }, 'must fall within the years 0001 to 9999 (UTC)')
     .optional(),
 });
 
