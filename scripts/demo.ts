@@ -298,7 +298,7 @@ async function main(): Promise<void> {
   if (full.error_message) console.log(red(`  batch: ${full.error_message}`));
   if (k.warning || k.error) console.log(red(`  book: ${k.warning ?? k.error}`));
 
-  const driver = process.env.STORAGE_DRIVER ?? 'local';
+  const driver = (process.env.STORAGE_DRIVER ?? 'local').trim().toLowerCase(); // read as the config reads it
   console.log(`\n${bold('Files')}`);
   if (driver === 's3') {
     console.log(`  in the S3 bucket ${process.env.S3_BUCKET ?? '(S3_BUCKET)'}${process.env.S3_PREFIX ? ` under ${process.env.S3_PREFIX}` : ''}: tracks/${batch.id}/ and soundscapes/${book.bookId}/`);

@@ -179,13 +179,21 @@ describe('config', () => {
     }
   });
 
+  it('reads every setting that takes one of a few words in any case, as it reads true/false', () => {
+    const config = loadConfig({ LOG_LEVEL: 'INFO', NODE_ENV: 'Test', STORAGE_DRIVER: ' Local ', SPEECH_PROVIDER: 'OpenAI', OPENAI_API_KEY: 'sk-test', ANALYSIS_PROVIDER: 'LOCAL', SOUNDSCAPE_PROVIDER: 'Local' });
+    expect(config).toMatchObject({ LOG_LEVEL: 'info', NODE_ENV: 'test', STORAGE_DRIVER: 'local', SPEECH_PROVIDER: 'openai', ANALYSIS_PROVIDER: 'local', SOUNDSCAPE_PROVIDER: 'local' });
+    // An unknown word is still refused, with the words it may be.
+    expect(problemsOf({ STORAGE_DRIVER: 'GCS' })).toBe('STORAGE_DRIVER must be local or s3, not "GCS"');
+    expect(problemsOf({ NODE_ENV: 'prod' })).toBe('NODE_ENV must be development, production or test, not "prod"');
+  });
+
   it("reads LOG_LEVEL with the rest: pino's levels or silent, a bad one named; a logger takes its level from the config", () => {
     // A bad level was refused with zod's own words ("LOG_LEVEL: Invalid option: expected one
     // of …"), and createLogger read process.env.LOG_LEVEL unless given a level.
     expect([...LOG_LEVELS].sort()).toEqual([...Object.keys(pino.levels.values), 'silent'].sort());
     for (const level of LOG_LEVELS) expect(loadConfig({ LOG_LEVEL: level }).LOG_LEVEL).toBe(level);
     expect(loadConfig({}).LOG_LEVEL).toBe('info');
-    for (const bad of ['verbose', 'INFO', 'warning', '30']) {
+    for (const bad of ['verbose', 'warning', '30']) {
       expect(problemsOf({ LOG_LEVEL: bad }), bad).toBe(`LOG_LEVEL must be fatal, error, warn, info, debug, trace or silent, not "${bad}"`);
     }
     expect(problemsOf({ LOG_LEVEL: 'verbose', PORT: 'eighty' })).toContain('PORT must be a whole number in decimal digits, not "eighty"');

@@ -115,14 +115,25 @@ const rateLimit = (name: string) =>
     })
     .transform((v) => (v === undefined ? undefined : parseRateLimit(v)!));
 
+/**
+ * A setting that takes one of a few words: read in any case and without surrounding blanks,
+ * as the true/false settings are, and given in its canonical lower case; anything else is
+ * refused with the words it may be.
+ */
+function choice<const T extends readonly [string, ...string[]]>(name: string, words: T) {
+  const listed = words.length === 1 ? words[0] : `${words.slice(0, -1).join(', ')} or ${words.at(-1)}`;
+  return z.preprocess(
+    (v) => (typeof v === 'string' ? (words.find((w) => w === v.trim().toLowerCase()) ?? v) : v),
+    z.enum(words, { error: (issue) => `${name} must be ${listed}, not "${String(issue.input)}"` }),
+  );
+}
+
 // pino's levels (pino.levels.values) and 'silent' for no logs, in lower case as pino names them.
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const envSchema = z.object({
-  NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'NODE_ENV must be development, production or test' }).default('development'),
-  LOG_LEVEL: z
-    .enum(LOG_LEVELS, { error: (issue) => `LOG_LEVEL must be fatal, error, warn, info, debug, trace or silent, not "${String(issue.input)}"` })
-    .default('info'),
+  NODE_ENV: choice('NODE_ENV', ['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: choice('LOG_LEVEL', LOG_LEVELS).default('info'),
   PORT: port('PORT').default(3000),
   PUBLIC_URL: optionalUrl('PUBLIC_URL'),
   DATABASE_URL: url('DATABASE_URL', ['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/soundqueue'),
@@ -130,7 +141,7 @@ const envSchema = z.object({
   REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z.string().min(1).default('soundqueue'),
   STORAGE_DIR: z.string().min(1).default('./data'),
-  STORAGE_DRIVER: z.enum(['local', 's3'], { message: 'STORAGE_DRIVER must be local or s3' }).default('local'),
+  STORAGE_DRIVER: choice('STORAGE_DRIVER', ['local', 's3']).default('local'),
   S3_ENDPOINT: optionalUrl('S3_ENDPOINT'),
   S3_REGION: z.string().min(1).default('us-east-1'),
   S3_BUCKET: optionalString,
@@ -203,7 +214,7 @@ const envSchema = z.object({
   JOB_KEEP_FAILED_SECONDS: positiveInt('JOB_KEEP_FAILED_SECONDS', 7 * 86_400),
   JOB_BACKOFF_MS: milliseconds('JOB_BACKOFF_MS', 2000),
 
-  SPEECH_PROVIDER: z.enum(['openai', 'local'], { message: 'SPEECH_PROVIDER must be openai or local' }).optional(),
+  SPEECH_PROVIDER: choice('SPEECH_PROVIDER', ['openai', 'local']).optional(),
   OPENAI_API_KEY: optionalString,
   OPENAI_BASE_URL: optionalUrl('OPENAI_BASE_URL'),
   OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
@@ -212,12 +223,12 @@ const envSchema = z.object({
   // apps/worker/src/provider-body.ts.
   PROVIDER_MAX_AUDIO_BYTES: positiveInt('PROVIDER_MAX_AUDIO_BYTES', 256 * 1024 * 1024),
 
-  ANALYSIS_PROVIDER: z.enum(['gemini', 'local'], { message: 'ANALYSIS_PROVIDER must be gemini or local' }).optional(),
+  ANALYSIS_PROVIDER: choice('ANALYSIS_PROVIDER', ['gemini', 'local']).optional(),
   GEMINI_API_KEY: optionalString,
   GEMINI_BASE_URL: optionalUrl('GEMINI_BASE_URL'),
   GEMINI_MODEL: z.string().min(1).default('gemini-2.5-flash'),
 
-  SOUNDSCAPE_PROVIDER: z.enum(['replicate', 'local'], { message: 'SOUNDSCAPE_PROVIDER must be replicate or local' }).optional(),
+  SOUNDSCAPE_PROVIDER: choice('SOUNDSCAPE_PROVIDER', ['replicate', 'local']).optional(),
   REPLICATE_API_TOKEN: optionalString,
   REPLICATE_BASE_URL: optionalUrl('REPLICATE_BASE_URL'),
   REPLICATE_SOUNDSCAPE_MODEL: z.string().min(1).default('meta/musicgen'),
