@@ -245,6 +245,21 @@ describe.each(drivers)('storage contract: $name driver', (driver) => {
     await expect((async () => storage.list('../x/'))()).rejects.toThrow(/unsafe storage key/);
   });
 
+  it('lists every object under a folder with the time it was stored, for the storage sweep', async () => {
+    const before = Date.now() - 2_000;
+    await storage.put(key('aged/a.mp3'), Buffer.from('a'), 'audio/mpeg');
+    await storage.put(key('aged/deeper/b.mp3'), Buffer.from('b'), 'audio/mpeg');
+    const entries = (await storage.entries(key('aged/'))).sort((x, y) => x.key.localeCompare(y.key));
+    expect(entries.map((e) => e.key)).toEqual([key('aged/a.mp3'), key('aged/deeper/b.mp3')]);
+    for (const entry of entries) {
+      expect(entry.modifiedAt.getTime()).toBeGreaterThanOrEqual(before);
+      expect(entry.modifiedAt.getTime()).toBeLessThanOrEqual(Date.now() + 2_000);
+      expect(entry.temporary).toBe(false);
+      expect(entry.modifiedAt.getTime()).toBe((await storage.stat(entry.key))!.modifiedAt.getTime());
+    }
+    expect(await storage.entries(key('nothing-aged/'))).toEqual([]);
+  });
+
   it.each(['../x', '/abs', 'a/../../b', 'a/./b', '', 'a//b', 'a\\b'])('rejects the unsafe key %j in every operation', async (bad) => {
     const source = join(scratch, `${driver.name}-unsafe.bin`);
     await writeFile(source, 'x');
@@ -315,6 +330,11 @@ describe('local driver listing', () => {
       // A put, or a move across file systems, writes here and then renames it into place.
       await writeFile(join(root, 'tracks/b1/t2.m2.mp3.0b8a4c1e-6f2d-4a51-9d7e-3c2b1a0f9e8d.tmp'), 'half');
       expect(await storage.list('tracks/b1/')).toEqual(['tracks/b1/t1.m1.mp3']);
+      // The sweep sees it, marked: a write whose worker was killed leaves it for ever.
+      expect((await storage.entries('tracks/b1/')).map((e) => [e.key, e.temporary]).sort()).toEqual([
+        ['tracks/b1/t1.m1.mp3', false],
+        ['tracks/b1/t2.m2.mp3.0b8a4c1e-6f2d-4a51-9d7e-3c2b1a0f9e8d.tmp', true],
+      ]);
     } finally {
       await rm(root, { recursive: true, force: true });
     }

@@ -23,3 +23,9 @@ export const providerCost = new Counter({
   help: 'Cost of provider calls made by this process, USD',
   labelNames: ['provider', 'kind'] as const,
 });
+
+export const sweptFiles = new Counter({
+  name: 'soundqueue_storage_swept_files_total',
+  help: 'Stored files the storage sweep removed (no row used them, or an abandoned temporary file), by folder',
+  labelNames: ['folder'] as const,
+});

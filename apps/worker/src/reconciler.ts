@@ -175,9 +175,18 @@ export async function reconcile(ctx: WorkerContext): Promise<ReconcileReport> {
   return report;
 }
 
-/** Starts the repeatable reconcile job (a BullMQ job scheduler: one schedule, however many workers). */
+/** The maintenance queue's repeatable jobs: each task and how often it runs. */
+const schedules = (ctx: WorkerContext) =>
+  [
+    { task: 'reconcile', every: ctx.config.RECONCILE_INTERVAL_MS },
+    { task: 'sweep-storage', every: ctx.config.STORAGE_SWEEP_INTERVAL_MS },
+  ] as const;
+
+/** Starts the repeatable maintenance jobs, the reconciler's and the storage sweep's (BullMQ job schedulers: one schedule each, however many workers). */
 export async function scheduleReconciler(ctx: WorkerContext): Promise<void> {
-  await ctx.queues.maintenance.upsertJobScheduler('reconcile', { every: ctx.config.RECONCILE_INTERVAL_MS }, { name: 'reconcile', data: { task: 'reconcile' }, opts: { removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } } });
+  for (const { task, every } of schedules(ctx)) {
+    await ctx.queues.maintenance.upsertJobScheduler(task, { every }, { name: task, data: { task }, opts: { removeOnComplete: { count: 20 }, removeOnFail: { count: 100 } } });
+  }
 }
 
 /**
@@ -189,9 +198,10 @@ export async function scheduleReconciler(ctx: WorkerContext): Promise<void> {
 export function keepReconcilerScheduled(ctx: WorkerContext): () => void {
   const timer = setInterval(() => {
     void (async () => {
-      if (await ctx.queues.maintenance.getJobScheduler('reconcile')) return;
+      const present = await Promise.all(schedules(ctx).map(({ task }) => ctx.queues.maintenance.getJobScheduler(task)));
+      if (present.every(Boolean)) return;
       await scheduleReconciler(ctx);
-      ctx.logger.warn('the reconciler schedule was missing from Redis (restarted empty or flushed); scheduled it again');
+      ctx.logger.warn('the maintenance schedules were missing from Redis (restarted empty or flushed); scheduled them again');
     })().catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not check the reconciler schedule'));
   }, ctx.config.RECONCILE_INTERVAL_MS);
   timer.unref();

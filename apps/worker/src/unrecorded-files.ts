@@ -71,7 +71,8 @@ export async function removeUnnamedTrackFiles(ctx: WorkerContext, batchId: strin
       await removeUnrecorded(ctx, { key, what: 'mix', context: { batchId } });
     }
   } catch (error) {
-    // The batch's end stands; the files stay until a later end of this batch looks again.
+    // The batch's end stands; the files stay until a later end of this batch, or the storage
+    // sweep (storage-sweep.ts), looks again.
     ctx.logger.warn({ batchId, err: error }, 'could not look for mixes no track row names');
   }
 }

@@ -243,6 +243,10 @@ const envSchema = z.object({
   // whose flow is being added right now is never mistaken for lost work.
   RECONCILE_GRACE_MS: milliseconds('RECONCILE_GRACE_MS', 60_000),
   STUCK_AFTER_MS: milliseconds('STUCK_AFTER_MS', 6 * 3_600_000),
+  STORAGE_SWEEP_INTERVAL_MS: milliseconds('STORAGE_SWEEP_INTERVAL_MS', 3_600_000),
+  // A stored file younger than this may be about to be recorded by the job that stored it:
+  // the sweep leaves it alone (apps/worker/src/storage-sweep.ts).
+  STORAGE_SWEEP_GRACE_SECONDS: positiveInt('STORAGE_SWEEP_GRACE_SECONDS', 86_400),
   EVENT_LOG_TTL_SECONDS: positiveInt('EVENT_LOG_TTL_SECONDS', 86_400),
   EVENT_LOG_FINISHED_TTL_SECONDS: positiveInt('EVENT_LOG_FINISHED_TTL_SECONDS', 300),
   // Enqueueing a flow waits for Redis; past this the request gives up (503) instead of hanging.

@@ -43,7 +43,7 @@ export const payloadSchemas = {
     step: z.enum(['segment', 'finalize']).default('segment'),
   }),
   webhooks: z.object({ deliveryId: uuid }),
-  maintenance: z.object({ task: z.enum(['reconcile']) }),
+  maintenance: z.object({ task: z.enum(['reconcile', 'sweep-storage']) }),
 } satisfies Record<QueueName, z.ZodType>;
 
 export type Payload<Q extends QueueName> = z.infer<(typeof payloadSchemas)[Q]>;

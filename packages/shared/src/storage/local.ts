@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import { access, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { assertSafeFolder, assertSafeKey, type Storage, type StoredObject } from './types';
+import { assertSafeFolder, assertSafeKey, type Storage, type StoredEntry, type StoredObject } from './types';
 
 /** Files under one directory; fine for one machine or a shared volume. */
 export function createLocalStorage(root: string): Storage {
@@ -67,21 +67,28 @@ export function createLocalStorage(root: string): Storage {
 
   // The temporary name `atomically` writes under: not an object until it is renamed into place.
   const TEMP_FILE = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
-  const listUnder = async (folder: string): Promise<string[]> => {
-    let entries;
+  const entriesUnder = async (folder: string): Promise<StoredEntry[]> => {
+    let dirents;
     try {
-      entries = await readdir(join(base, folder), { withFileTypes: true });
+      dirents = await readdir(join(base, folder), { withFileTypes: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
     }
-    const keys: string[] = [];
-    for (const entry of entries) {
-      const key = `${folder}/${entry.name}`;
-      if (entry.isDirectory()) keys.push(...(await listUnder(key)));
-      else if (entry.isFile() && !TEMP_FILE.test(entry.name)) keys.push(key);
+    const entries: StoredEntry[] = [];
+    for (const dirent of dirents) {
+      const key = `${folder}/${dirent.name}`;
+      if (dirent.isDirectory()) entries.push(...(await entriesUnder(key)));
+      else if (dirent.isFile()) {
+        // Gone between the listing and now (deleted, or a temporary file renamed into place).
+        const stats = await stat(join(base, key)).catch((error: NodeJS.ErrnoException) => {
+          if (error.code === 'ENOENT') return null;
+          throw error;
+        });
+        if (stats) entries.push({ key, modifiedAt: stats.mtime, temporary: TEMP_FILE.test(dirent.name) });
+      }
     }
-    return keys;
+    return entries;
   };
 
   return {
@@ -105,6 +112,7 @@ export function createLocalStorage(root: string): Storage {
     async delete(key) {
       await rm(pathOf(key), { force: true });
     },
-    list: (prefix) => listUnder(assertSafeFolder(prefix)),
+    list: async (prefix) => (await entriesUnder(assertSafeFolder(prefix))).filter((e) => !e.temporary).map((e) => e.key),
+    entries: (prefix) => entriesUnder(assertSafeFolder(prefix)),
   };
 }

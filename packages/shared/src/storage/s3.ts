@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { assertSafeFolder, assertSafeKey, type Storage, type StoredObject } from './types';
+import { assertSafeFolder, assertSafeKey, type Storage, type StoredEntry, type StoredObject } from './types';
 
 export interface S3StorageOptions {
   /** For S3-compatible stores (MinIO, R2, s3rver); unset means AWS. */
@@ -147,7 +147,7 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
     }
   };
 
-  return {
+  const storage: S3Storage = {
     driver: 's3',
     bucket,
     client,
@@ -170,21 +170,25 @@ export function createS3Storage(options: S3StorageOptions): S3Storage {
       // DeleteObject succeeds for a missing key, like the local driver's rm --force.
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey(key) }));
     },
-    async list(folder) {
+    async entries(folder) {
       const listed = `${objectKey(assertSafeFolder(folder))}/`;
-      const keys: string[] = [];
+      const entries: StoredEntry[] = [];
       // S3 answers at most 1,000 keys a request; the continuation token asks for the next page.
       let continuationToken: string | undefined;
       do {
         const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: listed, ContinuationToken: continuationToken }));
         for (const object of page.Contents ?? []) {
-          if (object.Key) keys.push(prefix ? object.Key.slice(prefix.length + 1) : object.Key);
+          if (!object.Key) continue;
+          // An upload is listed only once it is whole: S3 has no temporary objects.
+          entries.push({ key: prefix ? object.Key.slice(prefix.length + 1) : object.Key, modifiedAt: object.LastModified ?? new Date(0), temporary: false });
         }
         continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (continuationToken);
-      return keys;
+      return entries;
     },
+    list: async (folder) => (await storage.entries(folder)).map((e) => e.key),
   };
+  return storage;
 }
 
 /**

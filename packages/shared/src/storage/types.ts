@@ -37,6 +37,18 @@ export interface Storage {
    * file). For finding the files no row names (a batch's end), not for serving.
    */
   list(prefix: string): Promise<string[]>;
+  /**
+   * What `list` lists, each with the time it was stored, and (local driver) the temporary
+   * files of writes in progress or abandoned, marked `temporary` (their keys are not keys to
+   * read): for the storage sweep (apps/worker/src/storage-sweep.ts).
+   */
+  entries(prefix: string): Promise<StoredEntry[]>;
+}
+
+export interface StoredEntry {
+  key: string;
+  modifiedAt: Date;
+  temporary: boolean;
 }
 
 const SAFE_KEY = /^[a-zA-Z0-9][a-zA-Z0-9._-]*(\/[a-zA-Z0-9][a-zA-Z0-9._-]*)*$/;
