@@ -29,8 +29,10 @@ describe('API description', () => {
     for (const [path, methods] of Object.entries<Record<string, unknown>>(doc.paths)) {
       for (const method of Object.keys(methods)) {
         const url = path.replace(/\{id\}/g, '00000000-0000-4000-8000-000000000000');
-        const res = await api.request(url, { method: method.toUpperCase(), user: 'docs-user', headers: method === 'get' ? {} : { 'Content-Type': 'application/json' }, body: method === 'get' || method === 'delete' ? undefined : '{}' });
-        const body = res.headers.get('content-type')?.includes('json') ? await readJson(res) : null;
+        const bodiless = ['get', 'head', 'delete'].includes(method);
+        const res = await api.request(url, { method: method.toUpperCase(), user: 'docs-user', headers: bodiless ? {} : { 'Content-Type': 'application/json' }, body: bodiless ? undefined : '{}' });
+        // A HEAD's answer has the GET's headers and no body.
+        const body = method !== 'head' && res.headers.get('content-type')?.includes('json') ? await readJson(res) : null;
         expect(body?.error?.message ?? '', `${method} ${path}`).not.toMatch(/^no route/);
         expect(res.status, `${method} ${path}`).toBeLessThan(500);
       }
@@ -58,7 +60,23 @@ describe('API description', () => {
       .filter(([path]) => path.startsWith('/v1/'))
       .flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method} ${path}`))
       .sort();
-    expect(documented).toEqual(v1Routes);
+    // Express answers HEAD on every GET route: documented where a client has a use for it.
+    for (const head of documented.filter((op) => op.startsWith('head '))) expect(documented, head).toContain(head.replace(/^head /, 'get '));
+    expect(documented.filter((op) => !op.startsWith('head '))).toEqual(v1Routes);
+  });
+
+  it('describes the tokens a URL may carry as security schemes, and HEAD where a player or a stream client uses it', async () => {
+    const doc = await readJson(await fetch(`${api.url}/openapi.json`));
+    expect(doc.components.securitySchemes).toMatchObject({
+      streamToken: { type: 'apiKey', in: 'query', name: 'access_token' },
+      playbackToken: { type: 'apiKey', in: 'query', name: 'playback_token' },
+    });
+    for (const path of ['/v1/audio/tracks/{id}/audio', '/v1/soundscapes/{id}/audio']) {
+      for (const method of ['get', 'head']) expect(doc.paths[path][method]?.security, `${method} ${path}`).toEqual([{ bearer: [] }, { playbackToken: [] }]);
+    }
+    for (const path of ['/v1/audio/batches/{id}/events', '/v1/books/{id}/events']) {
+      for (const method of ['get', 'head']) expect(doc.paths[path][method]?.security, `${method} ${path}`).toEqual([{ bearer: [] }, { streamToken: [] }]);
+    }
   });
 
   it('lists the statuses each /v1 route answers, and the parameters it reads, as the code does', async () => {

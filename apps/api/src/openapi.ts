@@ -57,6 +57,14 @@ const conditional = [
   { name: 'If-Match', in: 'header', schema: { type: 'string' } },
   { name: 'If-Unmodified-Since', in: 'header', schema: { type: 'string' }, description: 'read only without If-Match' },
 ];
+/** The routes a URL's token opens: the bearer token, or that token in the query string. */
+const byPlaybackToken = [{ bearer: [] }, { playbackToken: [] }];
+const byStreamToken = [{ bearer: [] }, { streamToken: [] }];
+/**
+ * A GET route and its HEAD, which Express answers on every GET route: documented where a
+ * client uses it (a player probing a file's size, a client checking a stream before opening it).
+ */
+const withHead = <T extends { summary: string }>(get: T) => ({ get, head: { ...get, summary: `${get.summary}: the GET's status and headers, without the body` } });
 const notModified = { description: "If-None-Match holds the file's ETag (or, without it, If-Modified-Since is not before Last-Modified)" };
 const audio = { description: 'MP3 (HTTP Range supported)', content: { 'audio/mpeg': { schema: { type: 'string', format: 'binary' } } } };
 const events = { description: 'Server-Sent Events: snapshot, then changes, ending after the terminal event', content: { 'text/event-stream': { schema: { type: 'string' } } } };
@@ -86,6 +94,8 @@ export function openApiDocument() {
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
         metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, wanted by /metrics only when it is set' },
+        streamToken: { type: 'apiKey', in: 'query', name: 'access_token', description: 'a stream token from POST /v1/stream-tokens: event streams only (EventSource cannot send headers)' },
+        playbackToken: { type: 'apiKey', in: 'query', name: 'playback_token', description: 'the token of a URL from POST /v1/playback-urls: that one audio file only (<audio src> cannot send headers)' },
       },
       schemas: {
         Error: {
@@ -112,9 +122,9 @@ export function openApiDocument() {
       '/v1/audio/batches/{id}': { get: { summary: 'A batch with every track', parameters: [id('id')], responses: { 200: { description: 'the batch' }, ...errors(401, 404) } } },
       '/v1/audio/batches/{id}/retry': { post: { summary: 'Re-run only the failed tracks', parameters: [id('id')], responses: { 202: { description: 'processing again' }, ...errors(401, 402, 404, 409, 503) } } },
       '/v1/audio/batches/{id}/cancel': { post: { summary: 'Cancel tracks not started', parameters: [id('id')], responses: { 202: { description: 'cancelling' }, ...errors(401, 404, 409) } } },
-      '/v1/audio/batches/{id}/events': { get: { summary: 'Live progress (SSE); Last-Event-ID resumes', parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
+      '/v1/audio/batches/{id}/events': withHead({ summary: 'Live progress (SSE); Last-Event-ID resumes', security: byStreamToken, parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } }),
       '/v1/audio/sets/{id}': { get: { summary: "A variant's set with its tracks", parameters: [id('id')], responses: { 200: { description: 'the set' }, ...errors(401, 404) } } },
-      '/v1/audio/tracks/{id}/audio': { get: { summary: 'The mixed track', parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } } },
+      '/v1/audio/tracks/{id}/audio': withHead({ summary: 'The mixed track', security: byPlaybackToken, parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } }),
       '/v1/audio/variants': { get: { summary: 'The variant catalog', responses: { 200: { description: 'variants' } } } },
       '/v1/audio/voices': { get: { summary: 'The voice catalog', responses: { 200: { description: 'voices' } } } },
       '/v1/books': {
@@ -134,8 +144,8 @@ export function openApiDocument() {
       '/v1/books/{id}': { get: { summary: "The book's state in the seed's response formats", parameters: [id('id')], responses: { 200: { description: 'the book' }, ...errors(401, 404) } } },
       '/v1/books/{id}/scenes': { get: { summary: 'The scene timeline', parameters: [id('id')], responses: { 200: { description: 'scenes' }, ...errors(401, 404) } } },
       '/v1/books/{id}/soundscapes': { post: { summary: 'Start generation again', parameters: [id('id')], responses: { 202: { description: 'processing' }, ...errors(401, 402, 404, 409, 503) } } },
-      '/v1/books/{id}/events': { get: { summary: 'Live progress (SSE)', parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } } },
-      '/v1/soundscapes/{id}/audio': { get: { summary: "A scene's soundscape", parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } } },
+      '/v1/books/{id}/events': withHead({ summary: 'Live progress (SSE)', security: byStreamToken, parameters: [id('id'), ...streamParams], responses: { 200: events, 204: ended, ...errors(401, 404, 429), 503: unavailable } }),
+      '/v1/soundscapes/{id}/audio': withHead({ summary: "A scene's soundscape", security: byPlaybackToken, parameters: [id('id'), ...conditional, playbackToken], responses: { 200: audio, 206: audio, 304: notModified, ...errors(401, 404, 409, 412, 416) } }),
       '/v1/playback-urls': {
         post: {
           summary: "A URL an <audio> element can play: the audio_url with a token good for that file only (GET/HEAD, Range) for PLAYBACK_URL_TTL_SECONDS",
