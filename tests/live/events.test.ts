@@ -182,5 +182,9 @@ describe('book event streams', () => {
     await late.ended;
     expect(late.events.map((e) => [e.event, e.id, e.data.status])).toEqual([['snapshot', 'end-1', 'ready']]);
     expect((await fetch(`${url}?lastEventId=end-1`, { headers: await auth() })).status).toBe(204);
+    // A HEAD answers what the GET would: 204 for those, 200 for a fresh start.
+    expect((await fetch(url, { method: 'HEAD', headers: { ...(await auth()), 'Last-Event-ID': stream.events.at(-1)!.id } })).status).toBe(204);
+    expect((await fetch(`${url}?lastEventId=end-1`, { method: 'HEAD', headers: await auth() })).status).toBe(204);
+    expect((await fetch(url, { method: 'HEAD', headers: await auth() })).status).toBe(200);
   });
 });

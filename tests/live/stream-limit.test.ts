@@ -89,6 +89,10 @@ describe('the cap on open event streams per user', () => {
       const batchId = await newBatch();
       // Refused before it starts, again and again: a refusal takes no slot.
       for (let i = 0; i < 3; i++) await expectRefused(await fetch(streamUrl(batchId), { headers: await auth() }));
+      // A HEAD answers what the GET would.
+      const head = await fetch(streamUrl(batchId), { method: 'HEAD', headers: await auth() });
+      expect(head.status).toBe(429);
+      expect(head.headers.get('retry-after')).toMatch(/^\d+$/);
       // Books count against the same cap.
       await expectRefused(await fetch(`${api.url}/v1/books/00000000-0000-4000-8000-000000000000/events`, { headers: await auth() }));
       // Another user has slots of their own.

@@ -43,7 +43,10 @@ type Start = { kind: 'replay'; from: string; events: StreamEvent[] } | { kind: '
  * newest logged event is terminal and the subject is finished (not retried since); one that
  * resumes from a final snapshot's id has it while that run's end is still the subject's state.
  */
-async function startOf(options: StreamOptions, resumeFrom: string | undefined): Promise<Start> {
+/** What deciding a stream's start reads. */
+type StartSources = Pick<StreamOptions, 'hub' | 'subject' | 'snapshot'>;
+
+async function startOf(options: StartSources, resumeFrom: string | undefined): Promise<Start> {
   if (resumeFrom !== undefined && isStreamId(resumeFrom)) {
     // A log Redis cannot give now (Redis away) is one that cannot say what follows: the state
     // is PostgreSQL's, and a 503 would stop EventSource for good (see NO_LOG_ID).
@@ -61,7 +64,7 @@ async function startOf(options: StreamOptions, resumeFrom: string | undefined): 
 }
 
 /** The log's entries after `resumeFrom` (null: it cannot say) and whether its newest is terminal. */
-async function readLog(options: StreamOptions, resumeFrom: string): Promise<{ events: StreamEvent[]; newestTerminal: boolean } | null> {
+async function readLog(options: StartSources, resumeFrom: string): Promise<{ events: StreamEvent[]; newestTerminal: boolean } | null> {
   const events = await options.hub.replay(options.subject, resumeFrom);
   if (events === null) return null;
   return { events, newestTerminal: events.length === 0 && (await options.hub.newest(options.subject))?.terminal === true };
@@ -99,6 +102,22 @@ const SHUTDOWN_RETRY_MS = { min: 250, spread: 1000 };
  * none falls in the gap between the two; after the events subscriber reconnects, the stream
  * catches up from the log the same way.
  */
+/** Where the client resumes from: Last-Event-ID, or `?lastEventId=` for clients that cannot set headers (the header wins). */
+function resumeIdOf(req: Request): string | undefined {
+  return req.get('Last-Event-ID') ?? (typeof req.query.lastEventId === 'string' ? req.query.lastEventId : undefined);
+}
+
+/**
+ * A HEAD of an event stream: the status and headers the GET would start with (204 for a
+ * client that has everything, else 200 and the stream's headers), decided as streamEvents
+ * decides them, without opening a stream.
+ */
+export async function answerStreamHead(req: Request, res: Response, options: StartSources): Promise<void> {
+  if ((await startOf(options, resumeIdOf(req))).kind === 'nothing-left') res.status(204);
+  else setStreamHeaders(res);
+  res.end();
+}
+
 /** The status and headers of an event stream's response (a HEAD gets them too). */
 export function setStreamHeaders(res: Response): void {
   res.status(200);
@@ -217,8 +236,7 @@ export async function streamEvents(req: Request, res: Response, options: StreamO
   }
 
   // Decided before any header is sent: the answer may be a 204 rather than a stream.
-  const resumeFrom = req.get('Last-Event-ID') ?? (typeof req.query.lastEventId === 'string' ? req.query.lastEventId : undefined);
-  const start = await startOf(options, resumeFrom);
+  const start = await startOf(options, resumeIdOf(req));
   if (!open) return;
   if (start.kind === 'nothing-left') {
     res.status(204);

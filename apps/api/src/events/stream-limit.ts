@@ -24,6 +24,8 @@ export interface StreamLimit {
    * admits every request without a slot: the stream ends as soon as it starts.
    */
   admit(req: Request, res: Response, userId: string): Promise<boolean>;
+  /** Throws the 429 admit would, without taking a slot: for a HEAD, answered as the GET would be. */
+  refuseAtCap(res: Response, userId: string): Promise<void>;
   /** Streams the user holds open in this process. */
   openFor(userId: string): number;
   /** Aborted by close(): every admitted stream watches it and ends itself at once. */
@@ -55,6 +57,10 @@ export function createStreamLimit(maxPerUser: number, slots: StreamSlots): Strea
   // stream's renewals enter it in Redis once it answers again.
   const takeSlot = (userId: string, stream: string) =>
     slots.take(userId, stream, maxPerUser).catch(() => (open.get(userId)?.size ?? 0) < maxPerUser);
+  const tooMany = (res: Response) => {
+    res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
+    return new HttpError(429, 'too_many_streams', `at most ${maxPerUser} event streams may be open at once per user; close one first`, { limit: maxPerUser });
+  };
   return {
     async admit(req, res, userId) {
       // A client that left during authentication: its response has closed already and will
@@ -74,10 +80,7 @@ export function createStreamLimit(maxPerUser: number, slots: StreamSlots): Strea
         gone = true;
         if (taken) release(userId, stream);
       });
-      if (!(await takeSlot(userId, stream))) {
-        res.setHeader('Retry-After', String(STREAMS_RETRY_AFTER_SECONDS));
-        throw new HttpError(429, 'too_many_streams', `at most ${maxPerUser} event streams may be open at once per user; close one first`, { limit: maxPerUser });
-      }
+      if (!(await takeSlot(userId, stream))) throw tooMany(res);
       if (gone) {
         slots.give(userId, stream).catch(() => {});
         return false;
@@ -87,6 +90,11 @@ export function createStreamLimit(maxPerUser: number, slots: StreamSlots): Strea
       if (!mine) open.set(userId, (mine = new Set()));
       mine.add(stream);
       return true;
+    },
+    async refuseAtCap(res, userId) {
+      if (closing.signal.aborted) return;
+      const held = await slots.held(userId).catch(() => open.get(userId)?.size ?? 0);
+      if (held >= maxPerUser) throw tooMany(res);
     },
     openFor: (userId) => open.get(userId)?.size ?? 0,
     shutdown: closing.signal,

@@ -18,6 +18,8 @@ export interface StreamSlots {
   renew(userId: string, streams: string[]): Promise<void>;
   /** Gives a stream's slot back. */
   give(userId: string, stream: string): Promise<void>;
+  /** How many slots the user holds (leases not run out), taking none. */
+  held(userId: string): Promise<number>;
 }
 
 /** How long a slot outlives the last renewal of its lease: a dead process's slots are held this long. */
@@ -45,7 +47,13 @@ for i = 2, #ARGV do redis.call('ZADD', key, now + lease, ARGV[i]) end
 redis.call('PEXPIRE', key, lease)
 return 1`;
 
+const HELD = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')`;
+
 type SlotsRedis = Redis & {
+  soundqueueHeldStreamSlots?: (key: string) => Promise<number>;
   soundqueueTakeStreamSlot?: (key: string, stream: string, cap: string, lease: string) => Promise<number>;
   soundqueueRenewStreamSlots?: (key: string, lease: string, ...streams: string[]) => Promise<number>;
 };
@@ -54,6 +62,7 @@ export function redisStreamSlots(redis: Redis, prefix: string, leaseMs = STREAM_
   const client = redis as SlotsRedis;
   if (!client.soundqueueTakeStreamSlot) client.defineCommand('soundqueueTakeStreamSlot', { numberOfKeys: 1, lua: TAKE });
   if (!client.soundqueueRenewStreamSlots) client.defineCommand('soundqueueRenewStreamSlots', { numberOfKeys: 1, lua: RENEW });
+  if (!client.soundqueueHeldStreamSlots) client.defineCommand('soundqueueHeldStreamSlots', { numberOfKeys: 1, lua: HELD });
   const key = (userId: string) => `${prefix}:streams:${userId}`;
   return {
     leaseMs,
@@ -64,5 +73,6 @@ export function redisStreamSlots(redis: Redis, prefix: string, leaseMs = STREAM_
     give: async (userId, stream) => {
       await redis.zrem(key(userId), stream);
     },
+    held: async (userId) => Number(await client.soundqueueHeldStreamSlots!(key(userId))),
   };
 }

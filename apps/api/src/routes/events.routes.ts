@@ -5,7 +5,7 @@ import { getOwnedBook } from '../books/book-service';
 import { bookView } from '../books/book.view';
 import type { ApiContext } from '../context';
 import { parseId } from '../ids';
-import { setStreamHeaders, streamEvents, type Snapshot } from '../events/sse';
+import { answerStreamHead, streamEvents, type Snapshot } from '../events/sse';
 import { mintedLifetime } from '../auth';
 
 const BATCH_TERMINAL = ['completed', 'partial_success', 'failed', 'cancelled'];
@@ -30,12 +30,14 @@ export function eventRoutes(ctx: ApiContext): Router {
     async (req, res) => {
       const userId = req.principal!.userId;
       if (req.method === 'HEAD') {
-        // Express hands HEAD to GET routes: answered as the stream would start (404 for
-        // someone else's), without opening one. Opened, it held one of the user's slots
-        // and a subscription, with no body to send, until the batch or book ended.
-        await state(userId, parseId(req.params.id, kind));
-        setStreamHeaders(res);
-        res.end();
+        // Express hands HEAD to GET routes: answered as the stream would start (429 at the
+        // cap, 404 for someone else's, 204 for a client that has everything), without opening
+        // one. Opened, it held one of the user's slots and a subscription, with no body to
+        // send, until the batch or book ended.
+        await ctx.streams.refuseAtCap(res, userId);
+        const id = parseId(req.params.id, kind);
+        await state(userId, id); // 404 first, as for the GET
+        await answerStreamHead(req, res, { hub: ctx.events, subject: { kind, id }, snapshot: () => state(userId, id) });
         return;
       }
       if (!(await ctx.streams.admit(req, res, userId))) return;
