@@ -16,23 +16,71 @@ async function exec(pipeline: ReturnType<Redis['pipeline']>): Promise<unknown[]>
   });
 }
 
+// A job whose hash is there can still be lost to its flow: its id gone from every state list
+// (a list entry removed by hand or a list evicted: no worker will ever take it), or, for a
+// parent, its own `:dependencies` set gone while it sits in 'waiting-children' (a child's end
+// removes itself from that set and moves the parent on only if the removal took place, so
+// nothing will ever move it). BullMQ moves a job between its lists inside one script, so one
+// script reading every list sees a consistent state: a job listed nowhere is lost, never
+// between two lists. Keys are the queue's key prefix (`<prefix>:<queue>:`) and the job id.
+const STATES = `
+local found = {}
+for i = 1, #ARGV, 2 do
+  local q, id = ARGV[i], ARGV[i + 1]
+  local state = 'listed'
+  if redis.call('EXISTS', q .. id) == 0 then
+    state = 'gone'
+  elseif redis.call('ZSCORE', q .. 'waiting-children', id) then
+    if redis.call('SCARD', q .. id .. ':dependencies') == 0 then state = 'stranded' end
+  elseif not (redis.call('LPOS', q .. 'wait', id) or redis.call('LPOS', q .. 'active', id) or redis.call('LPOS', q .. 'paused', id)
+      or redis.call('ZSCORE', q .. 'delayed', id) or redis.call('ZSCORE', q .. 'prioritized', id)
+      or redis.call('ZSCORE', q .. 'completed', id) or redis.call('ZSCORE', q .. 'failed', id)) then
+    state = 'unlisted'
+  end
+  found[#found + 1] = state
+end
+return found`;
+
+type JobState = 'listed' | 'gone' | 'stranded' | 'unlisted';
+type StatesRedis = Redis & { soundqueueFlowJobStates?: (...args: string[]) => Promise<JobState[]> };
+
+/** Each job's state as STATES reads it, for job keys of `queues`; a key of no queue reads 'listed' (not ours to judge). */
+async function statesOf(redis: Redis, queues: Queue[], keys: string[]): Promise<JobState[]> {
+  const client = redis as StatesRedis;
+  if (!client.soundqueueFlowJobStates) client.defineCommand('soundqueueFlowJobStates', { numberOfKeys: 0, lua: STATES });
+  const args: string[] = [];
+  const ours = keys.map((key) => {
+    const queue = queues.find((q) => key.startsWith(q.toKey('')));
+    if (queue) args.push(queue.toKey(''), key.slice(queue.toKey('').length));
+    return queue !== undefined;
+  });
+  const states = args.length > 0 ? await client.soundqueueFlowJobStates!(...args) : [];
+  let next = 0;
+  return ours.map((mine) => (mine ? states[next++]! : 'listed'));
+}
+
 /**
  * The key of a job the flow under `rootKey` still waits for though Redis no longer holds it,
- * at any depth (a batch's speech job under its mix job), or null. One round trip per level of
- * the flow (a batch: three), each reading whether every listed child exists and what it lists
- * in turn; one more only when a key is missing.
+ * at any depth (a batch's speech job under its mix job), or null: a job listed whose hash is
+ * gone, a job whose hash is there but that no state list holds, or a parent (the root too)
+ * waiting for children whose dependency set is gone. One round trip per level of the flow (a
+ * batch: three) to read what each job lists, and one script per level reading every listed
+ * job's state; one more only when a key is missing.
  */
-export async function findLostChild(redis: Redis, rootKey: string): Promise<string | null> {
+export async function findLostChild(redis: Redis, queues: Queue[], rootKey: string): Promise<string | null> {
+  if ((await statesOf(redis, queues, [rootKey]))[0] === 'stranded') return rootKey;
   let listed = [await redis.smembers(`${rootKey}:dependencies`)];
   let parents = [rootKey];
   for (;;) {
     const edges = parents.flatMap((parent, i) => listed[i]!.map((child) => ({ parent, child })));
     if (edges.length === 0) return null;
     const read = redis.pipeline();
-    for (const { child } of edges) read.exists(child).smembers(`${child}:dependencies`);
-    const results = await exec(read);
-    const exists = edges.map((_, i) => results[2 * i] === 1);
-    const missing = edges.filter((_, i) => !exists[i]);
+    for (const { child } of edges) read.smembers(`${child}:dependencies`);
+    const children = (await exec(read)) as string[][];
+    const states = await statesOf(redis, queues, edges.map((e) => e.child));
+    const strayed = edges.find((_, i) => states[i] === 'unlisted' || states[i] === 'stranded');
+    if (strayed) return strayed.child;
+    const missing = edges.filter((_, i) => states[i] === 'gone');
     if (missing.length > 0) {
       // A child that ended between the two reads left its parent's set before retention could
       // remove its hash: only a key its parent still lists is lost.
@@ -42,8 +90,9 @@ export async function findLostChild(redis: Redis, rootKey: string): Promise<stri
       const lost = missing.find((_, i) => stillListed[i] === 1);
       if (lost) return lost.child;
     }
-    parents = edges.filter((_, i) => exists[i]).map((e) => e.child);
-    listed = edges.map((_, i) => results[2 * i + 1] as string[]).filter((_, i) => exists[i]);
+    const present = edges.map((_, i) => states[i] !== 'gone');
+    parents = edges.filter((_, i) => present[i]).map((e) => e.child);
+    listed = children.filter((_, i) => present[i]);
   }
 }
 

@@ -36,7 +36,7 @@ async function rootAlive(ctx: WorkerContext, queue: 'audio-batch' | 'book', id: 
   if (state !== 'waiting-children') return true;
   // The same loss one level down or more: a child (or a child's child) it waits for whose
   // data is gone. Children waiting, delayed or running are there and leave it alive.
-  const lost = await findLostChild(ctx.redis, ctx.queues[queue].toKey(id));
+  const lost = await findLostChild(ctx.redis, Object.values(ctx.queues), ctx.queues[queue].toKey(id));
   if (!lost) return true;
   await removeStrandedRoot(ctx.redis, Object.values(ctx.queues), ctx.queues[queue], id);
   ctx.logger.warn({ root: id, lost }, 'a root job waited for a job Redis no longer held; removed it for a new run');
