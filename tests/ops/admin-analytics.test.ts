@@ -53,12 +53,15 @@ describe('GET /v1/admin/analytics', () => {
 
   it('counts provider calls per outcome: one we aborted (its job\'s claim taken) apart from a provider\'s failure', async () => {
     api ??= await startTestApi(env.config);
-    await providerCall('gemini', 0.5, '2027-05-01T10:00:00Z');
-    await providerCall('gemini', 0.25, '2027-05-01T11:00:00Z');
-    await providerCall('gemini', 0, '2027-05-01T12:00:00Z', 'error');
-    await providerCall('gemini', 0, '2027-05-01T13:00:00Z', 'aborted');
-    await providerCall('gemini', 0, '2027-05-01T14:00:00Z', 'aborted');
-    const a = await analytics('since=2027-05-01');
+    // Hours ago, after the other tests' rows (`since` may not be later than now).
+    const since = Date.now() - 6 * 3_600_000;
+    const hoursAfter = (hours: number) => new Date(since + hours * 3_600_000).toISOString();
+    await providerCall('gemini', 0.5, hoursAfter(1));
+    await providerCall('gemini', 0.25, hoursAfter(2));
+    await providerCall('gemini', 0, hoursAfter(3), 'error');
+    await providerCall('gemini', 0, hoursAfter(4), 'aborted');
+    await providerCall('gemini', 0, hoursAfter(5), 'aborted');
+    const a = await analytics(`since=${new Date(since).toISOString()}`);
     expect(a.provider_calls).toEqual([
       { provider: 'gemini', kind: 'speech', outcome: 'aborted', calls: 2, cost_usd: 0 },
       { provider: 'gemini', kind: 'speech', outcome: 'error', calls: 1, cost_usd: 0 },
@@ -68,7 +71,7 @@ describe('GET /v1/admin/analytics', () => {
 
   it('averages generation time over the batches that generated, with p95 over the same', async () => {
     api ??= await startTestApi(env.config);
-    const base = Date.parse('2027-03-01T00:00:00Z');
+    const base = Date.now() - 3_600_000; // an hour ago: `since` may not be later than now
     // status, seconds from creation to start (null: no track ever started) and to the end, counters.
     const rows: Array<[string, number | null, number | null, number, number, number]> = [
       ['completed', 1, 11, 2, 0, 0],
@@ -91,7 +94,7 @@ describe('GET /v1/admin/analytics', () => {
         [status, done, failed, cancelled, 2 - done - failed - cancelled, started === null ? null : new Date(created + started * 1000), completed === null ? null : new Date(created + completed * 1000), new Date(created)],
       );
     }
-    const a = await analytics('since=2027-03-01');
+    const a = await analytics(`since=${new Date(base).toISOString()}`);
     expect(a.batches).toMatchObject({ finished: 6, active: 1, completed: 2, partial_success: 1, failed: 2 });
     expect(a.batches.success_rate).toBeCloseTo(2 / 6, 9);
     // Generation took 10, 20, 30 and 40 s; p95 interpolated between the two longest.
@@ -116,6 +119,22 @@ describe('GET /v1/admin/analytics', () => {
       expect(res.status, since).toBe(400);
       expect((await readJson(res)).error.message).toBe('query.since: must fall within the years 0001 to 9999 (UTC)');
     }
-    expect((await fetch(`${api.url}/v1/admin/analytics?since=9999-12-31`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } })).status).toBe(200);
+  });
+
+  it('refuses a `since` after now, which would count an empty period, saying so', async () => {
+    api ??= await startTestApi(env.config);
+    const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+    for (const since of ['9999-12-31', tomorrow, new Date(Date.now() + 60_000).toISOString(), '2999-01-01T00:00:00+14:00']) {
+      const res = await fetch(`${api.url}/v1/admin/analytics?since=${encodeURIComponent(since)}`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } });
+      expect(res.status, since).toBe(400);
+      const body = await readJson(res);
+      expect(body.error.code).toBe('validation_failed');
+      expect(body.error.message).toBe('query.since: must not be later than now (the figures count from since until now)');
+      expect(body.error.details).toEqual([{ path: 'query.since', message: 'must not be later than now (the figures count from since until now)' }]);
+    }
+    // Today, and a moment ago, are fine.
+    for (const since of [new Date().toISOString().slice(0, 10), new Date(Date.now() - 1_000).toISOString()]) {
+      expect((await analytics(`since=${encodeURIComponent(since)}`)).since, since).toBe(new Date(since).toISOString());
+    }
   });
 });

@@ -23,7 +23,11 @@ export const analyticsQuery = z.object({
       const year = new Date(value).getUTCFullYear();
       return year >= 1 && year <= 9999;
     }, 'must fall within the years 0001 to 9999 (UTC)')
-    .optional(),
+    // The figures run from `since` to now: a later one counts an empty period, and a 200 full
+    // of zeros reads as "nothing happened" rather than as a mistyped date.
+    .refine((value) => new Date(value).getTime() <= Date.now(), 'must not be later than now (the figures count from since until now)')
+    .optional()
+    .meta({ description: 'where the figures start: an ISO 8601 date or date-time from the year 0001 (UTC) up to now; 30 days ago when left out' }),
 });
 
 export const adminBatchesQuery = z.object({
