@@ -141,6 +141,11 @@ describe('WORKER_QUEUES', () => {
     expect(selectQueues('audio-mix, audio-tts')).toEqual(['audio-mix', 'audio-tts']);
     expect(() => selectQueues('audio-mix,audio-mixx')).toThrow(/unknown queue\(s\): audio-mixx/);
   });
+
+  it('reads queue names in any case, as the other settings that take one of a few words', () => {
+    expect(selectQueues('Audio-Mix, AUDIO-TTS,audio-mix')).toEqual(['audio-mix', 'audio-tts']);
+    expect(() => selectQueues('Audio-Mixx')).toThrow(/unknown queue\(s\): Audio-Mixx\. Known: audio-tts, /);
+  });
 });
 
 describe('auth with a JWKS URL and the tokens meant for this service', () => {

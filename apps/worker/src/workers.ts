@@ -11,16 +11,20 @@ import { handlers } from './handlers';
 import { toJobError } from '@soundqueue/shared/errors';
 import { keepReconcilerScheduled, scheduleReconciler, warnIfEvicting } from './reconciler';
 
-/** Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. */
+/**
+ * Which queues this process runs: WORKER_QUEUES (comma-separated) or all of them. Names are
+ * read in any case, as every setting that takes one of a few words is (config.ts's choice());
+ * the queues' own names are lower case.
+ */
 export function selectQueues(list: string | undefined): QueueName[] {
   if (!list) return [...queueNames];
-  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
-  const unknown = names.filter((n) => !isQueueName(n));
+  const given = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = given.filter((n) => !isQueueName(n.toLowerCase()));
   if (unknown.length > 0) {
     throw new Error(`WORKER_QUEUES names unknown queue(s): ${unknown.join(', ')}. Known: ${queueNames.join(', ')}`);
   }
-  if (names.length === 0) throw new Error('WORKER_QUEUES is empty');
-  return [...new Set(names)] as QueueName[];
+  if (given.length === 0) throw new Error('WORKER_QUEUES is empty');
+  return [...new Set(given.map((n) => n.toLowerCase()))] as QueueName[];
 }
 
 export function concurrencyFor(config: Config, queue: QueueName): number {
