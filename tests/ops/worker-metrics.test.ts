@@ -1,7 +1,10 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
+import { spawnWorker } from '../helpers/processes';
 
 let env: TestEnv;
 beforeAll(async () => {
@@ -38,5 +41,33 @@ describe('a worker process', () => {
     }
     expect(await exited).toBe(0);
     expect(stderr).toBe('');
+  });
+
+  it('answers scrapes once it says "worker started", and stops at start, taking no job, when its metrics port is taken', async () => {
+    // Taken by someone else: the worker used to log "worker started", take jobs, and then die
+    // of the listen error.
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '0.0.0.0', resolve));
+    const port = (holder.address() as AddressInfo).port;
+    try {
+      const worker = spawnWorker({ ...env.env, WORKER_METRICS_PORT: String(port), WORKER_QUEUES: 'audio-mix' });
+      await expect(worker.ready).rejects.toThrow(/exited \(1\) before it was ready/);
+      expect(worker.count('worker started')).toBe(0);
+      expect(worker.stderr.join('')).toMatch(/EADDRINUSE/);
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+    // A free port: listening by the time it says it has started (no wait for the endpoint).
+    const free = createServer();
+    await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
+    const freePort = (free.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => free.close(() => resolve()));
+    const worker = spawnWorker({ ...env.env, WORKER_METRICS_PORT: String(freePort), WORKER_QUEUES: 'audio-mix' });
+    try {
+      await worker.ready;
+      expect((await fetch(`http://127.0.0.1:${freePort}/metrics`)).status).toBe(200);
+    } finally {
+      await worker.kill();
+    }
   });
 });

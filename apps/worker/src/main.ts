@@ -46,8 +46,20 @@ process.on('SIGINT', () => void shutdown('SIGINT'));
 
 await runMigrations(config.DATABASE_URL);
 ctx = await createWorkerContext(config, { logger });
+// Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
+// Listening before any job is taken and before "worker started" is logged: a started worker
+// answers scrapes, and a port it cannot have (in use) stops it at start, saying so, rather
+// than killing it later with an unhandled 'error' event.
+if (config.WORKER_METRICS_PORT !== undefined) {
+  const server = createMetricsServer(config.METRICS_TOKEN);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.WORKER_METRICS_PORT, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  metricsServer = server;
+}
 running = await startWorkers(ctx, queues);
 logger.info({ queues, speech: ctx.providers.speech.name, analysis: ctx.providers.analysis.name, soundscape: ctx.providers.soundscape.name }, 'worker started');
-
-// Workers serve no routes, only their own metrics for Prometheus, on WORKER_METRICS_PORT.
-metricsServer = config.WORKER_METRICS_PORT === undefined ? null : createMetricsServer(config.METRICS_TOKEN).listen(config.WORKER_METRICS_PORT);
